@@ -1,0 +1,119 @@
+"""Blob storage for originals and thumbnails: a local folder by default, S3 when configured."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from imagesearch.config import Settings
+
+
+class BlobMissing(KeyError):
+    """The blob does not exist (permanent for the task that wanted it)."""
+
+
+class BlobUnavailable(RuntimeError):
+    """The blob store cannot be reached right now (transient)."""
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def get(self, key: str, max_bytes: int | None = None) -> bytes: ...
+    def delete(self, key: str) -> None: ...
+
+
+def original_key(image_id: str) -> str:
+    return f"originals/{image_id[:2]}/{image_id}"
+
+
+def thumbnail_key(image_id: str) -> str:
+    return f"thumbs/{image_id[:2]}/{image_id}.jpg"
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"blob key escapes the store: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a reader never sees half a file, a crash never leaves one.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            with path.open("rb") as handle:
+                data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        except FileNotFoundError as exc:
+            raise BlobMissing(key) from exc
+        except OSError as exc:
+            raise BlobUnavailable(f"{key}: {exc}") from exc
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ValueError(f"blob {key} is larger than {max_bytes} bytes")
+        return data
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class S3BlobStore:
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        import boto3
+
+        self.bucket = bucket
+        self.prefix = prefix
+        self.client = boto3.client("s3", endpoint_url=endpoint_url)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, ContentType=content_type)
+        except Exception as exc:  # botocore's errors share no useful base for transient vs permanent
+            raise BlobUnavailable(f"s3 put {key}: {exc}") from exc
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise BlobMissing(key) from exc
+            raise BlobUnavailable(f"s3 get {key}: {exc}") from exc
+        except Exception as exc:
+            raise BlobUnavailable(f"s3 get {key}: {exc}") from exc
+        body = response["Body"]
+        data = body.read() if max_bytes is None else body.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ValueError(f"blob {key} is larger than {max_bytes} bytes")
+        return data
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except Exception as exc:
+            raise BlobUnavailable(f"s3 delete {key}: {exc}") from exc
+
+
+def open_blobs(settings: Settings) -> BlobStore:
+    if settings.blob_backend == "s3":
+        if not settings.s3_bucket:
+            raise ValueError("IMAGESEARCH_BLOB_BACKEND=s3 needs IMAGESEARCH_S3_BUCKET")
+        return S3BlobStore(settings.s3_bucket, settings.s3_prefix, settings.s3_endpoint_url)
+    return LocalBlobStore(settings.blob_dir)

@@ -1,0 +1,87 @@
+"""Settings from the environment (prefix ``IMAGESEARCH_``), one line each.
+
+Every process (API, embed worker, caption worker, CLI) reads the same class, so a setting means
+the same thing everywhere. ``.env.example`` documents the values the offline Procfile stack uses.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_", env_file=".env", extra="ignore")
+
+    # Where the embedded store and the local blob folder live.
+    data_dir: Path = Path("./data")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Prefixes every Celery queue name, so several deployments (or test runs) can share one Redis.
+    queue_prefix: str = ""
+
+    store: Literal["embedded", "opensearch"] = "embedded"
+    opensearch_url: str = "http://127.0.0.1:9200"
+    opensearch_username: str | None = None
+    opensearch_password: str | None = None
+    # Sign requests with SigV4 (Amazon OpenSearch Service); credentials come from boto3's chain.
+    opensearch_aws_region: str | None = None
+    opensearch_aws_service: Literal["es", "aoss"] = "es"
+    opensearch_index_prefix: str = "imagesearch"
+    opensearch_engine: Literal["faiss", "lucene"] = "faiss"
+    opensearch_verify_certs: bool = True
+    blob_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = "imagesearch/"
+    s3_endpoint_url: str | None = None
+
+    # Models. A *_dir setting wins over the hub name; with neither reachable, loading fails with
+    # a message naming the missing files.
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "openai"
+    clip_model_dir: Path | None = None
+    captioner_model: str = "nlpconnect/vit-gpt2-image-captioning"
+    captioner_dir: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    caption_max_length: int = Field(default=24, ge=4, le=128)
+    caption_num_beams: int = Field(default=1, ge=1, le=8)
+
+    # Ingestion limits: refuse what cannot be a reasonable image before it costs memory.
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_image_pixels: int = 64_000_000
+    decode_min_side: int = 448
+    thumbnail_size: int = 256
+
+    # Workers. Batches flush when full or after the interval, whichever comes first.
+    embed_batch_size: int = Field(default=16, ge=1, le=1024)
+    caption_batch_size: int = Field(default=8, ge=1, le=1024)
+    batch_flush_seconds: float = Field(default=0.5, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    retry_backoff_seconds: float = Field(default=2.0, gt=0)
+    retry_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    # Redis redelivers an unacknowledged task after this many seconds; it must exceed the
+    # longest batch plus its retry backoff or a slow batch would run twice.
+    visibility_timeout_seconds: int = Field(default=3600, ge=60)
+
+    # Search.
+    rrf_k: int = Field(default=60, ge=1)
+    max_k: int = 100
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "store.sqlite3"
+
+    def queue(self, name: str) -> str:
+        return f"{self.queue_prefix}{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

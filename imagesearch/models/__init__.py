@@ -1,0 +1,10 @@
+"""Model loading and inference: CLIP (open_clip) and a captioner (transformers).
+
+Each model is loaded once per process (see :func:`get_clip` / :func:`get_captioner`).
+"""
+
+from imagesearch.models.captioner import Captioner, get_captioner
+from imagesearch.models.clip import ClipEncoder, get_clip
+from imagesearch.models.loading import ModelUnavailable
+
+__all__ = ["Captioner", "ClipEncoder", "ModelUnavailable", "get_captioner", "get_clip"]

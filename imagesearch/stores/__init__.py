@@ -1,0 +1,20 @@
+"""Vector + metadata stores behind one interface (:class:`imagesearch.stores.base.Store`)."""
+
+from imagesearch.config import Settings
+from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, Store
+
+
+def open_store(settings: Settings) -> Store:
+    """The store the settings select; each process opens its own."""
+    if settings.store == "embedded":
+        from imagesearch.stores.embedded import EmbeddedStore
+
+        return EmbeddedStore(settings.store_path)
+    if settings.store == "opensearch":
+        from imagesearch.stores.opensearch import OpenSearchStore
+
+        return OpenSearchStore.from_settings(settings)
+    raise ValueError(f"unknown store {settings.store!r}")
+
+
+__all__ = ["CaptionUpdate", "ImageVectorUpdate", "Store", "open_store"]

@@ -1,0 +1,305 @@
+"""The default store: SQLite (WAL) for records, NumPy for exact cosine kNN, FTS5 for captions.
+
+Several worker and API processes open the same file. SQLite serialises writers; every write
+transaction bumps a sequence number and stamps the rows it touches (or a tombstone for deletes),
+so each process refreshes its in-memory vector matrices incrementally before a search instead of
+reloading everything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from imagesearch.records import ImageRecord, VectorField
+from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate, StoreUnavailable
+from imagesearch.stores.vector_table import VectorTable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    blob_key TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    external_id TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    error TEXT,
+    caption TEXT,
+    caption_status TEXT NOT NULL,
+    thumb_key TEXT,
+    width INTEGER,
+    height INTEGER,
+    image_model TEXT,
+    caption_model TEXT,
+    text_model TEXT,
+    image_vec BLOB,
+    caption_vec BLOB,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_seq ON images(seq);
+CREATE INDEX IF NOT EXISTS images_status ON images(status);
+CREATE TABLE IF NOT EXISTS tombstones (id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones(seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('seq', 0);
+CREATE VIRTUAL TABLE IF NOT EXISTS captions_fts USING fts5(id UNINDEXED, caption, tokenize='porter unicode61');
+"""
+
+_RECORD_COLUMNS = (
+    "id", "tenant", "collection", "status", "source", "blob_key", "content_hash", "external_id", "tags",
+    "error", "caption", "caption_status", "thumb_key", "width", "height", "image_model", "caption_model",
+    "text_model", "created_at", "updated_at",
+)
+_SELECT_RECORD = f"SELECT {', '.join(_RECORD_COLUMNS)} FROM images"
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class EmbeddedStore:
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._index_lock = threading.Lock()
+        self._tables: dict[tuple[VectorField, str], VectorTable] = {}
+        self._where: dict[str, tuple[VectorField, str]] = {}  # "field:id" -> table key
+        self._seen_seq = 0
+        try:
+            self._conn().executescript(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"cannot create the schema in {self.path}: {exc}") from exc
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # locked past the busy timeout
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _next_seq(db: sqlite3.Connection) -> int:
+        return db.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value").fetchone()[0]
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- records -------------------------------------------------------------------------------
+
+    def put(self, record: ImageRecord) -> None:
+        now = time.time()
+        with self._write() as db:
+            seq = self._next_seq(db)
+            db.execute("DELETE FROM captions_fts WHERE id = ?", (record.id,))
+            db.execute("DELETE FROM tombstones WHERE id = ?", (record.id,))
+            db.execute(
+                f"INSERT OR REPLACE INTO images ({', '.join(_RECORD_COLUMNS)}, seq) "
+                f"VALUES ({', '.join('?' * len(_RECORD_COLUMNS))}, ?)",
+                (record.id, record.tenant, record.collection, "queued", record.source, record.blob_key,
+                 record.content_hash, record.external_id, json.dumps(record.tags), None, None, "pending",
+                 None, None, None, None, None, None, record.created_at, now, seq),
+            )
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        return self.get_many([image_id]).get(image_id)
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, ImageRecord]:
+        ids = list(dict.fromkeys(ids))
+        out: dict[str, ImageRecord] = {}
+        db = self._conn()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = db.execute(f"{_SELECT_RECORD} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+            for row in rows:
+                record = _to_record(row)
+                out[record.id] = record
+        return out
+
+    def delete(self, image_id: str) -> ImageRecord | None:
+        with self._write() as db:
+            row = db.execute(f"{_SELECT_RECORD} WHERE id = ?", (image_id,)).fetchone()
+            if row is None:
+                return None
+            seq = self._next_seq(db)
+            db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            db.execute("DELETE FROM captions_fts WHERE id = ?", (image_id,))
+            db.execute("INSERT OR REPLACE INTO tombstones(id, seq) VALUES (?, ?)", (image_id, seq))
+        return _to_record(row)
+
+    def set_image_vectors(self, updates: list[ImageVectorUpdate]) -> list[str]:
+        done: list[str] = []
+        if not updates:
+            return done
+        now = time.time()
+        with self._write() as db:
+            seq = self._next_seq(db)
+            for u in updates:
+                cur = db.execute(
+                    "UPDATE images SET status = 'indexed', error = NULL, image_vec = ?, image_model = ?, "
+                    "thumb_key = ?, width = ?, height = ?, updated_at = ?, seq = ? "
+                    "WHERE id = ? AND content_hash = ?",
+                    (_blob(u.vector), u.model, u.thumb_key, u.width, u.height, now, seq, u.id, u.content_hash),
+                )
+                if cur.rowcount:
+                    done.append(u.id)
+        return done
+
+    def set_captions(self, updates: list[CaptionUpdate]) -> list[str]:
+        done: list[str] = []
+        if not updates:
+            return done
+        now = time.time()
+        with self._write() as db:
+            seq = self._next_seq(db)
+            for u in updates:
+                cur = db.execute(
+                    "UPDATE images SET caption = ?, caption_status = 'done', caption_vec = ?, caption_model = ?, "
+                    "text_model = ?, updated_at = ?, seq = ? WHERE id = ? AND content_hash = ?",
+                    (u.caption, _blob(u.vector), u.caption_model, u.text_model, now, seq, u.id, u.content_hash),
+                )
+                if cur.rowcount:
+                    db.execute("DELETE FROM captions_fts WHERE id = ?", (u.id,))
+                    db.execute("INSERT INTO captions_fts(id, caption) VALUES (?, ?)", (u.id, u.caption))
+                    done.append(u.id)
+        return done
+
+    def set_failed(self, image_id: str, content_hash: str, stage: str, error: str) -> None:
+        column = "status" if stage == "embed" else "caption_status"
+        with self._write() as db:
+            seq = self._next_seq(db)
+            db.execute(
+                f"UPDATE images SET {column} = 'failed', error = ?, updated_at = ?, seq = ? "
+                "WHERE id = ? AND content_hash = ?",
+                (f"{stage}: {error}", time.time(), seq, image_id, content_hash),
+            )
+
+    def counts(self) -> dict[str, int]:
+        rows = self._conn().execute("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall()
+        out = {"queued": 0, "indexed": 0, "failed": 0}
+        out.update({status: n for status, n in rows})
+        pending = self._conn().execute(
+            "SELECT COUNT(*) FROM images WHERE status = 'indexed' AND caption_status = 'pending'").fetchone()[0]
+        out["caption_pending"] = pending
+        return out
+
+    # -- search --------------------------------------------------------------------------------
+
+    def vector(self, image_id: str, field: VectorField) -> tuple[np.ndarray, str] | None:
+        column, model = ("image_vec", "image_model") if field == "image" else ("caption_vec", "text_model")
+        row = self._conn().execute(f"SELECT {column}, {model} FROM images WHERE id = ?", (image_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return np.frombuffer(row[0], dtype=np.float32), row[1]
+
+    def knn(self, field: VectorField, query: np.ndarray, k: int, model: str, filters: Filters,
+            min_score: float | None = None) -> list[tuple[str, float]]:
+        self._refresh()
+        with self._index_lock:
+            table = self._tables.get((field, model))
+            if table is None:
+                return []
+            return table.search(np.asarray(query, dtype=np.float32), k, filters, min_score)
+
+    def keyword(self, text: str, k: int, filters: Filters) -> list[tuple[str, float]]:
+        words = _WORD.findall(text.lower())
+        if not words:
+            return []
+        # Quoted terms joined by OR: user text can never be parsed as FTS5 syntax.
+        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
+        sql = ("SELECT f.id, bm25(captions_fts) AS rank FROM captions_fts f JOIN images i ON i.id = f.id "
+               "WHERE captions_fts MATCH ? AND i.status = 'indexed'")
+        params: list[object] = [match]
+        for column, value in (("tenant", filters.tenant), ("collection", filters.collection)):
+            if value is not None:
+                sql += f" AND i.{column} = ?"
+                params.append(value)
+        if filters.exclude_id is not None:
+            sql += " AND i.id != ?"
+            params.append(filters.exclude_id)
+        sql += " ORDER BY rank LIMIT ?"
+        params.append(k)
+        # bm25() is lower-is-better and negative; report a positive score.
+        return [(row[0], -float(row[1])) for row in self._conn().execute(sql, params)]
+
+    def _refresh(self) -> None:
+        """Apply every change committed since this process last looked (any process's)."""
+        db = self._conn()
+        latest = db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0]
+        with self._index_lock:
+            if latest == self._seen_seq:
+                return
+            since = self._seen_seq
+            for (image_id,) in db.execute("SELECT id FROM tombstones WHERE seq > ? AND seq <= ?", (since, latest)):
+                self._drop(image_id)
+            rows = db.execute(
+                "SELECT id, tenant, collection, status, image_model, image_vec, text_model, caption_vec "
+                "FROM images WHERE seq > ? AND seq <= ?", (since, latest))
+            for image_id, tenant, collection, status, image_model, image_vec, text_model, caption_vec in rows:
+                self._drop(image_id)
+                if status != "indexed":
+                    continue
+                for field, model, blob in (("image", image_model, image_vec), ("caption", text_model, caption_vec)):
+                    if blob is not None and model:
+                        vector = np.frombuffer(blob, dtype=np.float32)
+                        key = (field, model)
+                        table = self._tables.get(key)
+                        if table is None:
+                            table = self._tables[key] = VectorTable(vector.shape[0])
+                        if table.dim != vector.shape[0]:
+                            continue  # a model cannot change its dimension; ignore a corrupt row
+                        table.add(image_id, vector, tenant, collection)
+                        self._where[f"{field}:{image_id}"] = key
+            self._seen_seq = latest
+
+    def _drop(self, image_id: str) -> None:
+        for field in ("image", "caption"):
+            key = self._where.pop(f"{field}:{image_id}", None)
+            if key is not None:
+                self._tables[key].remove(image_id)
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def _to_record(row: tuple) -> ImageRecord:
+    values = dict(zip(_RECORD_COLUMNS, row))
+    values["tags"] = json.loads(values["tags"] or "[]")
+    return ImageRecord(**values)

@@ -1,0 +1,92 @@
+"""An in-memory matrix of unit vectors with exact cosine top-k and tenant/collection filters."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imagesearch.stores.base import Filters
+
+
+class VectorTable:
+    """Rows are appended; removals leave holes that are compacted once they outnumber live rows."""
+
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
+        self.dim = dim
+        self._matrix = np.zeros((capacity, dim), dtype=np.float32)
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._tenant = np.zeros(capacity, dtype=np.int32)
+        self._collection = np.zeros(capacity, dtype=np.int32)
+        self._ids: list[str | None] = []
+        self._row: dict[str, int] = {}
+        self._codes: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def _code(self, value: str) -> int:
+        return self._codes.setdefault(value, len(self._codes))
+
+    def add(self, image_id: str, vector: np.ndarray, tenant: str, collection: str) -> None:
+        self.remove(image_id)
+        n = len(self._ids)
+        if n == self._matrix.shape[0]:
+            self._grow(2 * n)
+        self._matrix[n] = vector
+        self._alive[n] = True
+        self._tenant[n] = self._code(tenant)
+        self._collection[n] = self._code(collection)
+        self._ids.append(image_id)
+        self._row[image_id] = n
+
+    def remove(self, image_id: str) -> None:
+        row = self._row.pop(image_id, None)
+        if row is None:
+            return
+        self._alive[row] = False
+        self._ids[row] = None
+        if len(self._ids) > 1024 and len(self._row) < len(self._ids) // 2:
+            self._compact()
+
+    def search(self, query: np.ndarray, k: int, filters: Filters, min_score: float | None) -> list[tuple[str, float]]:
+        n = len(self._ids)
+        if n == 0 or k <= 0:
+            return []
+        scores = self._matrix[:n] @ query
+        mask = self._alive[:n].copy()
+        for values, wanted in ((self._tenant, filters.tenant), (self._collection, filters.collection)):
+            if wanted is not None:
+                code = self._codes.get(wanted)
+                if code is None:
+                    return []
+                mask &= values[:n] == code
+        if filters.exclude_id is not None and filters.exclude_id in self._row:
+            mask[self._row[filters.exclude_id]] = False
+        if min_score is not None:
+            mask &= scores >= min_score
+        candidates = np.flatnonzero(mask)
+        if candidates.size == 0:
+            return []
+        if candidates.size > k:
+            top = np.argpartition(-scores[candidates], k - 1)[:k]
+            candidates = candidates[top]
+        # Stable order for equal scores: by row, i.e. insertion order.
+        order = candidates[np.lexsort((candidates, -scores[candidates]))]
+        return [(self._ids[i], float(scores[i])) for i in order]  # type: ignore[misc]
+
+    def _grow(self, capacity: int) -> None:
+        for name in ("_matrix", "_alive", "_tenant", "_collection"):
+            old = getattr(self, name)
+            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self._alive[: len(self._ids)])
+        size = max(1024, 2 * keep.size)
+        for name in ("_matrix", "_alive", "_tenant", "_collection"):
+            old = getattr(self, name)
+            new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
+            new[: keep.size] = old[keep]
+            setattr(self, name, new)
+        self._ids = [self._ids[i] for i in keep]
+        self._row = {image_id: i for i, image_id in enumerate(self._ids)}  # type: ignore[misc]

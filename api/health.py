@@ -1,0 +1,36 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from api.context import services
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready when the store answers, the broker answers and the query encoder is loaded."""
+    svc = services()
+    checks: dict[str, str] = {}
+    for name, probe in (("store", lambda: svc.store.counts()), ("broker", _ping_broker),
+                        ("models", lambda: svc.clip.identity)):
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure, it never raises
+            checks[name] = f"error: {exc}"
+    ready = all(v == "ok" for v in checks.values())
+    return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
+
+
+def _ping_broker() -> None:
+    import redis
+
+    redis.Redis.from_url(services().settings.redis_url, socket_timeout=2).ping()

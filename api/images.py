@@ -1,0 +1,92 @@
+"""Image intake, status, thumbnails and deletion."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from api.context import services
+from api.errors import ApiError
+from imagesearch import ingest
+from imagesearch.blobs import BlobMissing
+from imagesearch.records import DEFAULT_COLLECTION, ImageRecord
+from schemas import AcceptedOut, ImageOut
+from schemas.api import NAME_PATTERN
+
+bp = Blueprint("images", __name__, url_prefix="/v1/images")
+_NAME = re.compile(NAME_PATTERN)
+
+
+def thumbnail_url(record: ImageRecord) -> str | None:
+    return url_for("images.thumbnail", image_id=record.id) if record.thumb_key else None
+
+
+def image_out(record: ImageRecord) -> ImageOut:
+    return ImageOut(
+        id=record.id, status=record.status, caption=record.caption, caption_status=record.caption_status,
+        error=record.error, collection=record.collection, external_id=record.external_id, tags=record.tags,
+        source=record.source, width=record.width, height=record.height, thumbnail_url=thumbnail_url(record),
+        image_model=record.image_model, caption_model=record.caption_model, created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+def _field(name: str, default: str | None = None) -> str | None:
+    value = request.form.get(name, default)
+    if value is not None and value != default and not _NAME.match(value):
+        raise ApiError(422, "invalid_request", f"{name} must match {NAME_PATTERN}")
+    return value
+
+
+@bp.post("")
+def upload():
+    file = request.files.get("file")
+    if file is None:
+        raise ApiError(400, "missing_file", "send the image as multipart/form-data field 'file'")
+    data = file.read()
+    if not data:
+        raise ApiError(400, "empty_file", "the uploaded file is empty")
+    tags = [t.strip() for t in request.form.get("tags", "").split(",") if t.strip()]
+    if len(tags) > 64 or any(len(t) > 128 for t in tags):
+        raise ApiError(422, "invalid_request", "at most 64 tags of at most 128 characters")
+    svc = services()
+    record = ingest.accept(
+        ingest.Upload(data=data, filename=file.filename or "", collection=_field("collection", DEFAULT_COLLECTION),
+                      external_id=_field("external_id"), tags=tuple(tags)),
+        settings=svc.settings, store=svc.store, blobs=svc.blobs, enqueue=svc.enqueue,
+    )
+    body = AcceptedOut(id=record.id, status=record.status).model_dump()
+    return jsonify(body), 202, {"Location": url_for("images.get_image", image_id=record.id)}
+
+
+def _record(image_id: str) -> ImageRecord:
+    record = services().store.get(image_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no image with id {image_id!r}")
+    return record
+
+
+@bp.get("/<image_id>")
+def get_image(image_id: str):
+    return jsonify(image_out(_record(image_id)).model_dump())
+
+
+@bp.get("/<image_id>/thumbnail")
+def thumbnail(image_id: str):
+    record = _record(image_id)
+    if not record.thumb_key:
+        raise ApiError(404, "not_found", "this image has no thumbnail yet")
+    try:
+        data = services().blobs.get(record.thumb_key)
+    except BlobMissing:
+        raise ApiError(404, "not_found", "thumbnail missing") from None
+    return Response(data, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@bp.delete("/<image_id>")
+def delete(image_id: str):
+    svc = services()
+    if not ingest.remove(image_id, store=svc.store, blobs=svc.blobs):
+        raise ApiError(404, "not_found", f"no image with id {image_id!r}")
+    return "", 204

@@ -1,0 +1,1 @@
+"""Celery adapter: the app, the batched embed and caption tasks, and enqueue helpers."""

@@ -1,0 +1,50 @@
+"""The Celery application. Settings come from :mod:`imagesearch.config` (environment)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from imagesearch.config import Settings, get_settings
+
+EMBED_TASK = "imagesearch.embed"
+CAPTION_TASK = "imagesearch.caption"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("imagesearch", broker=settings.redis_url, include=["workers.tasks"])
+    app.conf.update(
+        # A task is acknowledged only after its batch finished; a worker that dies mid-batch
+        # leaves its messages to be redelivered instead of losing them.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Batching tasks buffer messages in the worker: it must be allowed to hold a full batch.
+        worker_prefetch_multiplier=max(settings.embed_batch_size, settings.caption_batch_size),
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        broker_connection_retry_on_startup=True,
+        task_routes={
+            EMBED_TASK: {"queue": settings.queue("embed")},
+            CAPTION_TASK: {"queue": settings.queue("caption")},
+        },
+        task_default_queue=settings.queue("default"),
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # Events let Flower and `celery events` show tasks live.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def check_visibility_timeout(settings: Settings) -> None:
+    """Refuse a configuration where Redis would redeliver a task still within its retry window."""
+    longest = settings.retry_backoff_max_seconds + 600
+    if settings.visibility_timeout_seconds < longest:
+        raise RuntimeError(
+            f"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_seconds} is shorter than the "
+            f"longest retry wait plus a batch ({longest:.0f} s): tasks would run twice"
+        )
+
+
+app = make_celery(get_settings())

@@ -33,9 +33,9 @@ def test_upload_index_caption_search_delete(redis_client, data_dir):
             states = [_status(base, i) for i in ids]
             return all(s["status"] == "indexed" and s["caption_status"] == "done" for s in states) and states
 
-        states = wait_until(all_settled, 90, message="indexed and captioned")
+        states = wait_until(all_settled, 90, what="indexed and captioned")
         assert all(s["image_model"] and s["caption_model"] and s["caption"] is not None for s in states)
-        failed = wait_until(lambda: (s := _status(base, broken))["status"] == "failed" and s, 60, message="failed")
+        failed = wait_until(lambda: (s := _status(base, broken))["status"] == "failed" and s, 60, what="failed")
         assert "embed:" in failed["error"]
 
         thumb = requests.get(base + states[0]["thumbnail_url"], timeout=30)

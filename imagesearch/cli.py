@@ -1,0 +1,125 @@
+"""The ``imagesearch`` command line.
+
+Process-starting commands exec the real servers (gunicorn, celery) so the CLI itself stays free of
+Flask and Celery; operations talk to the API over HTTP or to the store directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imagesearch.config import get_settings
+
+app = typer.Typer(help="Semantic image search: index images with CLIP and captions, search them by meaning.",
+                  no_args_is_help=True, add_completion=False)
+models_app = typer.Typer(help="Model files: build small offline models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _exec(args: list[str]) -> None:
+    """Replace this process, so signals from the process manager reach the server directly."""
+    os.execvp(args[0], args)
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
+          port: int = typer.Option(int(os.environ.get("PORT", 8000)), help="Port (default $PORT or 8000)."),
+          workers: int = typer.Option(2, help="gunicorn worker processes."),
+          threads: int = typer.Option(4, help="Threads per worker.")) -> None:
+    """Run the HTTP API under gunicorn."""
+    _exec([sys.executable, "-m", "gunicorn", "api.wsgi:app", "-b", f"{host}:{port}", "-w", str(workers),
+           "--threads", str(threads), "--timeout", "120", "--access-logfile", "-"])
+
+
+@app.command()
+def worker(stage: str = typer.Argument(..., help="embed or caption"),
+           concurrency: int = typer.Option(1, help="Worker processes (each loads its own model).")) -> None:
+    """Run a Celery worker for one stage's queue."""
+    if stage not in ("embed", "caption"):
+        raise typer.BadParameter("stage must be embed or caption")
+    queue = get_settings().queue(stage)
+    _exec([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queue, "-c", str(concurrency),
+           "-n", f"{stage}@%h", "--loglevel", "INFO"])
+
+
+@app.command()
+def search(text: str = typer.Argument(..., help="What to look for."),
+           mode: str = typer.Option("image", help="image | caption | hybrid"),
+           k: int = typer.Option(10, min=1, max=100),
+           collection: Optional[str] = typer.Option(None),
+           api: str = typer.Option("http://127.0.0.1:8000", envvar="IMAGESEARCH_API_URL", help="API base URL.")) -> None:
+    """Search through the running API and print the hits."""
+    import requests
+
+    body = {"text": text, "mode": mode, "k": k}
+    if collection:
+        body["collection"] = collection
+    response = requests.post(f"{api}/v1/search", json=body, timeout=60)
+    if response.status_code != 200:
+        typer.echo(response.text, err=True)
+        raise typer.Exit(1)
+    _print_hits(text, response.json())
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Records per status in the store, and messages waiting per queue."""
+    from imagesearch.stores import open_store
+
+    settings = get_settings()
+    report: dict = {"store": open_store(settings).counts()}
+    try:
+        from workers.enqueue import queue_depths
+
+        report["queues"] = queue_depths()
+    except Exception as exc:  # noqa: BLE001 - the broker being down is a status, not a crash
+        report["queues"] = f"unavailable: {exc}"
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    for section, values in report.items():
+        typer.echo(f"{section}: " + (", ".join(f"{k}={v}" for k, v in values.items()) if isinstance(values, dict)
+                                     else str(values)))
+
+
+@app.command()
+def demo(images: int = typer.Option(60, help="How many sample images to index."),
+         query: list[str] = typer.Option([], "--query", "-q", help="Queries to run (repeatable)."),
+         keep_running: bool = typer.Option(False, help="Leave the API and workers running afterwards."),
+         port: int = typer.Option(0, help="API port (0: a free one).")) -> None:
+    """Start the API and both workers, index sample images, and print search results."""
+    from imagesearch.demo import run_demo
+
+    raise typer.Exit(run_demo(images=images, queries=query, keep_running=keep_running, port=port))
+
+
+@models_app.command("tiny")
+def models_tiny(folder: Path = typer.Argument(..., help="Where to write clip/ and captioner/."),
+                seed: int = 0) -> None:
+    """Write small UNTRAINED models (random weights) in production formats, for offline plumbing tests."""
+    from imagesearch.models.tiny import UNTRAINED_NOTE, build_tiny_models
+
+    clip_dir, captioner_dir = build_tiny_models(folder, seed)
+    typer.echo(f"{UNTRAINED_NOTE}\nIMAGESEARCH_CLIP_MODEL_DIR={clip_dir}\nIMAGESEARCH_CAPTIONER_DIR={captioner_dir}")
+
+
+def _print_hits(query: str, body: dict) -> None:
+    typer.echo(f'"{query}"  ({body["mode"]} mode, {body["took_ms"]:.0f} ms)')
+    if not body["hits"]:
+        typer.echo("    (no hits)")
+    for rank, hit in enumerate(body["hits"], start=1):
+        typer.echo(f"  {rank:>2}. {hit['score']:+.3f}  {hit['caption'] or '':<48} {hit['source']}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

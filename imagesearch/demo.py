@@ -1,0 +1,131 @@
+"""``imagesearch demo``: the whole system on one machine, end to end, in one command.
+
+Starts the API and both workers as the Procfile would, uploads sample images from the
+procedural world over HTTP, waits until they are indexed and captioned, and prints what each
+search mode returns.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import requests
+
+from imagesearch import procs, world
+from imagesearch.config import get_settings
+
+DEMO_MODELS = procs.ROOT / "models" / "demo"
+DEFAULT_QUERIES = ("one red circle", "two blue squares", "a green star on the left", "three yellow triangles")
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def choose_models(data_dir: Path) -> tuple[dict[str, str], str]:
+    """Configured models > pretrained from the hub > trained demo models > untrained tiny models."""
+    settings = get_settings()
+    if settings.clip_model_dir and settings.captioner_dir:
+        return {}, f"configured models ({settings.clip_model_dir}, {settings.captioner_dir})"
+    if _hub_reachable():
+        return {}, f"pretrained models from the hub: {settings.clip_model}/{settings.clip_pretrained}, " \
+                   f"{settings.captioner_model}"
+    if (DEMO_MODELS / "clip").is_dir() and (DEMO_MODELS / "captioner").is_dir():
+        return ({"IMAGESEARCH_CLIP_MODEL_DIR": str(DEMO_MODELS / "clip"),
+                 "IMAGESEARCH_CAPTIONER_DIR": str(DEMO_MODELS / "captioner")},
+                "DEMO models: tiny CLIP and captioner trained offline on the procedural shapes world only")
+    from imagesearch.models.tiny import UNTRAINED_NOTE, build_tiny_models
+
+    clip_dir, captioner_dir = build_tiny_models(data_dir / "untrained-models")
+    return ({"IMAGESEARCH_CLIP_MODEL_DIR": str(clip_dir), "IMAGESEARCH_CAPTIONER_DIR": str(captioner_dir)},
+            UNTRAINED_NOTE)
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_timeout=3).ping()
+    except redis.RedisError as exc:
+        raise SystemExit(f"Redis is not reachable at {url} ({exc}). Start it (redis-server) or set "
+                         "IMAGESEARCH_REDIS_URL.") from None
+
+
+def run_demo(images: int, queries: list[str], keep_running: bool, port: int) -> int:
+    settings = get_settings()
+    data_dir = settings.data_dir.resolve() / "demo"
+    _check_redis(settings.redis_url)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    model_env, label = choose_models(data_dir)
+    print(f"models: {label}")
+    env = dict(os.environ, IMAGESEARCH_DATA_DIR=str(data_dir), PYTHONPATH=str(procs.ROOT), **model_env)
+    env.setdefault("IMAGESEARCH_QUEUE_PREFIX", f"demo-{os.getpid()}-")
+    log_dir = data_dir / "logs"
+    print(f"starting the API and the embed and caption workers (logs in {log_dir}) ...")
+    started = []
+    try:
+        api, base = procs.start_api(env, log_dir, port=port)
+        started.append(api)
+        started.append(procs.start_worker(env, log_dir, "worker-embed", ("embed",)))
+        started.append(procs.start_worker(env, log_dir, "worker-caption", ("caption",)))
+        samples = world.generate(images, seed=2024)
+        truth = {sample.id: sample.captions[0] for sample in samples}
+        ids = _upload(base, samples)
+        _wait_indexed(base, ids)
+        for text in queries or DEFAULT_QUERIES:
+            for mode in ("image", "caption", "hybrid"):
+                body = requests.post(f"{base}/v1/search", json={"text": text, "mode": mode, "k": 3},
+                                     timeout=60).json()
+                _print(text, mode, body, truth)
+        print(f"\nmodels: {label}")
+        if keep_running:
+            print(f"API at {base} (GET /v1/images/<id>, POST /v1/search). Ctrl-C stops everything.")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in reversed(started):
+            proc.close()
+    return 0
+
+
+def _upload(base: str, samples: list[world.Sample]) -> list[str]:
+    ids = []
+    for sample in samples:
+        response = requests.post(f"{base}/v1/images", files={"file": (f"{sample.id}.jpg", sample.image_jpeg)},
+                                 data={"external_id": sample.id}, timeout=60)
+        response.raise_for_status()
+        ids.append(response.json()["id"])
+    print(f"uploaded {len(ids)} sample images from the procedural world")
+    return ids
+
+
+def _wait_indexed(base: str, ids: list[str], timeout: float = 600) -> None:
+    started = time.monotonic()
+
+    def settled() -> bool:
+        states = [requests.get(f"{base}/v1/images/{i}", timeout=60).json() for i in ids]
+        done = sum(s["status"] == "failed" or s["caption_status"] in ("done", "failed") for s in states)
+        print(f"\r  indexed and captioned: {done}/{len(ids)}", end="", flush=True)
+        return done == len(ids)
+
+    procs.wait_until(settled, timeout, 1.0, "indexing")
+    print(f"  ({time.monotonic() - started:.1f} s)")
+
+
+def _print(text: str, mode: str, body: dict, truth: dict[str, str]) -> None:
+    """Each hit with its generated caption and, for comparison, what the image really shows."""
+    print(f'\n"{text}"  [{mode}, {body["took_ms"]:.0f} ms]')
+    for rank, hit in enumerate(body["hits"], start=1):
+        print(f"  {rank}. {hit['score']:+.3f}  generated: {hit['caption'] or '-':<40} "
+              f"truth: {truth.get(hit['external_id'] or '', '?')}")

@@ -1,0 +1,114 @@
+"""Starting and stopping the service's own processes (API, workers) from Python.
+
+Used by ``imagesearch demo`` and by the tests, so both run the processes exactly as the
+Procfile does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+class ManagedProcess:
+    """A child in its own process group with output in a log file; ``close`` stops and reaps it."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._out = log.open("wb")
+        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_output(self, needle: str, timeout: float) -> None:
+        def seen() -> bool:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"process exited ({self.popen.returncode}):\n{self.output()[-3000:]}")
+            return needle in self.output()
+
+        wait_until(seen, timeout, 0.2, f"{needle!r} in {self.log.name}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+
+    def close(self, timeout: float = 20) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+        self._out.close()
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.25, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: tuple[str, ...] = ("embed", "caption"),
+                 timeout: float = 120) -> ManagedProcess:
+    prefix = env.get("IMAGESEARCH_QUEUE_PREFIX", "")
+    args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel", "INFO",
+            "-Q", ",".join(prefix + q for q in queues), "-c", "1", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
+            "--without-gossip", "--without-mingle"]
+    proc = ManagedProcess(args, env, log_dir / f"{name}.log")
+    try:
+        proc.wait_for_output("ready.", timeout)
+    except BaseException:
+        proc.close()
+        raise
+    return proc
+
+
+def start_api(env: dict[str, str], log_dir: Path, name: str = "api", port: int = 0,
+              timeout: float = 120) -> tuple[ManagedProcess, str]:
+    port = port or free_port()
+    args = [sys.executable, "-m", "gunicorn", "api.wsgi:app", "-b", f"127.0.0.1:{port}", "-w", "1",
+            "--threads", "4", "--timeout", "120"]
+    proc = ManagedProcess(args, env, log_dir / f"{name}.log")
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"the API exited:\n{proc.output()[-3000:]}")
+        try:
+            return requests.get(base + "/readyz", timeout=30).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_until(ready, timeout, 0.3, "API ready")
+    except BaseException:
+        proc.close()
+        raise
+    return proc, base

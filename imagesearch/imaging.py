@@ -11,7 +11,9 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+Image.init()
+# Formats Pillow can open here, from a fixed allowlist (no EPS/PSD/... parsers exposed to uploads).
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}) & set(Image.OPEN)
 
 
 class InvalidImage(ValueError):

@@ -21,7 +21,9 @@ _SESSION_DIR = Path(tempfile.mkdtemp(prefix="imagesearch-tests-"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Set before any project module reads its settings, so in-process code and child processes agree.
+    # Set before any project module reads its settings (and before huggingface_hub reads
+    # HF_HUB_OFFLINE at import), so in-process code and child processes agree.
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     from imagesearch.models.tiny import build_tiny_models
 
     clip_dir, captioner_dir = build_tiny_models(_SESSION_DIR / "models")

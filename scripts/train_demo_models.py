@@ -1,0 +1,419 @@
+"""Train the DEMO CLIP and captioner on the procedural world (imagesearch.world), on CPU.
+
+    .venv/bin/python scripts/train_demo_models.py            # both models -> models/demo/
+    .venv/bin/python scripts/train_demo_models.py --only clip
+
+Why: offline there are no pretrained weights, and untrained models make search meaningless. These
+two tiny models learn the procedural world well enough that offline search provably finds the
+right images (see scripts/measure_demo_models.py and tests/unit/test_demo_models.py). They know
+nothing outside that world.
+
+Both are saved in the exact formats production loads (imagesearch/models/clip.py, captioner.py):
+- ``clip/``: open_clip ``local-dir`` folder (open_clip_config.json with model_cfg + preprocess_cfg,
+  open_clip_model.safetensors, and the word-level tokenizer files that open_clip's HFTokenizer
+  loads from the same folder).
+- ``captioner/``: transformers VisionEncoderDecoder (ViT encoder + BERT decoder with
+  cross-attention) saved with save_pretrained, with its tokenizer and image processor.
+
+Deterministic: fixed seeds, 2 torch threads, data a pure function of the world seed. Training
+images come from world seed 1; evaluation uses seed 2 (never seen in training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import multiprocessing
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable as a plain script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from imagesearch import imaging, world  # noqa: E402
+
+log = logging.getLogger("train_demo_models")
+
+TRAIN_SEED = 1
+HELDOUT_SEED = 2
+IMAGE_SIZE = 64  # model input; the world draws 128 px and both preprocessors downsample
+PATCH = 8
+SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]  # ids 0..3: pad_id=0, eos_id=3 in the CLIP config
+CONTEXT_LENGTH = 24  # longest canonical caption is 12 tokens with BOS/EOS; room for user queries
+NOTE = ("DEMO model trained only on the procedural shapes world (imagesearch/world.py); "
+        "it knows nothing else. See models/demo/README.md.")
+
+CLIP_MODEL_CFG = {
+    "embed_dim": 96,
+    "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": PATCH, "width": 96, "layers": 4, "head_width": 32,
+                   "mlp_ratio": 4.0},
+    "text_cfg": {
+        "context_length": CONTEXT_LENGTH,
+        "vocab_size": len(SPECIALS) + len(world.vocabulary()),
+        "width": 96,
+        "heads": 3,
+        "layers": 3,
+        # Any non-empty name selects HFTokenizer; with the local-dir schema open_clip then loads
+        # the tokenizer from the model folder itself, so the folder can move (notes pitfall 2).
+        "hf_tokenizer_name": "./",
+        # open_clip's default pools at the highest token id (right only for CLIP's own BPE): pool
+        # at our end-of-text token instead (notes pitfall 1).
+        "pool_type": "eos",
+        "eos_id": SPECIALS.index("[EOS]"),
+        "pad_id": SPECIALS.index("[PAD]"),
+    },
+}
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+def build_tokenizer(captions: list[str]):
+    """Word-level tokenizer trained on the captions; [BOS] w1 .. wn [EOS] on encode.
+
+    transformers 5 saves a fast tokenizer as ``TokenizersBackend``: special tokens, the
+    post-processor adding BOS/EOS and the decoder joining words must all be explicit (pitfall 3).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    def core_with(vocab: dict[str, int] | None) -> Tokenizer:
+        core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]") if vocab else models.WordLevel(unk_token="[UNK]"))
+        # Queries come from people: fold case and treat punctuation/digits as spaces.
+        core.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(Regex("[^a-z]+"), " ")])
+        core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        return core
+
+    learner = core_with(None)
+    learner.train_from_iterator(captions, trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=1))
+    # The trainer breaks frequency ties in hash order; renumber the learned words alphabetically so
+    # the ids (and so the saved weights) are the same on every run.
+    words = sorted(w for w in learner.get_vocab() if w not in SPECIALS)
+    vocab = {token: i for i, token in enumerate(SPECIALS + words)}
+    core = core_with(vocab)
+    core.decoder = decoders.WordPiece(prefix="##")  # re-joins words with single spaces
+    core.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])]
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]",
+                                        bos_token="[BOS]", eos_token="[EOS]")
+    tokenizer.model_max_length = CONTEXT_LENGTH
+    return tokenizer
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid*grid, dim) 2-D sine-cosine position pattern, x in the first half, y in the second.
+
+    With default random position embeddings the tiny ViT captioner confused x and y (top<->left);
+    starting from this pattern fixed it (notes pitfall 5).
+    """
+    assert dim % 4 == 0
+    quarter = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                            indexing="ij")
+    out = []
+    for coord in (xs.reshape(-1), ys.reshape(-1)):
+        angles = coord[:, None] * omega[None, :]
+        out += [torch.sin(angles), torch.cos(angles)]
+    return torch.cat(out, dim=1).float()
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    # No decay on biases, norms, embeddings of positions and the logit scale (standard practice).
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or "position" in name or "logit_scale" in name or "norm" in name or name.endswith("ln"):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ----------------------------------------------------------------------------- data
+
+_WORKER: dict = {}
+
+
+def _init_worker(clip_dir: str, captioner_dir: str) -> None:
+    torch.set_num_threads(1)
+    import open_clip
+    from transformers import AutoImageProcessor
+
+    # The very preprocessors production builds from the saved folders, so training sees what
+    # serving sees.
+    _, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{clip_dir}")
+    _WORKER["clip"] = preprocess
+    _WORKER["caption"] = AutoImageProcessor.from_pretrained(captioner_dir)
+
+
+def model_inputs(jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """CLIP and captioner pixels for one image, through the service's own image path.
+
+    The embed worker decodes with ``imaging.decode(min_side=448)`` (a no-op at 128 px); captions
+    are made from the 256-px JPEG thumbnail the embed worker stores (a second JPEG pass).
+    """
+    image = imaging.decode(jpeg, min_side=448, max_pixels=64_000_000)
+    clip_pixels = _WORKER["clip"](image).numpy().astype(np.float16)
+    thumb = Image.open(io.BytesIO(imaging.thumbnail_jpeg(image, 256))).convert("RGB")
+    cap_pixels = _WORKER["caption"](images=[thumb], return_tensors="np")["pixel_values"][0].astype(np.float16)
+    return clip_pixels, cap_pixels
+
+
+def _one(args: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    seed, index = args
+    sample = world.make_sample(seed, index)
+    clip_pixels, cap_pixels = model_inputs(sample.image_jpeg)
+    return clip_pixels, cap_pixels, sample.captions
+
+
+def build_data(n: int, seed: int, clip_dir: Path, captioner_dir: Path, workers: int):
+    """Pixels for both models and the captions of samples 0..n-1 of world ``seed`` (ordered)."""
+    started = time.time()
+    clip_px = np.empty((n, 3, IMAGE_SIZE, IMAGE_SIZE), np.float16)
+    cap_px = np.empty((n, 3, IMAGE_SIZE, IMAGE_SIZE), np.float16)
+    captions: list[tuple[str, ...]] = []
+    # spawn, not fork: forking a process that already initialised torch's thread pools can hang.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init_worker, initargs=(str(clip_dir), str(captioner_dir))) as pool:
+        for i, (a, b, caps) in enumerate(pool.imap(_one, ((seed, i) for i in range(n)), chunksize=128)):
+            clip_px[i], cap_px[i] = a, b
+            captions.append(caps)
+            if (i + 1) % 4000 == 0:
+                log.info("data: %d/%d images (%.0fs)", i + 1, n, time.time() - started)
+    log.info("data: %d images of world seed %d in %.0fs", n, seed, time.time() - started)
+    return torch.from_numpy(clip_px), torch.from_numpy(cap_px), captions
+
+
+# ----------------------------------------------------------------------------- saving the formats
+
+def write_clip_folder(directory: Path, tokenizer) -> None:
+    """Config + tokenizer first (training builds the model and preprocess from them); weights later."""
+    import open_clip
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_cfg": CLIP_MODEL_CFG,
+        "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
+                           "interpolation": "bicubic", "resize_mode": "shortest"},
+        "note": NOTE,
+    }
+    (directory / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tokenizer.save_pretrained(directory)
+
+
+def write_captioner_processor(directory: Path, tokenizer) -> None:
+    from transformers import ViTImageProcessor
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(directory)
+    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(directory)
+
+
+# ----------------------------------------------------------------------------- CLIP
+
+def train_clip(directory: Path, clip_px: torch.Tensor, captions: list[tuple[str, ...]], steps: int,
+               batch: int, lr: float, seed: int) -> None:
+    import open_clip
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{directory}")  # random init: no weights there yet
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{directory}")
+    # The visual position embedding is (1 + grid*grid, width): keep the class slot at zero.
+    grid = IMAGE_SIZE // PATCH
+    with torch.no_grad():
+        model.visual.positional_embedding.zero_()
+        model.visual.positional_embedding[1:] = sincos_2d(grid, CLIP_MODEL_CFG["vision_cfg"]["width"])
+
+    distinct = sorted({c for caps in captions for c in caps})
+    token_of = dict(zip(distinct, tokenizer(distinct)))
+    caption_sets = [frozenset(caps) for caps in captions]
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    n = len(captions)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cursor = 0
+    model.train()
+    started = time.time()
+    for step in range(steps):
+        if cursor + batch > n:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + step))
+            cursor = 0
+        idx = order[cursor:cursor + batch].tolist()
+        cursor += batch
+        # Half the time the canonical caption, else a random true paraphrase of it.
+        texts = [captions[i][0] if rng.random() < 0.5 else captions[i][int(rng.integers(len(captions[i])))]
+                 for i in idx]
+        tokens = torch.stack([token_of[t] for t in texts])
+        # Several images in a batch can share a caption (or make a paraphrase true): every true
+        # (image, text) pair is a positive, so the loss never punishes a correct match.
+        target = torch.tensor([[t in caption_sets[i] for t in texts] for i in idx], dtype=torch.float32)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, max(1, steps // 12), lr)
+        image_features = F.normalize(model.encode_image(clip_px[idx].float()), dim=-1)
+        text_features = F.normalize(model.encode_text(tokens), dim=-1)
+        logits = model.logit_scale.exp() * image_features @ text_features.T
+        loss_i = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, 1)).sum(1).mean()
+        loss_t = -(target / target.sum(0, keepdim=True) * F.log_softmax(logits, 0)).sum(0).mean()
+        loss = (loss_i + loss_t) / 2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 20 == 0 or step == steps - 1:
+            log.info("clip step %d/%d loss %.3f scale %.1f (%.0fs)", step, steps, loss.item(),
+                     model.logit_scale.exp().item(), time.time() - started)
+    model.eval()
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / "open_clip_model.safetensors"))
+    log.info("clip saved to %s after %.0fs", directory, time.time() - started)
+
+
+# ----------------------------------------------------------------------------- captioner
+
+def build_captioner(tokenizer):
+    from transformers import (BertConfig, BertLMHeadModel, VisionEncoderDecoderConfig, VisionEncoderDecoderModel,
+                              ViTConfig, ViTModel)
+
+    encoder = ViTModel(ViTConfig(image_size=IMAGE_SIZE, patch_size=PATCH, hidden_size=96, num_hidden_layers=4,
+                                 num_attention_heads=3, intermediate_size=384, hidden_dropout_prob=0.0,
+                                 attention_probs_dropout_prob=0.0))
+    # (The pooler is unused by the decoder but kept: transformers' loader builds ViTModel with one
+    # and would report its weights as missing.)
+    vocab = tokenizer.get_vocab()
+    decoder = BertLMHeadModel(BertConfig(
+        vocab_size=len(vocab), hidden_size=96, num_hidden_layers=2, num_attention_heads=3, intermediate_size=384,
+        max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        # A BERT decoder must be causal and attend to the image (pitfall 4).
+        is_decoder=True, add_cross_attention=True,
+        pad_token_id=vocab["[PAD]"], bos_token_id=vocab["[BOS]"], eos_token_id=vocab["[EOS]"]))
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
+    model = VisionEncoderDecoderModel(config=config, encoder=encoder, decoder=decoder)
+    for cfg in (model.config, model.generation_config):
+        cfg.decoder_start_token_id = vocab["[BOS]"]
+        cfg.bos_token_id = vocab["[BOS]"]
+        cfg.eos_token_id = vocab["[EOS]"]
+        cfg.pad_token_id = vocab["[PAD]"]
+    model.generation_config.max_length = None  # callers pass max_new_tokens
+    grid = IMAGE_SIZE // PATCH
+    with torch.no_grad():
+        pos = model.encoder.embeddings.position_embeddings  # (1, 1 + grid*grid, hidden)
+        pos.zero_()
+        pos[0, 1:] = sincos_2d(grid, pos.shape[-1])
+    return model
+
+
+def train_captioner(directory: Path, cap_px: torch.Tensor, captions: list[tuple[str, ...]], steps: int,
+                    batch: int, lr: float, seed: int) -> None:
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(directory)  # the saved one, exactly as serving loads it
+    model = build_captioner(tokenizer)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    # Labels are the canonical caption without BOS (the model shifts right and prepends
+    # decoder_start_token_id itself), EOS at the end, -100 on padding.
+    encoded = [tokenizer(c[0], add_special_tokens=False)["input_ids"] + [eos] for c in captions]
+    width = max(map(len, encoded))
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    for i, ids in enumerate(encoded):
+        labels[i, :len(ids)] = torch.tensor(ids)
+    assert pad not in {t for ids in encoded for t in ids}
+    optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=lr)
+    n = len(captions)
+    generator = torch.Generator().manual_seed(seed)
+    order, cursor = torch.randperm(n, generator=generator), 0
+    model.train()
+    started = time.time()
+    for step in range(steps):
+        if cursor + batch > n:
+            order, cursor = torch.randperm(n, generator=generator), 0
+        idx = order[cursor:cursor + batch]
+        cursor += batch
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, max(1, steps // 20), lr)
+        out = model(pixel_values=cap_px[idx].float(), labels=labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 50 == 0 or step == steps - 1:
+            log.info("captioner step %d/%d loss %.3f (%.0fs)", step, steps, out.loss.item(), time.time() - started)
+    model.eval()
+    model.save_pretrained(directory)
+    (directory / "NOTE.txt").write_text(NOTE + "\n")
+    log.info("captioner saved to %s after %.0fs", directory, time.time() - started)
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "models" / "demo")
+    parser.add_argument("--only", choices=["clip", "captioner"], default=None)
+    parser.add_argument("--train-n", type=int, default=24000)
+    parser.add_argument("--train-seed", type=int, default=TRAIN_SEED)
+    parser.add_argument("--clip-steps", type=int, default=600)
+    parser.add_argument("--clip-batch", type=int, default=256)
+    parser.add_argument("--clip-lr", type=float, default=1e-3)
+    parser.add_argument("--captioner-steps", type=int, default=2600)
+    parser.add_argument("--captioner-batch", type=int, default=64)
+    parser.add_argument("--captioner-lr", type=float, default=1.5e-3)
+    parser.add_argument("--workers", type=int, default=2, help="processes drawing the training images")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # open_clip logs (on the root logger) that the fresh folder has no weights yet: expected here.
+    logging.getLogger().setLevel(logging.ERROR)
+    log.setLevel(logging.INFO)
+    torch.set_num_threads(2)
+    started = time.time()
+
+    clip_dir, captioner_dir = args.out / "clip", args.out / "captioner"
+    # The tokenizer is trained on every caption of the training world, canonical and paraphrases.
+    vocabulary_text = [c for s in world.generate(2000, args.train_seed) for c in s.captions]
+    tokenizer = build_tokenizer(vocabulary_text + [" ".join(world.vocabulary())])
+    for directory, writer in ((clip_dir, write_clip_folder), (captioner_dir, write_captioner_processor)):
+        if args.only is None or directory.name == args.only:
+            shutil.rmtree(directory, ignore_errors=True)
+            writer(directory, tokenizer)
+    # The worker processes need both preprocessors; a scratch copy serves when only one is trained.
+    scratch = args.out / ".scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    write_clip_folder(scratch / "clip", tokenizer)
+    write_captioner_processor(scratch / "captioner", tokenizer)
+    clip_px, cap_px, captions = build_data(args.train_n, args.train_seed, scratch / "clip", scratch / "captioner",
+                                           args.workers)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if args.only in (None, "clip"):
+        train_clip(clip_dir, clip_px, captions, args.clip_steps, args.clip_batch, args.clip_lr, seed=0)
+    if args.only in (None, "captioner"):
+        train_captioner(captioner_dir, cap_px, captions, args.captioner_steps, args.captioner_batch,
+                        args.captioner_lr, seed=0)
+    log.info("done in %.1f min", (time.time() - started) / 60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

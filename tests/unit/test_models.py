@@ -1,0 +1,77 @@
+"""Model loading through the production path, and the exact short-text encoding."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagesearch.config import Settings
+from imagesearch.models import ModelUnavailable, get_captioner, get_clip
+from imagesearch.models.clip import ClipSpec, load_clip
+from imagesearch.models.captioner import CaptionerSpec, load_captioner
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings()  # the tiny models conftest saved and pointed the environment at
+
+
+def test_clip_vectors_are_normalised_and_deterministic(settings):
+    clip = get_clip(settings)
+    assert get_clip(settings) is clip  # loaded once per process
+    images = [Image.new("RGB", (300, 200), (255, 0, 0)), Image.new("RGB", (80, 120), (0, 0, 255))]
+    first, second = clip.encode_images(images), clip.encode_images(images)
+    assert first.shape == (2, clip.dim) and first.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(first, second)
+    assert not np.allclose(first[0], first[1])
+
+
+def test_short_text_encoding_equals_the_full_context(settings):
+    """Tokens after end-of-text cannot change a causal transformer's pooled output."""
+    clip = get_clip(settings)
+    texts = ["a", "two red circles left of a blue square", "word " * 100]  # the last one is truncated at 77
+    fast = clip.encode_texts(texts)
+    tokens = clip.tokenizer(texts)
+    full = clip.model.encode_text(tokens, normalize=True).detach().numpy()
+    np.testing.assert_allclose(fast, full, atol=1e-5)
+
+
+def test_identity_changes_with_the_weights(tmp_path):
+    from imagesearch.models.tiny import build_tiny_clip
+
+    a = load_clip(ClipSpec("x", "y", build_tiny_clip(tmp_path / "a", seed=1), "cpu"))
+    b = load_clip(ClipSpec("x", "y", build_tiny_clip(tmp_path / "b", seed=2), "cpu"))
+    assert a.identity != b.identity and a.identity.startswith("clip:a@")
+
+
+def test_captioner_writes_one_caption_per_image(settings):
+    captioner = get_captioner(settings)
+    captions = captioner.caption([Image.new("RGB", (64, 64), (0, 255, 0))] * 3)
+    assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
+    assert captioner.caption([]) == []
+
+
+def test_missing_files_are_named(tmp_path):
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "open_clip_config.json").write_text("{}")
+    with pytest.raises(ModelUnavailable, match="open_clip_model.safetensors"):
+        load_clip(ClipSpec("ViT-B-32", "openai", tmp_path / "clip", "cpu"))
+    with pytest.raises(ModelUnavailable, match="is not a directory"):
+        load_captioner(CaptionerSpec("x", tmp_path / "nothing-here", "cpu", 8, 1))
+    (tmp_path / "cap").mkdir()
+    (tmp_path / "cap" / "config.json").write_text("{}")
+    with pytest.raises(ModelUnavailable, match="lacks: model.safetensors.*preprocessor_config.json.*tokenizer.json"):
+        load_captioner(CaptionerSpec("x", tmp_path / "cap", "cpu", 8, 1))
+
+
+def test_offline_hub_failure_says_how_to_fix(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailable, match="IMAGESEARCH_CLIP_MODEL_DIR"):
+        load_clip(ClipSpec("ViT-B-32", "openai", None, "cpu"))
+    with pytest.raises(ModelUnavailable, match="IMAGESEARCH_CAPTIONER_DIR"):
+        load_captioner(CaptionerSpec("nlpconnect/vit-gpt2-image-captioning", None, "cpu", 8, 1))

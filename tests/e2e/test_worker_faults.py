@@ -1,0 +1,56 @@
+"""The worker under faults: transient storage errors are retried, duplicates converge, deletes win."""
+
+from __future__ import annotations
+
+import shutil
+
+from imagesearch import ingest
+from imagesearch.blobs import LocalBlobStore
+from imagesearch.config import Settings
+from imagesearch.stores.embedded import EmbeddedStore
+from tests.conftest import jpeg, start_worker, wait_until
+from workers.enqueue import enqueue_embed
+
+
+def test_transient_blob_error_is_retried_then_indexed(redis_client, data_dir):
+    settings = Settings(data_dir=data_dir)
+    store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
+    record = ingest.accept(ingest.Upload(jpeg()), settings=settings, store=store, blobs=blobs, enqueue=lambda _: None)
+    original = settings.blob_dir / record.blob_key
+    saved = original.read_bytes()
+    # Make the blob unreadable in a way that is an I/O error, not a missing file: a directory in its place.
+    original.unlink()
+    original.mkdir()
+    worker = start_worker(data_dir, "worker", IMAGESEARCH_RETRY_BACKOFF_SECONDS="1")
+    try:
+        enqueue_embed(record.id)
+        worker.wait_for_output("1 retried", 60)
+        assert store.get(record.id).status == "queued"  # not failed: the error was transient
+        shutil.rmtree(original)
+        original.write_bytes(saved)
+        wait_until(lambda: store.get(record.id).status == "indexed", 60, what="indexed after retry")
+        wait_until(lambda: store.get(record.id).caption_status == "done", 60, what="captioned")
+    finally:
+        worker.close()
+
+
+def test_duplicate_deliveries_converge_and_deleted_images_are_skipped(redis_client, data_dir):
+    settings = Settings(data_dir=data_dir)
+    store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
+    kept = ingest.accept(ingest.Upload(jpeg((1, 2, 3))), settings=settings, store=store, blobs=blobs,
+                         enqueue=lambda _: None)
+    gone = ingest.accept(ingest.Upload(jpeg((9, 9, 9))), settings=settings, store=store, blobs=blobs,
+                         enqueue=lambda _: None)
+    assert ingest.remove(gone.id, store=store, blobs=blobs)
+    for _ in range(3):
+        enqueue_embed(kept.id)
+    enqueue_embed(gone.id)
+    worker = start_worker(data_dir, "worker")
+    try:
+        wait_until(lambda: (r := store.get(kept.id)) and r.caption_status == "done", 60, what="captioned")
+        worker.wait_for_output("skipped", 30)
+        assert store.get(gone.id) is None  # a task for a deleted image does not bring it back
+        assert store.counts()["indexed"] == 1
+        assert "Traceback" not in worker.output()
+    finally:
+        worker.close()

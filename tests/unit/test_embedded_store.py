@@ -1,0 +1,105 @@
+"""The embedded store across processes: concurrent writers, readers that see every commit."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+
+from imagesearch.records import ImageRecord
+from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate
+from imagesearch.stores.embedded import EmbeddedStore
+from imagesearch.stores.vector_table import VectorTable
+
+DIM = 8
+
+
+def _unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _writer(path: str, start: int, count: int) -> None:
+    store = EmbeddedStore(Path(path))
+    for i in range(start, start + count):
+        store.put(ImageRecord(id=f"img-{i}", blob_key=f"k{i}", content_hash=f"h{i}"))
+        store.set_image_vectors([ImageVectorUpdate(f"img-{i}", f"h{i}", _unit(i), "m1", f"t{i}", 10, 10)])
+    store.close()
+
+
+def test_concurrent_writer_processes_and_a_live_reader(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    reader = EmbeddedStore(path)
+    assert reader.knn("image", _unit(0), 5, "m1", Filters()) == []
+    ctx = mp.get_context("spawn")
+    writers = [ctx.Process(target=_writer, args=(str(path), n * 100, 60)) for n in range(3)]
+    for w in writers:
+        w.start()
+    seen_during = len(reader.knn("image", _unit(0), 1000, "m1", Filters()))
+    for w in writers:
+        w.join(120)
+        assert w.exitcode == 0
+    hits = reader.knn("image", _unit(0), 1000, "m1", Filters())
+    assert len(hits) == 180 >= seen_during  # every committed vector, none twice
+    assert hits[0][0] == "img-0" and abs(hits[0][1] - 1.0) < 1e-5
+    assert reader.counts()["indexed"] == 180
+
+
+def test_exact_knn_matches_brute_force_with_filters(tmp_path):
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    vectors = {}
+    for i in range(50):
+        record = ImageRecord(id=f"i{i}", blob_key="k", content_hash="h", collection="a" if i % 2 else "b",
+                             tenant="t1" if i < 40 else "t2")
+        store.put(record)
+        vectors[record.id] = _unit(i)
+    store.set_image_vectors([ImageVectorUpdate(i, "h", v, "m1", "t", 1, 1) for i, v in vectors.items()])
+    q = _unit(999)
+    hits = store.knn("image", q, 5, "m1", Filters(tenant="t1", collection="a"))
+    expected = sorted(((i, float(v @ q)) for i, v in vectors.items()
+                       if int(i[1:]) % 2 and int(i[1:]) < 40), key=lambda x: -x[1])[:5]
+    assert [h[0] for h in hits] == [e[0] for e in expected]
+    np.testing.assert_allclose([h[1] for h in hits], [e[1] for e in expected], rtol=1e-5)
+    # Another model's vectors are never mixed in; min_score cuts; exclude drops the query image.
+    assert store.knn("image", q, 5, "m2", Filters()) == []
+    assert all(s >= 0.5 for _, s in store.knn("image", q, 50, "m1", Filters(), min_score=0.5))
+    assert "i0" not in {i for i, _ in store.knn("image", vectors["i0"], 50, "m1", Filters(exclude_id="i0"))}
+
+
+def test_updates_never_resurrect_or_overwrite_a_newer_version(tmp_path):
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    store.put(ImageRecord(id="x", blob_key="k", content_hash="old"))
+    store.put(ImageRecord(id="x", blob_key="k", content_hash="new"))  # re-uploaded while a task ran
+    assert store.set_image_vectors([ImageVectorUpdate("x", "old", _unit(1), "m1", "t", 1, 1)]) == []
+    assert store.get("x").status == "queued"
+    store.delete("x")
+    assert store.set_image_vectors([ImageVectorUpdate("x", "new", _unit(1), "m1", "t", 1, 1)]) == []
+    assert store.get("x") is None and store.knn("image", _unit(1), 5, "m1", Filters()) == []
+
+
+def test_captions_keyword_search_and_delete(tmp_path):
+    store = EmbeddedStore(tmp_path / "s.sqlite3")
+    for i, caption in enumerate(["two red circles left of a blue square", "one green star", "three green stars"]):
+        store.put(ImageRecord(id=f"c{i}", blob_key="k", content_hash="h"))
+        store.set_image_vectors([ImageVectorUpdate(f"c{i}", "h", _unit(i), "m1", "t", 1, 1)])
+        store.set_captions([CaptionUpdate(f"c{i}", "h", caption, _unit(10 + i), "cap", "m1")])
+    assert [i for i, _ in store.keyword("green star", 10, Filters())][:2] in (["c1", "c2"], ["c2", "c1"])
+    assert store.keyword('" OR *', 10, Filters()) == []  # FTS syntax in user text is inert
+    assert store.knn("caption", _unit(11), 1, "m1", Filters())[0][0] == "c1"
+    store.delete("c1")
+    assert "c1" not in {i for i, _ in store.keyword("green star", 10, Filters())}
+    assert "c1" not in {i for i, _ in store.knn("caption", _unit(11), 3, "m1", Filters())}
+
+
+def test_vector_table_compacts_and_keeps_answers():
+    table = VectorTable(DIM, capacity=4)
+    for i in range(3000):
+        table.add(f"v{i}", _unit(i), "t", "c")
+    for i in range(0, 3000, 3):
+        table.remove(f"v{i}")
+    for i in range(1, 3000, 3):
+        table.remove(f"v{i}")
+    assert len(table) == 1000
+    hits = table.search(_unit(2), 1, Filters(), None)
+    assert hits[0][0] == "v2" and abs(hits[0][1] - 1.0) < 1e-5

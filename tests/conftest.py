@@ -93,3 +93,36 @@ def start_worker(data_dir: Path, name: str, queues=("embed", "caption"), **extra
 
 def start_api(data_dir: Path, name: str = "api", **extra: str) -> tuple[ManagedProcess, str]:
     return procs.start_api(child_env(data_dir, **extra), data_dir.parent, name)
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """moto in server mode: real HTTP, real boto3, on a loopback port."""
+    import sys
+
+    import requests
+
+    port = procs.free_port()
+    log_dir = tmp_path_factory.mktemp("moto")
+    server = ManagedProcess([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            dict(os.environ), log_dir / "moto.log")
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(url + "/moto-api/", timeout=2).status_code < 500
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, 60, 0.2, "moto server")
+    yield url
+    server.close()
+
+
+@pytest.fixture
+def aws_env(monkeypatch, moto_server) -> dict[str, str]:
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": moto_server}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

@@ -16,6 +16,9 @@ import requests
 
 from imagesearch import procs, world
 from imagesearch.config import get_settings
+from imagesearch.models.captioner import CAPTIONER_FILES
+from imagesearch.models.clip import CLIP_FILES
+from imagesearch.models.loading import ModelUnavailable, require_files
 
 DEMO_MODELS = procs.ROOT / "models" / "demo"
 DEFAULT_QUERIES = ("one red circle", "two blue squares", "a green star on the left", "three yellow triangles")
@@ -39,7 +42,7 @@ def choose_models(data_dir: Path) -> tuple[dict[str, str], str]:
     if _hub_reachable():
         return {}, f"pretrained models from the hub: {settings.clip_model}/{settings.clip_pretrained}, " \
                    f"{settings.captioner_model}"
-    if (DEMO_MODELS / "clip").is_dir() and (DEMO_MODELS / "captioner").is_dir():
+    if _complete(DEMO_MODELS / "clip", CLIP_FILES) and _complete(DEMO_MODELS / "captioner", CAPTIONER_FILES):
         return ({"IMAGESEARCH_CLIP_MODEL_DIR": str(DEMO_MODELS / "clip"),
                  "IMAGESEARCH_CAPTIONER_DIR": str(DEMO_MODELS / "captioner")},
                 "DEMO models: tiny CLIP and captioner trained offline on the procedural shapes world only")
@@ -48,6 +51,14 @@ def choose_models(data_dir: Path) -> tuple[dict[str, str], str]:
     clip_dir, captioner_dir = build_tiny_models(data_dir / "untrained-models")
     return ({"IMAGESEARCH_CLIP_MODEL_DIR": str(clip_dir), "IMAGESEARCH_CAPTIONER_DIR": str(captioner_dir)},
             UNTRAINED_NOTE)
+
+
+def _complete(directory: Path, groups: dict[str, tuple[str, ...]]) -> bool:
+    try:
+        require_files(directory, groups, "")
+    except ModelUnavailable:
+        return False
+    return True
 
 
 def _check_redis(url: str) -> None:

@@ -19,6 +19,7 @@ from imagesearch.blobs import BlobMissing, BlobStore, BlobUnavailable, thumbnail
 from imagesearch.config import Settings
 from imagesearch.models import Captioner, ClipEncoder
 from imagesearch.records import ImageRecord
+from imagesearch.sources import read_original
 from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class BatchOutcome:
 
 
 def _fetch_and_decode(blobs: BlobStore, key: str, settings: Settings, min_side: int) -> Image.Image:
-    data = blobs.get(key, max_bytes=settings.max_upload_bytes)
+    data = read_original(key, blobs, settings.max_upload_bytes)
     return imaging.decode(data, min_side=min_side, max_pixels=settings.max_image_pixels)
 
 

@@ -99,6 +99,59 @@ def demo(images: int = typer.Option(60, help="How many sample images to index.")
     raise typer.Exit(run_demo(images=images, queries=query, keep_running=keep_running, port=port))
 
 
+@app.command("eval")
+def evaluate(dataset: Optional[Path] = typer.Argument(None, help="Folder with images/ and queries.jsonl or "
+                                                                 "captions.jsonl."),
+             procedural: int = typer.Option(0, help="Instead of DATASET: generate a held-out procedural set "
+                                                    "of this many images."),
+             seed: int = typer.Option(7, help="Seed of the procedural set (the demo models train on seed 0)."),
+             api: Optional[str] = typer.Option(None, help="Evaluate a running API instead of starting one."),
+             out: Path = typer.Option(Path("eval-report"), help="Folder for report.json and chart.png."),
+             modes: str = typer.Option("image,caption,hybrid", help="Comma-separated modes.")) -> None:
+    """Index a labelled set through the real pipeline and report Recall@1/5/10, MRR, nDCG@10 and latency."""
+    import uuid
+
+    from imagesearch import evaluate as ev
+    from imagesearch.client import ApiClient
+
+    settings = get_settings()
+    if procedural:
+        dataset = settings.data_dir.resolve() / f"eval-world-{seed}-{procedural}"
+        if not (dataset / "queries.jsonl").is_file():
+            from imagesearch import world
+
+            world.write_dataset(dataset, procedural, seed)
+    if dataset is None:
+        raise typer.BadParameter("give a DATASET folder or --procedural N")
+    labelled = ev.load_labelled_set(dataset)
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    if not set(chosen) <= set(ev.MODES):
+        raise typer.BadParameter(f"modes must be among {', '.join(ev.MODES)}")
+    collection = f"eval-{uuid.uuid4().hex[:8]}"
+    typer.echo(f"{len(labelled.images)} images, {len(labelled.queries)} queries from {dataset}")
+
+    def progress(done: int, total: int) -> None:
+        typer.echo(f"\r  indexed: {done}/{total}", nl=False)
+
+    if api:
+        report = ev.run(ApiClient(api), labelled, collection, chosen, progress)
+    else:
+        from imagesearch import procs
+        from imagesearch.demo import stack_env
+
+        data_dir = settings.data_dir.resolve() / "eval"
+        env, label = stack_env(data_dir)
+        typer.echo(f"models: {label}")
+        with procs.local_stack(env, data_dir / "logs") as base:
+            report = ev.run(ApiClient(base), labelled, collection, chosen, progress)
+    typer.echo("")
+    typer.echo(ev.render_table(report))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report.to_json(), indent=2))
+    ev.write_chart(report, out / "chart.png")
+    typer.echo(f"wrote {out / 'report.json'} and {out / 'chart.png'}")
+
+
 @models_app.command("tiny")
 def models_tiny(folder: Path = typer.Argument(..., help="Where to write clip/ and captioner/."),
                 seed: int = 0) -> None:

@@ -12,9 +12,8 @@ import socket
 import time
 from pathlib import Path
 
-import requests
-
 from imagesearch import procs, world
+from imagesearch.client import ApiClient
 from imagesearch.config import get_settings
 from imagesearch.models.captioner import CAPTIONER_FILES
 from imagesearch.models.clip import CLIP_FILES
@@ -71,67 +70,45 @@ def _check_redis(url: str) -> None:
                          "IMAGESEARCH_REDIS_URL.") from None
 
 
-def run_demo(images: int, queries: list[str], keep_running: bool, port: int) -> int:
+def stack_env(data_dir: Path) -> tuple[dict[str, str], str]:
+    """Environment for child processes: the chosen models and this data folder."""
     settings = get_settings()
-    data_dir = settings.data_dir.resolve() / "demo"
     _check_redis(settings.redis_url)
     data_dir.mkdir(parents=True, exist_ok=True)
     model_env, label = choose_models(data_dir)
-    print(f"models: {label}")
     env = dict(os.environ, IMAGESEARCH_DATA_DIR=str(data_dir), PYTHONPATH=str(procs.ROOT), **model_env)
-    env.setdefault("IMAGESEARCH_QUEUE_PREFIX", f"demo-{os.getpid()}-")
-    log_dir = data_dir / "logs"
-    print(f"starting the API and the embed and caption workers (logs in {log_dir}) ...")
-    started = []
+    env.setdefault("IMAGESEARCH_QUEUE_PREFIX", f"local-{os.getpid()}-")
+    return env, label
+
+
+def run_demo(images: int, queries: list[str], keep_running: bool, port: int) -> int:
+    data_dir = get_settings().data_dir.resolve() / "demo"
+    env, label = stack_env(data_dir)
+    print(f"models: {label}")
+    print(f"starting the API and the embed and caption workers (logs in {data_dir / 'logs'}) ...")
     try:
-        api, base = procs.start_api(env, log_dir, port=port)
-        started.append(api)
-        started.append(procs.start_worker(env, log_dir, "worker-embed", ("embed",)))
-        started.append(procs.start_worker(env, log_dir, "worker-caption", ("caption",)))
-        samples = world.generate(images, seed=2024)
-        truth = {sample.id: sample.captions[0] for sample in samples}
-        ids = _upload(base, samples)
-        _wait_indexed(base, ids)
-        for text in queries or DEFAULT_QUERIES:
-            for mode in ("image", "caption", "hybrid"):
-                body = requests.post(f"{base}/v1/search", json={"text": text, "mode": mode, "k": 3},
-                                     timeout=60).json()
-                _print(text, mode, body, truth)
-        print(f"\nmodels: {label}")
-        if keep_running:
-            print(f"API at {base} (GET /v1/images/<id>, POST /v1/search). Ctrl-C stops everything.")
-            while True:
-                time.sleep(3600)
+        with procs.local_stack(env, data_dir / "logs", port) as base:
+            client = ApiClient(base)
+            samples = world.generate(images, seed=2024)
+            truth = {sample.id: sample.captions[0] for sample in samples}
+            ids = [client.upload(s.image_jpeg, f"{s.id}.jpg", external_id=s.id) for s in samples]
+            print(f"uploaded {len(ids)} sample images from the procedural world")
+            started = time.monotonic()
+            client.wait_settled(ids, progress=lambda done, total: print(
+                f"\r  indexed and captioned: {done}/{total}", end="", flush=True))
+            print(f"  ({time.monotonic() - started:.1f} s)")
+            for text in queries or DEFAULT_QUERIES:
+                for mode in ("image", "caption", "hybrid"):
+                    body, _ = client.search(text=text, mode=mode, k=3)
+                    _print(text, mode, body, truth)
+            print(f"\nmodels: {label}")
+            if keep_running:
+                print(f"API at {base} (GET /v1/images/<id>, POST /v1/search). Ctrl-C stops everything.")
+                while True:
+                    time.sleep(3600)
     except KeyboardInterrupt:
         pass
-    finally:
-        for proc in reversed(started):
-            proc.close()
     return 0
-
-
-def _upload(base: str, samples: list[world.Sample]) -> list[str]:
-    ids = []
-    for sample in samples:
-        response = requests.post(f"{base}/v1/images", files={"file": (f"{sample.id}.jpg", sample.image_jpeg)},
-                                 data={"external_id": sample.id}, timeout=60)
-        response.raise_for_status()
-        ids.append(response.json()["id"])
-    print(f"uploaded {len(ids)} sample images from the procedural world")
-    return ids
-
-
-def _wait_indexed(base: str, ids: list[str], timeout: float = 600) -> None:
-    started = time.monotonic()
-
-    def settled() -> bool:
-        states = [requests.get(f"{base}/v1/images/{i}", timeout=60).json() for i in ids]
-        done = sum(s["status"] == "failed" or s["caption_status"] in ("done", "failed") for s in states)
-        print(f"\r  indexed and captioned: {done}/{len(ids)}", end="", flush=True)
-        return done == len(ids)
-
-    procs.wait_until(settled, timeout, 1.0, "indexing")
-    print(f"  ({time.monotonic() - started:.1f} s)")
 
 
 def _print(text: str, mode: str, body: dict, truth: dict[str, str]) -> None:

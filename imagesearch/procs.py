@@ -14,7 +14,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
 
 import requests
 
@@ -112,3 +113,18 @@ def start_api(env: dict[str, str], log_dir: Path, name: str = "api", port: int =
         proc.close()
         raise
     return proc, base
+
+
+@contextmanager
+def local_stack(env: dict[str, str], log_dir: Path, port: int = 0) -> Iterator[str]:
+    """The API, an embed worker and a caption worker, as the Procfile runs them; yields the API URL."""
+    started: list[ManagedProcess] = []
+    try:
+        api, base = start_api(env, log_dir, port=port)
+        started.append(api)
+        started.append(start_worker(env, log_dir, "worker-embed", ("embed",)))
+        started.append(start_worker(env, log_dir, "worker-caption", ("caption",)))
+        yield base
+    finally:
+        for proc in reversed(started):
+            proc.close()

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     opensearch_index_prefix: str = "imagesearch"
     opensearch_engine: Literal["faiss", "lucene"] = "faiss"
     opensearch_verify_certs: bool = True
+    opensearch_dim: int | None = None
     blob_backend: Literal["local", "s3"] = "local"
     s3_bucket: str = ""
     s3_prefix: str = "imagesearch/"

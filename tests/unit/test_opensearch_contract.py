@@ -1,0 +1,1068 @@
+"""Request-contract tests of the OpenSearch store.
+
+The store runs with opensearch-py's real client, transport, serializer and bulk helpers against a
+fake OpenSearch: an HTTP server on 127.0.0.1 (``http.server`` in a thread) that records every
+request and answers with canned OpenSearch-format responses. The tests assert the exact requests
+(mappings, bulk bodies, queries, alias actions) and how the store reads the answers (partial
+bulk failures, 429/503 retries, score conversion).
+
+Every request the store sends in any test is also checked against the official OpenSearch API
+specification (``../shared/opensearch-api-spec``, see ``opensearch_spec.py``): the operation must
+exist, its query parameters and body must fit it (strictly: no unknown keys), every k-NN clause
+must be a valid ``KnnQuery``, every vector mapping a valid ``KnnVectorProperty``, every alias
+action a valid alias ``Action``, and every document and painless script must only use fields the
+store's own mapping defines. The specification's own k-NN, bulk and alias test stories are
+replayed through the same validator. Those checks are skipped, with the reason shown, only when
+the specification folder is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import numpy as np
+import pytest
+import yaml
+
+from imagesearch.config import Settings
+from imagesearch.records import ImageRecord
+from imagesearch.stores import open_store
+from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate, StoreUnavailable
+from imagesearch.stores.opensearch import (
+    CAPTION_SCRIPT,
+    FAILED_SCRIPT,
+    IMAGE_SCRIPT,
+    OpenSearchStore,
+    StoreRejected,
+    build_client,
+)
+from imagesearch.stores.opensearch_mapping import (
+    TEMPLATE_PATH,
+    index_body,
+    index_name,
+    model_slug,
+    score_to_cosine,
+)
+
+from .opensearch_spec import SPEC_ROOT, OpenSearchSpec, SpecViolation, parse_ndjson
+
+MODEL = "clip:test/tiny"
+DIM = 4
+PHYSICAL = index_name("imagesearch", MODEL, 1)
+SPEC_MISSING = f"OpenSearch API specification not found at {SPEC_ROOT.resolve()} (expected ../shared beside the repo)"
+
+KNN_VECTOR = {
+    "type": "knn_vector",
+    "dimension": DIM,
+    "method": {"name": "hnsw", "space_type": "innerproduct", "engine": "faiss",
+               "parameters": {"m": 16, "ef_construction": 128}},
+}
+
+
+# -- the fake OpenSearch ------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    raw: bytes
+
+    @property
+    def body(self) -> Any:
+        if not self.raw:
+            return None
+        if self.path.endswith("/_bulk"):
+            return parse_ndjson(self.raw)
+        return json.loads(self.raw)
+
+    def pairs(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """A bulk body as (action, source) pairs."""
+        lines, out, i = self.body, [], 0
+        while i < len(lines):
+            (op,) = lines[i]
+            if op == "delete":
+                out.append((lines[i], None))
+                i += 1
+            else:
+                out.append((lines[i], lines[i + 1]))
+                i += 2
+        return out
+
+
+Response = tuple[int, Any]
+Responder = Callable[[Request], Response]
+DROP: Response = (0, None)  # close the connection without a response
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    responses: list[Response | Responder]
+    calls: int = 0
+
+    def answer(self, request: Request) -> Response:
+        response = self.responses[min(self.calls, len(self.responses) - 1)]
+        self.calls += 1
+        return response(request) if callable(response) else response
+
+
+@dataclass
+class FakeOpenSearch:
+    requests: list[Request] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    unmatched: list[Request] = field(default_factory=list)
+    # Findings of the spec/mapping checks that a test provokes on purpose.
+    expected_problems: set[str] = field(default_factory=set)
+    responses: list[tuple[Request, int, Any]] = field(default_factory=list)
+
+    def on(self, method: str, path: str, *responses: Response | Responder) -> Route:
+        """Answer ``method path`` (a regex matched against the whole decoded path) with the
+        responses in turn, the last one repeating. Later routes win over earlier ones."""
+        route = Route(method, re.compile(path), list(responses))
+        self.routes.insert(0, route)
+        return route
+
+    def handle(self, request: Request) -> Response:
+        self.requests.append(request)
+        for route in self.routes:
+            if route.method == request.method and route.pattern.fullmatch(request.path):
+                status, body = route.answer(request)
+                self.responses.append((request, status, body))
+                return status, body
+        self.unmatched.append(request)
+        return 500, error_body("fake_unrouted_exception", f"no route for {request.method} {request.path}", 500)
+
+    def sent(self, method: str, path: str) -> list[Request]:
+        return [r for r in self.requests if r.method == method and re.fullmatch(path, r.path)]
+
+    def start(self) -> None:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                split = urlsplit(self.path)
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                request = Request(self.command, unquote(split.path), dict(parse_qsl(split.query)),
+                                  {k.lower(): v for k, v in self.headers.items()}, raw)
+                status, body = fake.handle(request)
+                if (status, body) == DROP:  # hang up without answering, like a node going away
+                    self.close_connection = True
+                    return
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def error_body(kind: str, reason: str, status: int) -> dict[str, Any]:
+    return {"error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
+            "status": status}
+
+
+def not_found_index(name: str = "imagesearch-write") -> Response:
+    return 404, error_body("index_not_found_exception", f"no such index [{name}]", 404)
+
+
+def mapping_response(dim: int | None = DIM, model: str | None = MODEL, name: str = PHYSICAL) -> Response:
+    return 200, {name: {"mappings": index_body(model, dim, "faiss")["mappings"]}}
+
+
+def bulk_answer(overrides: dict[str, tuple[int, Any]] | None = None) -> Responder:
+    """A bulk response item per action: success unless ``overrides[_id]`` says (status, result
+    or error body)."""
+    overrides = overrides or {}
+
+    def respond(request: Request) -> Response:
+        items = []
+        for action, _ in request.pairs():
+            ((op, meta),) = action.items()
+            item: dict[str, Any] = {"_index": PHYSICAL, "_id": meta["_id"]}
+            status, outcome = overrides.get(meta["_id"], (201 if op == "index" else 200, None))
+            if 200 <= status < 300:
+                default = {"index": "created", "update": "updated", "delete": "deleted"}[op]
+                item.update(status=status, result=outcome or default, _version=1, _seq_no=0, _primary_term=1,
+                            _shards={"total": 1, "successful": 1, "failed": 0})
+            else:
+                item.update(status=status, error=outcome)
+            items.append({op: item})
+        errors = any(not 200 <= next(iter(i.values()))["status"] < 300 for i in items)
+        return 200, {"took": 3, "errors": errors, "items": items}
+
+    return respond
+
+
+def search_answer(*hits: tuple[str, float]) -> Response:
+    return 200, {
+        "took": 2, "timed_out": False, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+        "hits": {"total": {"value": len(hits), "relation": "eq"}, "max_score": hits[0][1] if hits else None,
+                 "hits": [{"_index": PHYSICAL, "_id": i, "_score": s} for i, s in hits]},
+    }
+
+
+def knn_score(cosine: float) -> float:
+    """OpenSearch's innerproduct score for a cosine (= inner product of unit vectors)."""
+    return 1.0 + cosine if cosine >= 0 else 1.0 / (1.0 - cosine)
+
+
+def source_of(record: ImageRecord, **changes: Any) -> dict[str, Any]:
+    doc = {
+        "id": record.id, "tenant": record.tenant, "collection": record.collection, "tags": record.tags,
+        "external_id": record.external_id, "source": record.source, "blob_key": record.blob_key,
+        "content_hash": record.content_hash, "status": "queued", "error": None, "caption": None,
+        "caption_status": "pending", "thumb_key": None, "width": None, "height": None, "image_model": None,
+        "caption_model": None, "text_model": None, "created_at": int(round(record.created_at * 1000)),
+        "updated_at": 1_700_000_001_000,
+    }
+    doc.update(changes)
+    return doc
+
+
+def record(image_id: str = "img1", content_hash: str = "hash1", **kwargs: Any) -> ImageRecord:
+    values = dict(blob_key=f"originals/{image_id}", content_hash=content_hash, source="upload:cat.jpg",
+                  collection="pets", tenant="acme", external_id="ext-1", tags=["cat", "indoor"],
+                  created_at=1_700_000_000.25)
+    values.update(kwargs)
+    return ImageRecord(id=image_id, **values)
+
+
+def unit(*values: float) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+# -- spec checks applied to every recorded request ----------------------------------------------
+
+
+_SPEC: OpenSearchSpec | None = None
+
+
+def load_spec() -> OpenSearchSpec | None:
+    global _SPEC
+    if _SPEC is None and (SPEC_ROOT / "spec").is_dir():
+        _SPEC = OpenSearchSpec()
+    return _SPEC
+
+
+@pytest.fixture(scope="session")
+def spec() -> OpenSearchSpec:
+    loaded = load_spec()
+    if loaded is None:
+        pytest.skip(SPEC_MISSING)
+    return loaded
+
+
+def _walk(node: Any, key: str) -> list[Any]:
+    """Every value under ``key`` anywhere in a JSON document."""
+    found = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                found.append(v)
+            found += _walk(v, key)
+    elif isinstance(node, list):
+        for v in node:
+            found += _walk(v, key)
+    return found
+
+
+MAPPING_TYPES: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
+    "keyword": lambda v, m: v is None or isinstance(v, str)
+    or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "text": lambda v, m: v is None or isinstance(v, str),
+    "integer": lambda v, m: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "date": lambda v, m: isinstance(v, int) and not isinstance(v, bool) and m.get("format") == "epoch_millis",
+    "knn_vector": lambda v, m: isinstance(v, list) and len(v) == m["dimension"]
+    and all(isinstance(x, float) for x in v),
+}
+
+
+def document_problems(doc: dict[str, Any], properties: dict[str, Any]) -> list[str]:
+    """What OpenSearch (``dynamic: strict``) would reject in a document, beyond the API spec."""
+    problems = [f"field {k!r} is not in the mapping" for k in doc if k not in properties]
+    for k, v in doc.items():
+        if k in properties and not MAPPING_TYPES[properties[k]["type"]](v, properties[k]):
+            problems.append(f"field {k!r}={v!r:.80} does not fit {properties[k]}")
+    return problems
+
+
+def script_problems(script: dict[str, Any], properties: dict[str, Any]) -> list[str]:
+    source, params = script["source"], script.get("params", {})
+    problems = [f"script writes unmapped field {f!r}" for f in re.findall(r"ctx\._source\.(\w+)", source)
+                if f not in properties]
+    problems += [f"script reads missing param {p!r}" for p in re.findall(r"params\.(\w+)", source) if p not in params]
+    for name, value in params.items():
+        if name == "vector" and properties.get("image_vector"):
+            if len(value) != properties["image_vector"]["dimension"]:
+                problems.append("vector param does not have the mapped dimension")
+    if "status_field" in params and params["status_field"] not in properties:
+        problems.append(f"status_field {params['status_field']!r} is not mapped")
+    return problems
+
+
+def check_requests(spec: OpenSearchSpec, requests: list[Request]) -> list[str]:
+    problems: list[str] = []
+    properties = dict(index_body(MODEL, DIM, "faiss")["mappings"]["properties"])
+    for request in requests:
+        body = request.body
+        try:
+            spec.validate_request(request.method, request.path, request.query, body)
+        except SpecViolation as exc:
+            problems.append(str(exc))
+        for knn in _walk(body, "knn"):
+            for clause in knn.values() if isinstance(knn, dict) else ():
+                problems += spec.errors("schemas/_common.query_dsl.yaml#/components/schemas/KnnQuery", clause)
+        for props in _walk(body, "properties"):
+            for prop in props.values():
+                if isinstance(prop, dict) and prop.get("type") == "knn_vector":
+                    problems += spec.errors("schemas/_common.mapping.yaml#/components/schemas/KnnVectorProperty", prop)
+                    properties[next(k for k, v in props.items() if v is prop)] = prop
+        if request.path == "/_aliases":
+            for action in body["actions"]:
+                problems += spec.errors("schemas/indices.update_aliases.yaml#/components/schemas/Action", action)
+        if request.path.endswith("/_bulk"):
+            for action, source in request.pairs():
+                if "index" in action:
+                    problems += document_problems(source, properties)
+                elif "update" in action:
+                    problems += script_problems(source["script"], properties)
+    return problems
+
+
+@pytest.fixture
+def fake():
+    server = FakeOpenSearch()
+    server.start()
+    yield server
+    server.stop()
+    assert not server.unmatched, [f"{r.method} {r.path}" for r in server.unmatched]
+    spec = load_spec()
+    if spec is not None:  # (without the spec the dedicated spec tests below report the skip)
+        problems = check_requests(spec, server.requests)
+        for request, status, body in server.responses:  # the canned answers must be realistic too
+            problems += response_problems(spec, request, status, body)
+        problems = [p for p in problems if p not in server.expected_problems]
+        assert not problems, "\n".join(problems)
+
+
+_CHECKED: dict[str, list[str]] = {}  # the same canned answers recur across tests: check each once
+
+
+def response_problems(spec: OpenSearchSpec, request: Request, status: int, body: Any) -> list[str]:
+    key = json.dumps([request.method, request.path, status, body], sort_keys=True)
+    if key not in _CHECKED:
+        _CHECKED[key] = _response_problems(spec, request, status, body)
+    return _CHECKED[key]
+
+
+def _response_problems(spec: OpenSearchSpec, request: Request, status: int, body: Any) -> list[str]:
+    op = spec.operation(request.method, request.path)
+    ref = op.body.get("responses", {}).get(str(status))
+    if ref is None or body is None or not 200 <= status < 300:  # error bodies: the spec is incomplete
+        return []
+    uri, pointer, resolved = spec._resolve(op.uri, ref)
+    if "application/json" not in resolved.get("content", {}):
+        return []
+    errors = spec._errors_at(uri, f"{pointer}/content/application~1json/schema", body, strict=False)
+    return [f"canned {status} answer to {request.method} {request.path}: {e}" for e in errors]
+
+
+def make_store(fake: FakeOpenSearch, **kwargs: Any) -> OpenSearchStore:
+    settings = Settings(_env_file=None, store="opensearch", opensearch_url=fake.url)
+    kwargs.setdefault("sleep", lambda seconds: None)
+    return OpenSearchStore(build_client(settings), "imagesearch", **kwargs)
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def store(fake: FakeOpenSearch, sleeps: list[float]) -> OpenSearchStore:
+    """A store whose write alias already points at an index with vector fields."""
+    fake.on("GET", "/imagesearch-write/_mapping", mapping_response())
+    fake.on("POST", "/_bulk", bulk_answer())
+    return make_store(fake, sleep=sleeps.append, retries=3, backoff_s=0.5, backoff_max_s=2.0)
+
+
+# -- the index template -------------------------------------------------------------------------
+
+
+def test_index_template_is_a_valid_index_body(spec: OpenSearchSpec) -> None:
+    template = json.loads(TEMPLATE_PATH.read_text())
+    spec.validate_request("PUT", "/imagesearch-any-v1", {}, template)
+    props = template["mappings"]["properties"]
+    assert template["settings"]["index"]["knn"] is True
+    assert template["mappings"]["dynamic"] == "strict"
+    for name in ("image_vector", "caption_vector"):
+        spec.validate("schemas/_common.mapping.yaml#/components/schemas/KnnVectorProperty", props[name])
+        assert props[name]["method"]["name"] == "hnsw"
+        assert props[name]["method"]["space_type"] == "innerproduct"
+        assert props[name]["method"]["engine"] == "faiss"
+    for name in ("id", "collection", "tenant", "tags", "status", "image_model", "caption_model", "text_model"):
+        assert props[name]["type"] == "keyword", name
+    assert props["caption"]["type"] == "text"
+    assert props["created_at"] == props["updated_at"] == {"type": "date", "format": "epoch_millis"}
+
+
+def test_index_body_per_engine_and_dimension(spec: OpenSearchSpec) -> None:
+    body = index_body("clip:ViT-L-14/openai", 768, "lucene")
+    spec.validate_request("PUT", "/imagesearch-x-v2", {}, body)
+    for name in ("image_vector", "caption_vector"):
+        assert body["mappings"]["properties"][name]["dimension"] == 768
+        assert body["mappings"]["properties"][name]["method"]["engine"] == "lucene"
+    assert body["mappings"]["_meta"] == {"schema_version": 1, "engine": "lucene", "space_type": "innerproduct",
+                                         "model": "clip:ViT-L-14/openai", "dim": 768}
+    without = index_body(None, None, "faiss")
+    assert "image_vector" not in without["mappings"]["properties"]
+    with pytest.raises(ValueError):
+        index_body(None, 8, "nmslib")
+
+
+def test_index_names_are_versioned_per_model() -> None:
+    assert re.fullmatch(r"imagesearch-clip-test-tiny-[0-9a-f]{8}-v3", index_name("imagesearch", MODEL, 3))
+    assert model_slug("clip:ViT-B-32/openai") != model_slug("clip:ViT-B-32/laion2b")
+    assert index_name("imagesearch", None, 1) == "imagesearch-initial-v1"
+
+
+@pytest.mark.parametrize("cosine", [-1.0, -0.5, -1e-6, 0.0, 1e-6, 0.3, 0.999, 1.0])
+def test_scores_convert_back_to_cosine(cosine: float) -> None:
+    assert score_to_cosine(knn_score(cosine)) == pytest.approx(cosine, abs=1e-12)
+    assert score_to_cosine((1 + cosine) / 2, "cosinesimil") == pytest.approx(cosine, abs=1e-12)
+
+
+# -- index creation, aliases --------------------------------------------------------------------
+
+
+def test_first_write_creates_v1_with_both_aliases_in_one_request(fake: FakeOpenSearch) -> None:
+    fake.on("GET", "/imagesearch-write/_mapping", not_found_index(), mapping_response())
+    create = fake.on("PUT", f"/{PHYSICAL}",
+                     (200, {"acknowledged": True, "shards_acknowledged": True, "index": PHYSICAL}))
+    fake.on("POST", "/_bulk", bulk_answer())
+    store = make_store(fake, dim=DIM, model=MODEL)
+
+    store.put(record())
+
+    assert [(r.method, r.path) for r in fake.requests] == [
+        ("GET", "/imagesearch-write/_mapping"), ("PUT", f"/{PHYSICAL}"), ("GET", "/imagesearch-write/_mapping"),
+        ("POST", "/_bulk")]
+    body = fake.sent("PUT", f"/{PHYSICAL}")[0].body
+    assert create.calls == 1
+    assert body["aliases"] == {"imagesearch-read": {}, "imagesearch-write": {"is_write_index": True}}
+    assert body["settings"] == {"index": {"knn": True}}
+    assert body["mappings"]["properties"]["image_vector"] == KNN_VECTOR
+    assert body["mappings"]["properties"]["caption_vector"] == KNN_VECTOR
+    assert body["mappings"]["_meta"] == {"schema_version": 1, "engine": "faiss", "space_type": "innerproduct",
+                                         "model": MODEL, "dim": DIM}
+    # The next write uses what it learnt: no more index requests.
+    store.put(record("img2"))
+    assert [(r.method, r.path) for r in fake.requests][-1] == ("POST", "/_bulk")
+    assert len(fake.requests) == 5
+
+
+def test_first_index_without_a_dimension_gets_vector_fields_from_the_first_vector(fake: FakeOpenSearch) -> None:
+    first = index_name("imagesearch", None, 1)
+    fake.on("GET", "/imagesearch-write/_mapping", not_found_index(), mapping_response(None, None, first))
+    fake.on("PUT", f"/{first}", (200, {"acknowledged": True, "shards_acknowledged": True, "index": first}))
+    fake.on("PUT", "/imagesearch-write/_mapping", (200, {"acknowledged": True}))
+    fake.on("POST", "/_bulk", bulk_answer())
+    store = make_store(fake)
+
+    store.put(record())
+    created = fake.sent("PUT", f"/{first}")[0].body
+    assert "image_vector" not in created["mappings"]["properties"]
+    assert created["settings"]["index"]["knn"] is True  # static: must be set at creation
+    assert "model" not in created["mappings"]["_meta"]
+
+    assert store.set_image_vectors([ImageVectorUpdate("img1", "hash1", unit(1, 2, 3, 4, 5, 6), MODEL, "t", 4, 3)]) \
+        == ["img1"]
+    (put_mapping,) = fake.sent("PUT", "/imagesearch-write/_mapping")
+    six = dict(KNN_VECTOR, dimension=6)
+    assert put_mapping.body == {
+        "properties": {"image_vector": six, "caption_vector": six},
+        "_meta": {"schema_version": 1, "engine": "faiss", "space_type": "innerproduct", "model": MODEL, "dim": 6},
+    }
+    # Known now: the next vector write goes straight to the bulk request.
+    store.set_image_vectors([ImageVectorUpdate("img1", "hash1", unit(1, 2, 3, 4, 5, 6), MODEL, "t", 4, 3)])
+    assert len(fake.sent("PUT", "/imagesearch-write/_mapping")) == 1
+
+
+def test_racing_first_writers_converge_on_one_index(fake: FakeOpenSearch) -> None:
+    fake.on("GET", "/imagesearch-write/_mapping", not_found_index(), mapping_response())
+    fake.on("PUT", f"/{PHYSICAL}", (400, error_body("resource_already_exists_exception",
+                                                     f"index [{PHYSICAL}/abc] already exists", 400)))
+    fake.on("POST", "/_bulk", bulk_answer())
+    make_store(fake, dim=DIM, model=MODEL).put(record())
+    assert len(fake.sent("POST", "/_bulk")) == 1
+
+
+def test_missing_aliases_over_an_existing_first_index_are_not_guessed(fake: FakeOpenSearch) -> None:
+    fake.on("GET", "/imagesearch-write/_mapping", not_found_index())
+    fake.on("PUT", f"/{PHYSICAL}", (400, error_body("resource_already_exists_exception",
+                                                     f"index [{PHYSICAL}/abc] already exists", 400)))
+    with pytest.raises(StoreUnavailable, match="swap_aliases"):
+        make_store(fake, dim=DIM, model=MODEL).put(record())
+    assert not fake.sent("POST", "/_bulk")
+
+
+def test_create_index_for_model_takes_the_next_version(fake: FakeOpenSearch) -> None:
+    fake.on("GET", r"/imagesearch-\*/_alias", (200, {
+        PHYSICAL: {"aliases": {"imagesearch-read": {}, "imagesearch-write": {"is_write_index": True}}},
+        index_name("imagesearch", "clip:other", 3): {"aliases": {}},
+        "imagesearch-unrelated": {"aliases": {}}}))
+    new = index_name("imagesearch", "clip:ViT-L-14/openai", 4)
+    fake.on("PUT", f"/{new}", (200, {"acknowledged": True, "shards_acknowledged": True, "index": new}))
+    store = make_store(fake, engine="lucene")
+    assert store.create_index_for_model("clip:ViT-L-14/openai", 768) == new
+    body = fake.sent("PUT", f"/{new}")[0].body
+    assert "aliases" not in body  # it goes live only through swap_aliases
+    assert body["mappings"]["properties"]["image_vector"]["dimension"] == 768
+    assert body["mappings"]["properties"]["image_vector"]["method"]["engine"] == "lucene"
+
+
+def test_swap_aliases_is_one_atomic_aliases_request(fake: FakeOpenSearch) -> None:
+    new = index_name("imagesearch", "clip:ViT-L-14/openai", 2)
+    fake.on("GET", r"/imagesearch-\*/_alias", (200, {
+        PHYSICAL: {"aliases": {"imagesearch-read": {}, "imagesearch-write": {"is_write_index": True}}},
+        new: {"aliases": {}}}))
+    fake.on("POST", "/_aliases", (200, {"acknowledged": True}))
+    store = make_store(fake)
+    store.swap_aliases(new)
+    (request,) = fake.sent("POST", "/_aliases")
+    assert request.body == {"actions": [
+        {"remove": {"index": PHYSICAL, "alias": "imagesearch-read"}},
+        {"remove": {"index": PHYSICAL, "alias": "imagesearch-write"}},
+        {"add": {"index": new, "alias": "imagesearch-read"}},
+        {"add": {"index": new, "alias": "imagesearch-write", "is_write_index": True}},
+    ]}
+
+
+def test_for_index_writes_to_the_physical_index_without_require_alias(fake: FakeOpenSearch) -> None:
+    new = index_name("imagesearch", "clip:ViT-L-14/openai", 2)
+    fake.on("GET", f"/{new}/_mapping", mapping_response(name=new))
+    fake.on("POST", "/_bulk", bulk_answer())
+    make_store(fake).for_index(new).put(record())
+    (bulk,) = fake.sent("POST", "/_bulk")
+    assert "require_alias" not in bulk.query
+    assert bulk.body[0] == {"index": {"_index": new, "_id": "img1"}}
+
+
+def test_iter_records_scrolls_the_read_alias(fake: FakeOpenSearch) -> None:
+    first, second = record("a"), record("b", tags=[])
+    fake.on("POST", "/imagesearch-read/_search", (200, {
+        "_scroll_id": "scroll-1", "took": 1, "timed_out": False,
+        "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+        "hits": {"total": {"value": 2, "relation": "eq"}, "max_score": None, "hits": [
+            {"_index": PHYSICAL, "_id": "a", "_score": None, "_source": source_of(first)},
+            {"_index": PHYSICAL, "_id": "b", "_score": None, "_source": source_of(second)}]}}))
+    fake.on("POST", "/_search/scroll", (200, {
+        "_scroll_id": "scroll-1", "took": 1, "timed_out": False,
+        "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+        "hits": {"total": {"value": 2, "relation": "eq"}, "max_score": None, "hits": []}}))
+    fake.on("DELETE", "/_search/scroll", (200, {"succeeded": True, "num_freed": 1}))
+    got = list(make_store(fake).iter_records(batch_size=2))
+    assert [r.id for r in got] == ["a", "b"]
+    (search,) = fake.sent("POST", "/imagesearch-read/_search")
+    assert search.query["scroll"] == "5m" and search.query["size"] == "2"
+    assert search.query["_source_excludes"] == "image_vector,caption_vector"
+    assert fake.sent("DELETE", "/_search/scroll")[0].body == {"scroll_id": ["scroll-1"]}
+
+
+# -- writes -------------------------------------------------------------------------------------
+
+
+def test_put_is_a_bulk_index_of_a_queued_document(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    rec = record(status="indexed", caption="stale", image_model="old")  # put resets all of that
+    store.put(rec)
+    (bulk,) = fake.sent("POST", "/_bulk")
+    assert bulk.query == {"require_alias": "true"}
+    (action, source), = bulk.pairs()
+    assert action == {"index": {"_index": "imagesearch-write", "_id": "img1"}}
+    updated_at = source.pop("updated_at")
+    assert isinstance(updated_at, int) and updated_at > 1_700_000_000_000
+    assert source == {
+        "id": "img1", "tenant": "acme", "collection": "pets", "tags": ["cat", "indoor"], "external_id": "ext-1",
+        "source": "upload:cat.jpg", "blob_key": "originals/img1", "content_hash": "hash1", "status": "queued",
+        "error": None, "caption": None, "caption_status": "pending", "thumb_key": None, "width": None,
+        "height": None, "image_model": None, "caption_model": None, "text_model": None,
+        "created_at": 1_700_000_000_250,
+    }
+
+
+def test_put_rejected_by_opensearch_raises(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/_bulk", bulk_answer({"img1": (400, {
+        "type": "strict_dynamic_mapping_exception",
+        "reason": "mapping set to strict, dynamic introduction of [x] within [_doc] is not allowed"})}))
+    with pytest.raises(StoreRejected, match="strict_dynamic_mapping_exception"):
+        store.put(record())
+
+
+def test_set_image_vectors_is_a_conditional_painless_update(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    vector = unit(0.1, 0.2, 0.3, 0.4)
+    fake.on("POST", "/_bulk", bulk_answer({
+        "reuploaded": (200, "noop"),
+        "deleted": (404, {"type": "document_missing_exception", "reason": "[deleted]: document missing"}),
+    }))
+    done = store.set_image_vectors([
+        ImageVectorUpdate("img1", "hash1", vector, MODEL, "thumbs/img1.jpg", 640, 480),
+        ImageVectorUpdate("reuploaded", "old-hash", vector, MODEL, "thumbs/r.jpg", 10, 10),
+        ImageVectorUpdate("deleted", "hash3", vector, MODEL, "thumbs/d.jpg", 10, 10),
+    ])
+    assert done == ["img1"]
+    (bulk,) = fake.sent("POST", "/_bulk")
+    (action, body), *rest = bulk.pairs()
+    assert action == {"update": {"_index": "imagesearch-write", "_id": "img1", "retry_on_conflict": 3}}
+    assert set(body) == {"script"}  # no upsert: a deleted record is never recreated
+    assert body["script"]["source"] == IMAGE_SCRIPT and body["script"]["lang"] == "painless"
+    params = body["script"]["params"]
+    assert isinstance(params.pop("now"), int)
+    assert params == {"content_hash": "hash1", "vector": vector.tolist(), "model": MODEL,
+                      "thumb_key": "thumbs/img1.jpg", "width": 640, "height": 480}
+    assert np.array_equal(np.asarray(params["vector"], dtype=np.float32), vector)  # float32 exact
+    assert [a["update"]["_id"] for a, _ in rest] == ["reuploaded", "deleted"]
+    assert "content_hash == params.content_hash" in IMAGE_SCRIPT and "ctx.op = 'noop'" in IMAGE_SCRIPT
+
+
+def test_partial_bulk_failure_records_the_400_and_retries_the_429(
+        store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float]) -> None:
+    rejected = {"type": "mapper_parsing_exception",
+                "reason": "failed to parse field [image_vector] of type [knn_vector] in document with id 'bad'",
+                "caused_by": {"type": "illegal_argument_exception",
+                              "reason": "Vector dimension mismatch. Expected: 4, Given: 3"}}
+    busy = {"type": "rejected_execution_exception", "reason": "rejected execution of coordinating operation"}
+    fake.expected_problems.add("vector param does not have the mapped dimension")  # the point of "bad"
+    fake.on("POST", "/_bulk",
+            bulk_answer({"bad": (400, rejected), "busy": (429, busy)}),  # errors: true, one 400, one 429
+            bulk_answer(),  # the 429 item again: fine now
+            bulk_answer())  # the failure of the 400 item
+    done = store.set_image_vectors([
+        ImageVectorUpdate("ok", "h-ok", unit(1, 0, 0, 0), MODEL, "t/ok", 1, 1),
+        ImageVectorUpdate("bad", "h-bad", unit(1, 0, 0), MODEL, "t/bad", 1, 1),
+        ImageVectorUpdate("busy", "h-busy", unit(0, 1, 0, 0), MODEL, "t/busy", 1, 1),
+    ])
+    assert sorted(done) == ["busy", "ok"]
+    first, retry, failure = fake.sent("POST", "/_bulk")
+    assert fake.responses[1][2]["errors"] is True
+    assert [a["update"]["_id"] for a, _ in first.pairs()] == ["ok", "bad", "busy"]
+    assert retry.pairs() == [p for p in first.pairs() if p[0]["update"]["_id"] == "busy"]  # only the 429 item
+    assert len(sleeps) == 1 and 0.25 <= sleeps[0] <= 0.5
+    (action, body), = failure.pairs()  # the 400 is not retried: it becomes the image's failure
+    assert action == {"update": {"_index": "imagesearch-write", "_id": "bad", "retry_on_conflict": 3}}
+    assert body["script"]["source"] == FAILED_SCRIPT
+    params = body["script"]["params"]
+    assert params["content_hash"] == "h-bad" and params["status_field"] == "status"
+    assert params["error"].startswith("embed: OpenSearch rejected the update: mapper_parsing_exception")
+
+
+@pytest.mark.parametrize("statuses", [(429, 503, 200), (503, 502, 429, 200)])
+def test_whole_bulk_requests_answered_429_or_5xx_are_retried_with_backoff(
+        store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float], statuses: tuple[int, ...]) -> None:
+    answers: list[Response | Responder] = []
+    for status in statuses[:-1]:
+        kind = "rejected_execution_exception" if status == 429 else "cluster_block_exception"
+        answers.append((status, error_body(kind, "busy", status)))
+    answers.append(bulk_answer())
+    fake.on("POST", "/_bulk", *answers)
+    assert store.set_captions([CaptionUpdate("img1", "hash1", "a cat", unit(1, 1, 0, 0), "cap:v1", MODEL)]) == ["img1"]
+    bodies = [r.raw for r in fake.sent("POST", "/_bulk")]
+    assert len(bodies) == len(statuses) and len(set(bodies)) == 1  # the same request each time
+    caps = [min(2.0, 0.5 * 2 ** n) for n in range(len(sleeps))]
+    assert len(sleeps) == len(statuses) - 1
+    assert all(cap / 2 <= s <= cap for s, cap in zip(sleeps, caps))
+
+
+def test_retries_run_out_as_store_unavailable(store: OpenSearchStore, fake: FakeOpenSearch,
+                                              sleeps: list[float]) -> None:
+    fake.on("POST", "/_bulk", (503, error_body("unavailable_shards_exception", "primary shard is not active", 503)))
+    with pytest.raises(StoreUnavailable, match="still failing after 4 attempts"):
+        store.put(record())
+    assert len(fake.sent("POST", "/_bulk")) == 4 and len(sleeps) == 3
+
+
+def test_item_level_503_and_409_are_retried(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/_bulk",
+            bulk_answer({"a": (503, {"type": "unavailable_shards_exception", "reason": "primary not active"}),
+                         "b": (409, {"type": "version_conflict_engine_exception", "reason": "conflict"})}),
+            bulk_answer())
+    assert store.set_captions([CaptionUpdate(i, "h", "c", unit(1, 0, 0, 0), "cap", MODEL) for i in "ab"]) == ["a", "b"]
+    assert [len(r.pairs()) for r in fake.sent("POST", "/_bulk")] == [2, 2]
+
+
+def test_a_dropped_bulk_connection_is_retried(store: OpenSearchStore, fake: FakeOpenSearch,
+                                              sleeps: list[float]) -> None:
+    fake.on("POST", "/_bulk", DROP, bulk_answer())
+    store.put(record())
+    assert len(fake.sent("POST", "/_bulk")) == 2 and len(sleeps) == 1
+
+
+def test_vectors_of_another_model_are_written_with_a_warning(store: OpenSearchStore, fake: FakeOpenSearch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    update = ImageVectorUpdate("img1", "hash1", unit(1, 0, 0, 0), "clip:newer", "t", 1, 1)
+    assert store.set_image_vectors([update]) == ["img1"]  # knn filters by model: no silent mix
+    store.set_image_vectors([update])
+    warnings = [r for r in caplog.records if "run a reindex" in r.getMessage()]
+    assert len(warnings) == 1 and "clip:newer" in warnings[0].getMessage()
+
+
+def test_unreachable_cluster_is_store_unavailable(sleeps: list[float]) -> None:
+    settings = Settings(_env_file=None, opensearch_url="http://127.0.0.1:9")  # discard port: refused
+    store = OpenSearchStore(build_client(settings), sleep=sleeps.append, retries=1)
+    with pytest.raises(StoreUnavailable):
+        store.get("x")
+    assert len(sleeps) == 1
+
+
+def test_set_captions_update_and_400_marks_caption_failed(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/_bulk", bulk_answer({"img2": (400, {"type": "illegal_argument_exception", "reason": "bad"})}),
+            bulk_answer())
+    vector = unit(0, 0, 1, 1)
+    assert store.set_captions([CaptionUpdate("img1", "hash1", "a cat on a sofa", vector, "cap:v1", MODEL),
+                               CaptionUpdate("img2", "hash2", "x", vector, "cap:v1", MODEL)]) == ["img1"]
+    first, failure = fake.sent("POST", "/_bulk")
+    (_, body), _ = first.pairs()
+    assert body["script"]["source"] == CAPTION_SCRIPT
+    params = body["script"]["params"]
+    params.pop("now")
+    assert params == {"content_hash": "hash1", "caption": "a cat on a sofa", "vector": vector.tolist(),
+                      "caption_model": "cap:v1", "text_model": MODEL}
+    (_, failed), = failure.pairs()
+    assert failed["script"]["params"]["status_field"] == "caption_status"
+    assert failed["script"]["params"]["error"].startswith("caption: ")
+
+
+def test_set_failed(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    store.set_failed("img1", "hash1", "embed", "cannot identify image file")
+    (action, body), = fake.sent("POST", "/_bulk")[0].pairs()
+    assert action == {"update": {"_index": "imagesearch-write", "_id": "img1", "retry_on_conflict": 3}}
+    params = body["script"]["params"]
+    params.pop("now")
+    assert params == {"content_hash": "hash1", "error": "embed: cannot identify image file", "status_field": "status"}
+
+
+def test_delete_is_conditional_on_the_version_read(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    old, new = record(content_hash="v1"), record(content_hash="v2")
+    fake.on("GET", "/imagesearch-read/_doc/img1",
+            (200, {"_index": PHYSICAL, "_id": "img1", "_version": 1, "_seq_no": 5, "_primary_term": 1,
+                   "found": True, "_source": source_of(old)}),
+            (200, {"_index": PHYSICAL, "_id": "img1", "_version": 2, "_seq_no": 6, "_primary_term": 1,
+                   "found": True, "_source": source_of(new)}))
+    fake.on("POST", "/_bulk",
+            bulk_answer({"img1": (409, {"type": "version_conflict_engine_exception", "reason": "seq no mismatch"})}),
+            bulk_answer())
+    removed = store.delete("img1")
+    assert removed is not None and removed.content_hash == "v2"  # what was actually removed
+    assert [r.body for r in fake.sent("POST", "/_bulk")] == [
+        [{"delete": {"_index": "imagesearch-write", "_id": "img1", "if_seq_no": 5, "if_primary_term": 1}}],
+        [{"delete": {"_index": "imagesearch-write", "_id": "img1", "if_seq_no": 6, "if_primary_term": 1}}]]
+
+
+def test_delete_unknown_is_none(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    fake.on("GET", "/imagesearch-read/_doc/nope", (404, {"_index": PHYSICAL, "_id": "nope", "found": False}))
+    assert store.delete("nope") is None
+    assert not fake.sent("POST", "/_bulk")
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+
+def test_get_many_is_an_mget_without_vectors(store: OpenSearchStore, fake: FakeOpenSearch,
+                                             sleeps: list[float]) -> None:
+    rec = record()
+    indexed = source_of(rec, status="indexed", image_model=MODEL, thumb_key="t", width=3, height=2,
+                        caption="a cat", caption_status="done", caption_model="cap", text_model=MODEL)
+    fake.on("POST", "/imagesearch-read/_mget",
+            (429, error_body("rejected_execution_exception", "busy", 429)),
+            (200, {"docs": [
+                {"_index": PHYSICAL, "_id": "img1", "_version": 3, "_seq_no": 2, "_primary_term": 1, "found": True,
+                 "_source": indexed},
+                {"_index": PHYSICAL, "_id": "gone", "found": False}]}))
+    got = store.get_many(["img1", "gone", "img1"])
+    assert list(got) == ["img1"] and len(sleeps) == 1
+    assert got["img1"] == ImageRecord(
+        id="img1", blob_key="originals/img1", content_hash="hash1", source="upload:cat.jpg", collection="pets",
+        tenant="acme", external_id="ext-1", tags=["cat", "indoor"], status="indexed", error=None, caption="a cat",
+        caption_status="done", thumb_key="t", width=3, height=2, image_model=MODEL, caption_model="cap",
+        text_model=MODEL, created_at=1_700_000_000.25, updated_at=1_700_000_001.0)
+    request = fake.sent("POST", "/imagesearch-read/_mget")[-1]
+    assert request.body == {"ids": ["img1", "gone"]}
+    assert request.query == {"_source_excludes": "image_vector,caption_vector"}
+
+
+def test_reads_before_any_index_exists_are_empty(fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_mget", not_found_index("imagesearch-read"))
+    fake.on("POST", "/imagesearch-read/_search", not_found_index("imagesearch-read"))
+    fake.on("GET", "/imagesearch-read/_doc/x", not_found_index("imagesearch-read"))
+    store = make_store(fake)
+    assert store.get("x") is None
+    assert store.knn("image", unit(1, 0, 0, 0), 5, MODEL, Filters()) == []
+    assert store.keyword("cat", 5, Filters()) == []
+    assert store.vector("x", "image") is None
+    assert store.counts() == {"queued": 0, "indexed": 0, "failed": 0, "caption_pending": 0}
+
+
+def test_vector_returns_the_vector_and_its_model(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    vector = unit(1, 2, 3, 4)
+    fake.on("GET", "/imagesearch-read/_doc/img1", (200, {
+        "_index": PHYSICAL, "_id": "img1", "_version": 2, "_seq_no": 1, "_primary_term": 1, "found": True,
+        "_source": {"caption_vector": vector.tolist(), "text_model": MODEL}}))
+    got, model = store.vector("img1", "caption")
+    assert got.dtype == np.float32 and np.array_equal(got, vector) and model == MODEL
+    assert fake.requests[0].query == {"_source_includes": "caption_vector,text_model"}
+    fake.on("GET", "/imagesearch-read/_doc/img2", (200, {
+        "_index": PHYSICAL, "_id": "img2", "_version": 1, "_seq_no": 1, "_primary_term": 1, "found": True,
+        "_source": {}}))
+    assert store.vector("img2", "image") is None
+
+
+def test_knn_filters_inside_the_knn_clause_and_reports_cosine(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_search",
+            search_answer(("a", knn_score(0.8)), ("b", knn_score(0.1)), ("c", knn_score(-0.4))))
+    query = unit(0.5, 0.5, 0.5, 0.5)
+    got = store.knn("image", query, 3, MODEL, Filters(tenant="acme", collection="pets", exclude_id="q"))
+    assert [i for i, _ in got] == ["a", "b", "c"]
+    assert [s for _, s in got] == pytest.approx([0.8, 0.1, -0.4])
+    (request,) = fake.sent("POST", "/imagesearch-read/_search")
+    assert request.query == {"allow_partial_search_results": "false"}
+    assert request.body == {
+        "size": 3,
+        "_source": False,
+        "query": {"knn": {"image_vector": {
+            "vector": query.tolist(),
+            "k": 3,
+            "filter": {"bool": {
+                "filter": [{"term": {"status": "indexed"}}, {"term": {"image_model": MODEL}},
+                           {"term": {"tenant": "acme"}}, {"term": {"collection": "pets"}}],
+                "must_not": [{"term": {"id": "q"}}],
+            }},
+        }}},
+    }
+    assert store.knn("image", query, 3, MODEL, Filters(), min_score=0.0) == [("a", pytest.approx(0.8)),
+                                                                              ("b", pytest.approx(0.1))]
+    assert store.knn("image", query, 0, MODEL, Filters()) == []
+    assert len(fake.sent("POST", "/imagesearch-read/_search")) == 2
+
+
+def test_caption_mode_searches_caption_vectors_of_the_text_model(store: OpenSearchStore,
+                                                                  fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_search", search_answer(("a", 1.5)))
+    assert store.knn("caption", unit(1, 0, 0, 0), 10, MODEL, Filters()) == [("a", 0.5)]
+    knn = fake.requests[-1].body["query"]["knn"]
+    assert list(knn) == ["caption_vector"]
+    assert knn["caption_vector"]["filter"] == {"bool": {"filter": [
+        {"term": {"status": "indexed"}}, {"term": {"text_model": MODEL}}]}}
+
+
+def test_knn_before_the_first_vector_is_empty(fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_search", (400, error_body(
+        "search_phase_execution_exception", "Field 'image_vector' is not knn_vector type.", 400)))
+    fake.on("GET", "/imagesearch-write/_mapping", mapping_response(None, None))
+    assert make_store(fake).knn("image", unit(1, 0, 0, 0), 5, MODEL, Filters()) == []
+
+
+def test_keyword_is_bm25_on_captions_with_the_same_filters(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_search", search_answer(("a", 2.5), ("b", 0.7)))
+    assert store.keyword("red bicycle", 5, Filters(collection="bikes")) == [("a", 2.5), ("b", 0.7)]
+    assert fake.requests[-1].body == {
+        "size": 5,
+        "_source": False,
+        "query": {"bool": {
+            "filter": [{"term": {"status": "indexed"}}, {"term": {"collection": "bikes"}}],
+            "must": [{"match": {"caption": {"query": "red bicycle"}}}],
+        }},
+    }
+    assert store.keyword("  ?! ", 5, Filters()) == []
+    assert len(fake.requests) == 1
+
+
+def test_counts_is_one_aggregation(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_search", (200, {
+        "took": 1, "timed_out": False, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+        "hits": {"total": {"value": 6, "relation": "eq"}, "max_score": None, "hits": []},
+        "aggregations": {
+            "status": {"doc_count_error_upper_bound": 0, "sum_other_doc_count": 0,
+                       "buckets": [{"key": "indexed", "doc_count": 4}, {"key": "queued", "doc_count": 2}]},
+            "caption_pending": {"doc_count": 1}}}))
+    assert store.counts() == {"queued": 2, "indexed": 4, "failed": 0, "caption_pending": 1}
+    assert fake.requests[-1].body["size"] == 0
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_open_store_builds_the_opensearch_store_from_settings(fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/search-prod-read/_mget", (200, {"docs": []}))
+    settings = Settings(_env_file=None, store="opensearch", opensearch_url=fake.url,
+                        opensearch_index_prefix="search-prod", opensearch_engine="lucene", opensearch_dim=768)
+    store = open_store(settings)
+    assert isinstance(store, OpenSearchStore)
+    assert (store.read_alias, store.write_alias, store.engine, store.dim) == \
+        ("search-prod-read", "search-prod-write", "lucene", 768)
+    assert store.get_many(["x"]) == {}
+    store.close()
+
+
+def test_basic_auth(fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": []}))
+    settings = Settings(_env_file=None, store="opensearch", opensearch_url=fake.url,
+                        opensearch_username="admin", opensearch_password="s3cret")
+    OpenSearchStore.from_settings(settings).get("x")
+    assert fake.requests[0].headers["authorization"] == "Basic " + base64.b64encode(b"admin:s3cret").decode()
+
+
+@pytest.mark.parametrize("service", ["es", "aoss"])
+def test_sigv4_signing_with_boto3_credentials(fake: FakeOpenSearch, monkeypatch: pytest.MonkeyPatch,
+                                              service: str) -> None:
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": []}))
+    settings = Settings(_env_file=None, store="opensearch", opensearch_url=fake.url,
+                        opensearch_aws_region="eu-west-1", opensearch_aws_service=service)
+    OpenSearchStore.from_settings(settings).get("x")
+    headers = fake.requests[0].headers
+    assert re.fullmatch(rf"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/\d{{8}}/eu-west-1/{service}/aws4_request, "
+                        r"SignedHeaders=[a-z0-9;-]+, Signature=[0-9a-f]{64}", headers["authorization"])
+    assert "x-amz-date" in headers and "x-amz-content-sha256" in headers
+
+
+# -- the specification: the validator itself, and the spec's own stories ------------------------
+
+
+def test_validator_rejects_what_opensearch_would(spec: OpenSearchSpec) -> None:
+    knn_property = "schemas/_common.mapping.yaml#/components/schemas/KnnVectorProperty"
+    knn_query = "schemas/_common.query_dsl.yaml#/components/schemas/KnnQuery"
+    assert spec.errors(knn_property, KNN_VECTOR) == []
+    assert spec.errors(knn_property, {"type": "knn_vector"})  # no dimension
+    assert spec.errors(knn_property, dict(KNN_VECTOR, dimensions=4))  # misspelt key
+    assert spec.errors(knn_property, dict(KNN_VECTOR, method={"space_type": "l2"}))  # method without name
+    assert spec.errors(knn_query, {"vector": [1.0], "k": 1}) == []
+    assert spec.errors(knn_query, {"k": 1})  # no vector
+    assert spec.errors(knn_query, {"vector": [1.0], "k": "ten"})
+    assert spec.errors(knn_query, {"vector": [1.0], "k": 1, "filter": {"bool": {"filters": []}}})
+    with pytest.raises(SpecViolation, match="unknown property"):
+        spec.validate_request("POST", "/_aliases", {}, {"actions": [{"add": {"index": "a", "alias": "b",
+                                                                             "write_index": True}}]})
+    with pytest.raises(SpecViolation, match="not one of"):
+        spec.validate_request("POST", "/_bulk", {"require_aliases": "true"}, [{"delete": {"_id": "1"}}])
+    with pytest.raises(SpecViolation, match="without a source line"):
+        spec.validate_request("POST", "/_bulk", {}, [{"index": {"_id": "1"}}])
+    with pytest.raises(SpecViolation, match="unknown property"):
+        spec.validate_request("POST", "/_bulk", {}, [{"update": {"_id": "1"}}, {"scripts": {"source": "x"}}])
+    with pytest.raises(SpecViolation, match="no operation"):
+        spec.validate_request("POST", "/_aliasez", {}, {})
+
+
+def _story_requests() -> list[Any]:
+    tests = SPEC_ROOT / "tests"
+    if not tests.is_dir():
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason=SPEC_MISSING), id="spec-missing")]
+    out = []
+    for path in sorted(tests.rglob("*.yaml")):
+        story = yaml.safe_load(path.read_text())
+        for part in ("prologues", "chapters"):
+            for n, chapter in enumerate(story.get(part) or []):
+                methods = chapter["method"] if isinstance(chapter["method"], list) else [chapter["method"]]
+                for method in methods:
+                    name = f"{path.relative_to(tests).as_posix()}:{part}[{n}]:{method}"
+                    marks = []
+                    if name in KNOWN_SPEC_GAPS:
+                        marks.append(pytest.mark.xfail(reason=KNOWN_SPEC_GAPS[name], strict=True))
+                    out.append(pytest.param(method, chapter, marks=marks, id=name))
+    return out
+
+
+KNOWN_SPEC_GAPS = {
+    # Not a k-NN request: the ML-inference search pipeline this story sets up. The spec has no
+    # `ml_inference` search request processor, so its own schema rejects its own story.
+    "default/_core/search/knn/search/search_pipeline.yaml:prologues[7]:PUT":
+        "the specification defines no ml_inference search request processor",
+}
+
+
+@pytest.mark.parametrize(("method", "chapter"), _story_requests())
+def test_spec_story_requests_validate(spec: OpenSearchSpec, method: str, chapter: dict[str, Any]) -> None:
+    params = dict(chapter.get("parameters") or {})
+    path = chapter["path"]
+    for name in re.findall(r"\{(\w+)\}", path):
+        path = path.replace("{" + name + "}", str(params.pop(name)))
+    query = {k: str(v).lower() if isinstance(v, bool) else ",".join(v) if isinstance(v, list) else str(v)
+             for k, v in params.items()}
+    body = (chapter.get("request") or {}).get("payload")
+    spec.validate_request(method, path, query, body)
+    for knn in _walk(body, "knn"):
+        for clause in knn.values() if isinstance(knn, dict) else ():
+            spec.validate("schemas/_common.query_dsl.yaml#/components/schemas/KnnQuery", clause)
+    for props in _walk(body, "properties"):
+        for prop in props.values():
+            if isinstance(prop, dict) and prop.get("type") == "knn_vector":
+                spec.validate("schemas/_common.mapping.yaml#/components/schemas/KnnVectorProperty", prop)
+
+
+def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchSpec, fake: FakeOpenSearch) -> None:
+    """One pass through every store operation, checked here explicitly (the fixture checks too)."""
+    first = index_name("imagesearch", None, 1)
+    fake.on("GET", "/imagesearch-write/_mapping", not_found_index(), mapping_response(None, None, first),
+            mapping_response(DIM, MODEL, first))
+    fake.on("GET", r"/imagesearch-\*/_alias", (200, {first: {"aliases": {"imagesearch-read": {},
+                                                                         "imagesearch-write": {}}}}))
+    fake.on("PUT", f"/{first}", (200, {"acknowledged": True, "shards_acknowledged": True, "index": first}))
+    fake.on("PUT", "/imagesearch-write/_mapping", (200, {"acknowledged": True}))
+    fake.on("POST", "/_bulk", bulk_answer())
+    fake.on("POST", "/imagesearch-read/_search", search_answer(("img1", 1.9)))
+    fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": []}))
+    fake.on("GET", "/imagesearch-read/_doc/img1", (200, {
+        "_index": first, "_id": "img1", "_version": 1, "_seq_no": 0, "_primary_term": 1, "found": True,
+        "_source": source_of(record())}))
+    fake.on("POST", "/_aliases", (200, {"acknowledged": True}))
+    store = make_store(fake)
+    store.put(record())
+    store.set_image_vectors([ImageVectorUpdate("img1", "hash1", unit(1, 2, 3, 4), MODEL, "t", 1, 1)])
+    store.set_captions([CaptionUpdate("img1", "hash1", "a cat", unit(4, 3, 2, 1), "cap", MODEL)])
+    store.set_failed("img1", "hash1", "caption", "boom")
+    store.knn("image", unit(1, 1, 1, 1), 5, MODEL, Filters(tenant="t", collection="c", exclude_id="x"), 0.2)
+    store.keyword("cat", 5, Filters(tenant="t"))
+    store.get_many(["img1"])
+    store.vector("img1", "image")
+    store.delete("img1")
+    store.swap_aliases("imagesearch-next-v2")
+    assert check_requests(spec, fake.requests) == []
+    operations = {spec.operation(r.method, r.path).group for r in fake.requests}
+    assert operations == {"indices.get_mapping", "indices.get_alias", "indices.create", "indices.put_mapping",
+                          "bulk", "search", "mget", "get", "indices.update_aliases"}

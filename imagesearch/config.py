@@ -56,8 +56,14 @@ class Settings(BaseSettings):
     decode_min_side: int = 448
     thumbnail_size: int = 256
 
-    # Workers. Batches flush when full or after the interval, whichever comes first.
+    # Model precision: auto = fp16 on GPU, fp32 on CPU; bf16 uses CPU bf16 kernels where present.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+    # Workers. A task takes up to *_flush_every messages (or what arrived within the flush
+    # interval) and runs the model on *_batch_size images at a time.
     embed_batch_size: int = Field(default=16, ge=1, le=1024)
+    embed_flush_every: int = Field(default=64, ge=1, le=4096)
+    decode_threads: int = Field(default=2, ge=1, le=64)
     caption_batch_size: int = Field(default=8, ge=1, le=1024)
     batch_flush_seconds: float = Field(default=0.5, gt=0)
     max_retries: int = Field(default=5, ge=0)
@@ -70,6 +76,30 @@ class Settings(BaseSettings):
     # Search.
     rrf_k: int = Field(default=60, ge=1)
     max_k: int = 100
+
+    # S3 events (issue 4)
+    # The SQS queue the listener polls (S3 notifications sent directly, through SNS, or EventBridge).
+    sqs_queue_url: str = ""
+    sqs_batch_size: int = Field(default=10, ge=1, le=10)
+    sqs_wait_seconds: int = Field(default=20, ge=0, le=20)  # long polling
+    # A received message stays invisible this long and is extended while its work runs.
+    sqs_visibility_timeout_seconds: int = Field(default=60, ge=10, le=43200)
+    # SNS topics whose messages POST /v1/events/sns accepts (comma-separated ARNs); empty: none.
+    sns_topic_allowlist: str = ""
+    # Shared secret for POST /v1/events/s3 (MinIO / Lambda webhooks); unset: that endpoint is off.
+    s3_webhook_token: str | None = None
+    # Buckets events may name (comma-separated); empty: any bucket the credentials can read.
+    s3_bucket_allowlist: str = ""
+    # Collection for S3 objects; per bucket or notification configuration id as JSON {"name": "coll"}.
+    s3_collection: str = "default"
+    s3_collection_map: dict[str, str] = {}
+    # Comma-separated; a key with another extension is recorded as failed without being fetched,
+    # a key without one is fetched and the decoder decides.
+    s3_image_extensions: str = ".jpg,.jpeg,.jpe,.png,.webp,.gif,.bmp,.tif,.tiff,.mpo"
+    # How long the last sequencer per object is kept: longer than any event can stay in flight
+    # (SQS keeps messages at most 14 days).
+    s3_event_log_ttl_seconds: int = Field(default=15 * 24 * 3600, ge=60)
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
 
     @property
     def blob_dir(self) -> Path:

@@ -12,6 +12,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import torch
 from PIL import Image
 
 from imagesearch import imaging
@@ -42,26 +43,76 @@ def _fetch_and_decode(blobs: BlobStore, key: str, settings: Settings, min_side: 
     return imaging.decode(data, min_side=min_side, max_pixels=settings.max_image_pixels)
 
 
+def _sort_error(image_id: str, exc: BaseException, outcome: BatchOutcome) -> None:
+    """File a per-image error as permanent (failed) or transient (retry); re-raise anything else."""
+    if isinstance(exc, BlobMissing):
+        outcome.failed[image_id] = "stored image is missing"
+    elif isinstance(exc, ValueError):  # InvalidImage, or larger than allowed
+        outcome.failed[image_id] = str(exc)
+    elif isinstance(exc, TRANSIENT_ERRORS):
+        outcome.retry[image_id] = f"{type(exc).__name__}: {exc}"
+    else:
+        raise exc
+
+
 def _load_images(records: list[ImageRecord], key_of, blobs: BlobStore, settings: Settings, min_side: int,
                  outcome: BatchOutcome) -> list[tuple[ImageRecord, Image.Image]]:
     """Fetch and decode in threads (Pillow and boto3 release the GIL); sort errors by kind."""
     loaded: list[tuple[ImageRecord, Image.Image]] = []
     if not records:
         return loaded
-    with ThreadPoolExecutor(max_workers=min(4, len(records))) as pool:
+    with ThreadPoolExecutor(max_workers=min(settings.decode_threads, len(records))) as pool:
         futures = [pool.submit(_fetch_and_decode, blobs, key_of(r), settings, min_side) for r in records]
         for record, future in zip(records, futures):
             try:
                 loaded.append((record, future.result()))
-            except imaging.InvalidImage as exc:
-                outcome.failed[record.id] = str(exc)
-            except BlobMissing:
-                outcome.failed[record.id] = "stored image is missing"
-            except ValueError as exc:  # larger than allowed
-                outcome.failed[record.id] = str(exc)
-            except TRANSIENT_ERRORS as exc:
-                outcome.retry[record.id] = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - sorted, or re-raised, by _sort_error
+                _sort_error(record.id, exc, outcome)
     return loaded
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    record: ImageRecord
+    pixels: torch.Tensor
+    thumbnail: bytes
+    size: tuple[int, int]
+
+
+def _prepare(record: ImageRecord, blobs: BlobStore, settings: Settings, clip: ClipEncoder) -> _Prepared:
+    """Everything an image needs before the model: fetch, reduced-size decode, model input, thumbnail."""
+    image = _fetch_and_decode(blobs, record.blob_key, settings, settings.decode_min_side)
+    return _Prepared(record, clip.preprocess(image), imaging.thumbnail_jpeg(image, settings.thumbnail_size),
+                     image.size)
+
+
+def _embed_todo(todo: list[ImageRecord], settings: Settings, store: Store, blobs: BlobStore, clip: ClipEncoder,
+                outcome: BatchOutcome) -> None:
+    """Decode in threads while the model runs: every image is submitted up front, and inference on
+    model batch i proceeds while the threads decode batch i+1."""
+    step = settings.embed_batch_size
+    with ThreadPoolExecutor(max_workers=settings.decode_threads) as pool:
+        futures = [pool.submit(_prepare, record, blobs, settings, clip) for record in todo]
+        for start in range(0, len(todo), step):
+            ready: list[_Prepared] = []
+            for record, future in zip(todo[start:start + step], futures[start:start + step]):
+                try:
+                    ready.append(future.result())
+                except Exception as exc:  # noqa: BLE001 - sorted, or re-raised, by _sort_error
+                    _sort_error(record.id, exc, outcome)
+            if not ready:
+                continue
+            vectors = clip.encode_pixels(torch.stack([p.pixels for p in ready]))
+            updates = []
+            for prepared, vector in zip(ready, vectors):
+                key = thumbnail_key(prepared.record.id)
+                blobs.put(key, prepared.thumbnail, "image/jpeg")
+                updates.append(ImageVectorUpdate(prepared.record.id, prepared.record.content_hash, vector,
+                                                 clip.identity, key, *prepared.size))
+            written = set(store.set_image_vectors(updates))
+            for update in updates:
+                (outcome.done if update.id in written else outcome.skipped).append(update.id)
+            outcome.follow_up.extend(u.id for u in updates if u.id in written)
 
 
 def embed_batch(ids: list[str], *, settings: Settings, store: Store, blobs: BlobStore,
@@ -80,19 +131,7 @@ def embed_batch(ids: list[str], *, settings: Settings, store: Store, blobs: Blob
                     outcome.follow_up.append(image_id)
             else:
                 todo.append(record)
-        loaded = _load_images(todo, lambda r: r.blob_key, blobs, settings, settings.decode_min_side, outcome)
-        if loaded:
-            vectors = clip.encode_images([image for _, image in loaded])
-            updates = []
-            for (record, image), vector in zip(loaded, vectors):
-                thumb = thumbnail_key(record.id)
-                blobs.put(thumb, imaging.thumbnail_jpeg(image, settings.thumbnail_size), "image/jpeg")
-                updates.append(ImageVectorUpdate(record.id, record.content_hash, vector, clip.identity, thumb,
-                                                 image.width, image.height))
-            written = set(store.set_image_vectors(updates))
-            for update in updates:
-                (outcome.done if update.id in written else outcome.skipped).append(update.id)
-            outcome.follow_up.extend(u.id for u in updates if u.id in written)
+        _embed_todo(todo, settings, store, blobs, clip, outcome)
         for image_id, error in outcome.failed.items():
             store.set_failed(image_id, records[image_id].content_hash, "embed", error)
     except TRANSIENT_ERRORS as exc:

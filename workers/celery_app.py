@@ -18,7 +18,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         # Batching tasks buffer messages in the worker: it must be allowed to hold a full batch.
-        worker_prefetch_multiplier=max(settings.embed_batch_size, settings.caption_batch_size),
+        worker_prefetch_multiplier=max(settings.embed_flush_every, settings.caption_batch_size),
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
         broker_connection_retry_on_startup=True,
         task_routes={

@@ -68,7 +68,7 @@ def _guarded(stage: str, run, requests: list[SimpleRequest]) -> pipeline.BatchOu
         return pipeline.BatchOutcome(retry={i: f"{type(exc).__name__}: {exc}" for i in _ids(requests)})
 
 
-@app.task(base=Batches, name=EMBED_TASK, acks_late=True, flush_every=settings.embed_batch_size,
+@app.task(base=Batches, name=EMBED_TASK, acks_late=True, flush_every=settings.embed_flush_every,
           flush_interval=settings.batch_flush_seconds)
 def embed(requests: list[SimpleRequest]) -> None:
     store, blobs = _resources()

@@ -43,10 +43,12 @@ class ClipSpec:
     pretrained: str
     directory: Path | None
     device: str
+    precision: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ClipSpec":
-        return cls(settings.clip_model, settings.clip_pretrained, settings.clip_model_dir, settings.device)
+        return cls(settings.clip_model, settings.clip_pretrained, settings.clip_model_dir, settings.device,
+                   settings.precision)
 
 
 class ClipEncoder:
@@ -59,12 +61,13 @@ class ClipEncoder:
         tokenizer: Callable[[Sequence[str]], torch.Tensor],
         device: torch.device,
         identity: str,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.device = device
-        self.dtype = pick_dtype(device)
+        self.dtype = dtype
         self.identity = identity
         self._lock = threading.Lock()
         with torch.inference_mode():
@@ -114,13 +117,15 @@ class ClipEncoder:
         return x
 
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=self.dtype)
-        return torch.autocast("cpu", enabled=False)
+        enabled = self.dtype != torch.float32
+        return torch.autocast(self.device.type, dtype=self.dtype if enabled else None, enabled=enabled)
 
 
 def load_clip(spec: ClipSpec) -> ClipEncoder:
     device = pick_device(spec.device)
+    dtype = pick_dtype(device, spec.precision)
+    # GPUs hold the weights in the compute dtype; CPUs keep fp32 weights and autocast.
+    weights = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32") if device.type == "cuda" else "fp32"
     if spec.directory is not None:
         directory = Path(spec.directory).resolve()
         require_files(directory, CLIP_FILES, "IMAGESEARCH_CLIP_MODEL_DIR")
@@ -132,7 +137,7 @@ def load_clip(spec: ClipSpec) -> ClipEncoder:
         identity = f"clip:{spec.name}/{spec.pretrained}"
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=device, precision="fp16" if device.type == "cuda" else "fp32"
+            name, pretrained=pretrained, device=device, precision=weights
         )
         tokenizer = open_clip.get_tokenizer(name)
     except ModelUnavailable:
@@ -146,7 +151,7 @@ def load_clip(spec: ClipSpec) -> ClipEncoder:
             "open_clip_model.safetensors (open_clip's local-dir format)."
         ) from exc
     log.info("loaded CLIP %s on %s", identity, device)
-    return ClipEncoder(model, preprocess, tokenizer, device, identity)
+    return ClipEncoder(model, preprocess, tokenizer, device, identity, dtype)
 
 
 @lru_cache(maxsize=4)

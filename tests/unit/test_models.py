@@ -75,3 +75,12 @@ def test_offline_hub_failure_says_how_to_fix(monkeypatch):
         load_clip(ClipSpec("ViT-B-32", "openai", None, "cpu"))
     with pytest.raises(ModelUnavailable, match="IMAGESEARCH_CAPTIONER_DIR"):
         load_captioner(CaptionerSpec("nlpconnect/vit-gpt2-image-captioning", None, "cpu", 8, 1))
+
+
+def test_cpu_bf16_precision_stays_close_to_fp32():
+    fp32 = get_clip(Settings(precision="fp32"))
+    bf16 = load_clip(ClipSpec.from_settings(Settings(precision="bf16")))
+    images = [Image.new("RGB", (64, 64), (i * 50, 100, 200)) for i in range(4)]
+    similarity = (fp32.encode_images(images) * bf16.encode_images(images)).sum(axis=1)
+    assert bf16.dtype.is_floating_point and str(bf16.dtype) == "torch.bfloat16"
+    assert (similarity > 0.99).all()

@@ -152,6 +152,108 @@ def evaluate(dataset: Optional[Path] = typer.Argument(None, help="Folder with im
     typer.echo(f"wrote {out / 'report.json'} and {out / 'chart.png'}")
 
 
+@app.command()
+def backfill(source: str = typer.Argument(..., help="s3://bucket/prefix or a local folder."),
+             collection: Optional[str] = typer.Option(
+                 None, help="Collection (default: IMAGESEARCH_S3_COLLECTION for S3, 'default' for a folder)."),
+             wait: bool = typer.Option(True, "--wait/--no-wait", help="After enqueueing, wait for the workers."),
+             restart: bool = typer.Option(False, "--restart", help="Ignore the checkpoint of an interrupted run."),
+             requeue: bool = typer.Option(False, "--requeue",
+                                          help="Send images still queued with the same content again.")) -> None:
+    """Enqueue every image of an S3 prefix or a folder not indexed yet; Ctrl-C and run again to resume."""
+    import time
+
+    from tqdm import tqdm
+
+    from imagesearch.backfill import count_done, run_backfill
+    from imagesearch.blobs import open_blobs
+    from imagesearch.s3ingest import RedisEventLog
+    from imagesearch.stores import open_store
+    from workers.enqueue import enqueue_embed  # imported here: the CLI module stays free of Celery
+
+    settings = get_settings()
+    store, blobs = open_store(settings), open_blobs(settings)
+    enqueued = tqdm(desc="enqueued", unit="img", position=0, dynamic_ncols=True)
+    completed = tqdm(desc="completed", unit="img", total=0, position=1, dynamic_ncols=True)
+    pending: dict[str, None] = {}
+    checked = [0.0]
+
+    def check_completed(force: bool = False) -> None:
+        if not pending or (not force and time.monotonic() - checked[0] < 2.0):
+            return
+        checked[0] = time.monotonic()
+        done, _ = count_done(store, list(pending)[:2000])
+        for image_id in done:
+            pending.pop(image_id, None)
+        completed.update(len(done))
+
+    def on_item(stats) -> None:
+        enqueued.set_postfix(listed=stats.listed, unchanged=stats.unchanged, failed=stats.failed,
+                             skipped=stats.skipped, refresh=False)
+        for image_id in stats.queued_ids[enqueued.n:]:
+            pending[image_id] = None
+            enqueued.update(1)
+            completed.total += 1
+        check_completed()
+
+    try:
+        stats = run_backfill(source, settings=settings, store=store, blobs=blobs, enqueue=enqueue_embed,
+                             event_log=RedisEventLog.from_settings(settings), collection=collection,
+                             restart=restart, requeue=requeue, on_item=on_item)
+    except KeyboardInterrupt:
+        enqueued.close(), completed.close()
+        typer.echo("interrupted: run the same command again to continue where it stopped", err=True)
+        raise typer.Exit(130)
+    except ValueError as exc:
+        enqueued.close(), completed.close()
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+    enqueued.refresh()
+    try:
+        while wait and pending:
+            check_completed(force=True)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    check_completed(force=True)
+    enqueued.close(), completed.close()
+    if stats.resumed_after:
+        typer.echo(f"resumed after {stats.resumed_after!r}")
+    typer.echo(f"{stats.source}: listed {stats.listed}, enqueued {stats.queued}, unchanged {stats.unchanged}, "
+               f"failed {stats.failed}, skipped {stats.skipped}, completed {completed.n}, "
+               f"still in progress {len(pending)}")
+
+
+@app.command()
+def reindex(batch_size: int = typer.Option(64, help="Images per model batch (OpenSearch).")) -> None:
+    """Re-embed every image with the configured models after a model change.
+
+    OpenSearch: builds a new index while the old one serves, then swaps the aliases atomically.
+    Embedded store: queues every image whose vector is from another model (a rolling re-embed).
+    """
+    from imagesearch import reindex as rx
+    from imagesearch.blobs import open_blobs
+    from imagesearch.models import get_captioner, get_clip
+    from imagesearch.stores import open_store
+
+    settings = get_settings()
+    store = open_store(settings)
+    clip = get_clip(settings)
+    if settings.store == "embedded":
+        from workers.enqueue import enqueue_embed
+
+        ids = rx.stale_ids(store, clip.identity)
+        for image_id in ids:
+            enqueue_embed(image_id)
+        typer.echo(f"queued {len(ids)} images for re-embedding with {clip.identity}")
+        return
+    report = rx.reindex_aliased(store, settings=settings, blobs=open_blobs(settings), clip=clip,
+                                captioner=lambda: get_captioner(settings), batch_size=batch_size,
+                                progress=lambda r: typer.echo(f"\r  copied {r.copied}", nl=False))
+    typer.echo(f"\nswapped the aliases to {report.index}: {report.embedded} embedded, {len(report.failed)} failed, "
+               f"{report.caught_up} caught up, {report.removed} removed, {report.seconds:.0f} s")
+
+
 @models_app.command("tiny")
 def models_tiny(folder: Path = typer.Argument(..., help="Where to write clip/ and captioner/."),
                 seed: int = 0) -> None:

@@ -219,6 +219,13 @@ class EmbeddedStore:
         out["caption_pending"] = pending
         return out
 
+    def ids_not_embedded_by(self, model: str) -> list[str]:
+        """Records without an image vector from ``model`` (failed ones excluded): what a reindex re-queues."""
+        rows = self._conn().execute(
+            "SELECT id FROM images WHERE status != 'failed' AND (image_model IS NULL OR image_model != ?) "
+            "ORDER BY created_at", (model,))
+        return [row[0] for row in rows]
+
     # -- search --------------------------------------------------------------------------------
 
     def vector(self, image_id: str, field: VectorField) -> tuple[np.ndarray, str] | None:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import logging
+import re
+import uuid
 from typing import Callable
 
-from flask import Flask
+from flask import Flask, g, request
 
-from api import errors, health, images, search
+from api import errors, health, images, metrics, openapi, page, search
 from api.context import Services
+from imagesearch import logging_setup
+from imagesearch import metrics as domain_metrics
 from imagesearch.config import Settings, get_settings
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def create_app(settings: Settings | None = None, enqueue: Callable[[str], None] | None = None) -> Flask:
     settings = settings or get_settings()
+    logging_setup.configure(settings)
+    domain_metrics.configure(settings)  # before any metric is created: picks the multiprocess folder
     app = Flask(__name__)
     # Werkzeug refuses bodies past this before reading them (413), so a huge upload costs nothing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 64 * 1024
@@ -21,8 +28,37 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[str], None] 
         from workers.enqueue import enqueue_embed as enqueue
     app.extensions["imagesearch"] = Services(settings, enqueue)
     errors.register(app)
+    _bind_log_context(app)
+    app.register_blueprint(page.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(images.bp)
     app.register_blueprint(search.bp)
-    logging.basicConfig(level=logging.INFO)
+    openapi.register(app)
     return app
+
+
+def _bind_log_context(app: Flask) -> None:
+    """Every log line of a request carries its request id (and the image id when the URL names one)."""
+
+    @app.before_request
+    def _bind():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.log_token = logging_setup.bind(request_id=g.request_id,
+                                         image_id=(request.view_args or {}).get("image_id"))
+
+    @app.after_request
+    def _echo(response):
+        if "request_id" in g:
+            response.headers["X-Request-ID"] = g.request_id
+        return response
+
+    @app.teardown_request
+    def _unbind(_exc):
+        token = g.pop("log_token", None)
+        if token is not None:
+            try:
+                logging_setup.unbind(token)
+            except ValueError:  # reset from another context (should not happen): leave it
+                pass

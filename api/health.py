@@ -5,16 +5,21 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from api.context import services
+from api.openapi import HealthOut, ReadyOut, Resp, spec
 
 bp = Blueprint("health", __name__)
+TAGS = ["operations"]
 
 
 @bp.get("/healthz")
+@spec.validate(tags=TAGS, skip_validation=True, resp=Resp(HTTP_200=HealthOut))
 def healthz():
+    """Liveness: the process answers."""
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
+@spec.validate(tags=TAGS, skip_validation=True, resp=Resp(HTTP_200=ReadyOut, HTTP_503=(ReadyOut, "Not ready.")))
 def readyz():
     """Ready when the store answers, the broker answers and the query encoder is loaded."""
     svc = services()

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from api.context import services
 from api.errors import ApiError
-from imagesearch import ingest
+from api.openapi import Resp, UploadForm, spec
+from imagesearch import ingest, metrics
 from imagesearch.blobs import BlobMissing
 from imagesearch.records import DEFAULT_COLLECTION, ImageRecord
 from schemas import AcceptedOut, ImageOut
-from schemas.api import NAME_PATTERN
+from schemas.api import NAME_PATTERN, ErrorOut
 
 bp = Blueprint("images", __name__, url_prefix="/v1/images")
+log = logging.getLogger(__name__)
+TAGS = ["images"]
 _NAME = re.compile(NAME_PATTERN)
 
 
@@ -40,7 +44,17 @@ def _field(name: str, default: str | None = None) -> str | None:
 
 
 @bp.post("")
+@spec.validate(form=UploadForm, tags=TAGS, skip_validation=True, resp=Resp(
+    HTTP_202=(AcceptedOut, "Accepted: stored and queued for indexing; Location names the image."),
+    HTTP_400=(ErrorOut, "No file, or an empty one."), HTTP_413=(ErrorOut, "Larger than MAX_UPLOAD_BYTES."),
+    HTTP_415=(ErrorOut, "Not an image in an accepted format."), HTTP_503=(ErrorOut, "Store or broker unavailable.")))
 def upload():
+    """Upload an image to index.
+
+    Stores the original, records it as `queued` and queues it for the embed worker; poll
+    `GET /v1/images/{id}` until `status` is `indexed` (searchable in image mode) and
+    `caption_status` is `done` (covered by caption and hybrid modes).
+    """
     file = request.files.get("file")
     if file is None:
         raise ApiError(400, "missing_file", "send the image as multipart/form-data field 'file'")
@@ -56,6 +70,8 @@ def upload():
                       external_id=_field("external_id"), tags=tuple(tags)),
         settings=svc.settings, store=svc.store, blobs=svc.blobs, enqueue=svc.enqueue,
     )
+    metrics.image_accepted()
+    log.info("image accepted", extra={"image_id": record.id, "collection": record.collection, "bytes": len(data)})
     body = AcceptedOut(id=record.id, status=record.status).model_dump()
     return jsonify(body), 202, {"Location": url_for("images.get_image", image_id=record.id)}
 
@@ -68,12 +84,18 @@ def _record(image_id: str) -> ImageRecord:
 
 
 @bp.get("/<image_id>")
+@spec.validate(tags=TAGS, skip_validation=True, path_parameter_descriptions={"image_id": "The image's id."},
+               resp=Resp(HTTP_200=ImageOut, HTTP_404=(ErrorOut, "No such image.")))
 def get_image(image_id: str):
+    """An image's record: indexing status, caption, collection, tags, models, thumbnail URL."""
     return jsonify(image_out(_record(image_id)).model_dump())
 
 
 @bp.get("/<image_id>/thumbnail")
+@spec.validate(tags=TAGS, skip_validation=True, path_parameter_descriptions={"image_id": "The image's id."},
+               resp=Resp(HTTP_200=(None, "The JPEG thumbnail."), HTTP_404=(ErrorOut, "No such image or no thumbnail yet.")))
 def thumbnail(image_id: str):
+    """The image's thumbnail (JPEG), written when the image is indexed."""
     record = _record(image_id)
     if not record.thumb_key:
         raise ApiError(404, "not_found", "this image has no thumbnail yet")
@@ -85,7 +107,10 @@ def thumbnail(image_id: str):
 
 
 @bp.delete("/<image_id>")
+@spec.validate(tags=TAGS, skip_validation=True, path_parameter_descriptions={"image_id": "The image's id."},
+               resp=Resp(HTTP_204=(None, "Deleted."), HTTP_404=(ErrorOut, "No such image.")))
 def delete(image_id: str):
+    """Delete an image: its record, vectors, original and thumbnail."""
     svc = services()
     if not ingest.remove(image_id, store=svc.store, blobs=svc.blobs):
         raise ApiError(404, "not_found", f"no image with id {image_id!r}")

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import base64
+import logging
+import time
 
 from flask import Blueprint, jsonify, request
 
 from api.context import services
 from api.errors import ApiError
 from api.images import thumbnail_url
+from api.openapi import Resp, SearchForm, spec
+from imagesearch import metrics
 from imagesearch.search import Query
 from schemas import SearchHit, SearchRequest, SearchResponse
+from schemas.api import ErrorOut
 
 bp = Blueprint("search", __name__, url_prefix="/v1")
+log = logging.getLogger(__name__)
 
 
 def _parse() -> SearchRequest:
@@ -33,7 +39,19 @@ def _parse() -> SearchRequest:
 
 
 @bp.post("/search")
+@spec.validate(json=SearchRequest, form=SearchForm, tags=["search"], skip_validation=True, resp=Resp(
+    HTTP_200=SearchResponse, HTTP_400=(ErrorOut, "Not JSON or multipart, malformed JSON, or an empty file."),
+    HTTP_404=(ErrorOut, "image_id names no image."), HTTP_409=(ErrorOut, "image_id is not indexed yet."),
+    HTTP_415=(ErrorOut, "The query image is not an image."), HTTP_503=(ErrorOut, "Store or model unavailable.")))
 def search():
+    """Search by text, by an uploaded image or by an indexed image's id.
+
+    Send JSON, or `multipart/form-data` with the query image as `file`. Give exactly one of
+    `text`, `image` (base64, JSON only), `image_id` or `file`. Modes: `image` compares with CLIP
+    image vectors, `caption` with the CLIP vectors of generated captions, `hybrid` fuses both with
+    keyword (BM25) matches on captions by reciprocal rank fusion.
+    """
+    started = time.perf_counter()
     req = _parse()
     try:
         image = req.image_bytes()
@@ -49,4 +67,8 @@ def search():
         for h in result.hits
     ]
     body = SearchResponse(hits=hits, mode=req.mode, model=svc.clip.identity, took_ms=round(result.took_ms, 2))
+    seconds = time.perf_counter() - started
+    metrics.observe_search(req.mode, seconds)
+    log.info("search", extra={"mode": req.mode, "k": req.k, "hits": len(hits), "took_ms": round(seconds * 1000, 2),
+                              "query": "text" if req.text else "image_id" if req.image_id else "image"})
     return jsonify(body.model_dump())

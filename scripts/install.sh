@@ -11,3 +11,13 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements/torch.txt
 .venv/bin/python -m pip install -q -e ".[test]"
+# Chromium for the search page's browser test (tests/e2e/test_search_page.py drives it with
+# playwright; `playwright install` cannot download browsers here). The test skips without it.
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "install.sh: could not install chromium; the browser test will be skipped" >&2
+  else
+    echo "install.sh: /usr/bin/chromium missing (apt-get install -y chromium as root); the browser test will be skipped" >&2
+  fi
+fi

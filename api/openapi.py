@@ -1,0 +1,158 @@
+"""OpenAPI document (spectree, from the pydantic models in :mod:`schemas`) and its interactive pages.
+
+- ``GET /openapi.json``: the OpenAPI 3.1 document, generated from the routes and the models named
+  in each view's ``@spec.validate(...)``;
+- ``GET /docs``: Swagger UI; ``GET /docs/redoc``: Redoc. With spectree's ``offline`` extra
+  (offapi) their JavaScript is served inline, so the pages work without internet access.
+
+Request validation stays in the views, with the very classes the document names
+(``SearchRequest.model_validate`` in ``api/search.py``): the views take JSON *or* multipart on
+one route and tell malformed JSON (400) from invalid fields (422), which spectree's Flask plugin
+cannot express (it reads an unparsable body as ``{}``). So the decorators run with
+``skip_validation=True`` and only document; every pydantic ``ValidationError`` leaves through
+``api/errors.py`` as ``422 {"error": {"code": "invalid_request", "message", "details"}}``. Should a
+route ever let spectree validate, :func:`_spectree_errors` puts its errors in the same format.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from typing import Any, Literal
+
+from flask import Flask, Response, current_app, jsonify, url_for
+from pydantic import BaseModel, ConfigDict, Field
+from spectree import SpecTree
+from spectree import Response as Resp
+
+from schemas.api import MAX_K, MAX_TEXT, NAME_PATTERN, ErrorOut
+
+TITLE = "imagesearch API"
+DESCRIPTION = (
+    "Semantic image search: upload images (they are embedded with CLIP and captioned by background "
+    "workers), then search them by text, by an uploaded image or by an indexed image's id, in "
+    "`image`, `caption` or `hybrid` mode. Errors are JSON `{\"error\": {\"code\", \"message\", \"details\"?}}`."
+)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("imagesearch")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def _spectree_errors(req, resp, req_validation_error, instance, model_adapter) -> None:
+    """spectree ``before`` hook: its own validation errors in our error format (422)."""
+    if req_validation_error is None or resp is None:
+        return
+    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+               for e in req_validation_error.errors()]
+    where = ".".join(str(p) for p in details[0]["loc"]) if details else ""
+    message = f"{where or 'request'}: {details[0]['msg']}" if details else "invalid request"
+    resp.set_data(current_app.json.dumps(
+        {"error": {"code": "invalid_request", "message": message, "details": details}}))
+    resp.mimetype = "application/json"
+
+
+spec = SpecTree(
+    "flask",
+    title=TITLE,
+    description=DESCRIPTION,
+    version=_version(),
+    path="docs",
+    validation_error_status=422,
+    validation_error_model=ErrorOut,
+    before=_spectree_errors,
+    # Component names are the model names (unique across schemas/ and this module).
+    naming_strategy=lambda model: model.__name__,
+    nested_naming_strategy=lambda _parent, child: child,
+)
+
+
+# --- documentation-only models: multipart bodies and plain responses ---------------------------
+# (The JSON request and response models live in schemas/api.py; these describe the multipart
+# forms and the small health bodies, which the views read field by field.)
+
+class UploadForm(BaseModel):
+    """``multipart/form-data`` body of ``POST /v1/images``."""
+
+    file: bytes = Field(description="The image (JPEG, PNG, WebP, GIF, BMP, TIFF).")
+    collection: str = Field(default="default", pattern=NAME_PATTERN, description="Collection to file it under.")
+    external_id: str | None = Field(default=None, pattern=NAME_PATTERN,
+                                    description="Your id for it; the same id in a collection replaces the record.")
+    tags: str | None = Field(default=None, description="Comma-separated tags (at most 64, 128 characters each).")
+
+
+class SearchForm(BaseModel):
+    """``multipart/form-data`` body of ``POST /v1/search``: search by an uploaded image (``file``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: bytes | None = Field(default=None, description="Query image (instead of text or image_id).")
+    text: str | None = Field(default=None, max_length=MAX_TEXT)
+    image_id: str | None = Field(default=None, max_length=128)
+    mode: Literal["image", "caption", "hybrid"] = "image"
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    collection: str | None = Field(default=None, pattern=NAME_PATTERN)
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(description="store, broker, models: 'ok' or 'error: ...'")
+
+
+# Responses that are not JSON: (method, path) -> content type and schema.
+_NON_JSON: dict[tuple[str, str], dict[str, Any]] = {
+    ("get", "/"): {"text/html": {"schema": {"type": "string"}}},
+    ("get", "/metrics"): {"text/plain": {"schema": {"type": "string"}}},
+    ("get", "/v1/images/{image_id}/thumbnail"): {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of this app's routes (built once per app, on first request)."""
+    cached = app.extensions.get("openapi_document")
+    if cached is None:
+        with app.app_context():
+            cached = spec._generate_spec()  # per app: spectree's own cache (.spec) is per SpecTree instance
+        endpoints = {(method.lower(), _openapi_path(rule.rule)): rule.endpoint
+                     for rule in app.url_map.iter_rules() for method in rule.methods or ()}
+        for path, operations in cached["paths"].items():
+            for method, operation in operations.items():
+                if (method, path) in endpoints:  # "images.get_image" -> "images_get_image"
+                    operation["operationId"] = endpoints[(method, path)].replace(".", "_")
+                if "requestBody" not in operation:
+                    # spectree adds the validation error to every route; only bodies are validated.
+                    operation["responses"].pop("422", None)
+                content = _NON_JSON.get((method, path))
+                if content and "200" in operation["responses"]:
+                    operation["responses"]["200"]["content"] = content
+        app.extensions["openapi_document"] = cached
+    return cached
+
+
+def _openapi_path(rule: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def _page(template: str) -> Response:
+    html = spec.config.page_templates[template].format(
+        spec_url=url_for("openapi_json"), spec_path=spec.config.path, **spec.config.swagger_oauth2_config())
+    return Response(html, mimetype="text/html")
+
+
+def register(app: Flask) -> None:
+    # Endpoint names starting with "openapi" and paths under /docs are left out of the document.
+    app.add_url_rule("/openapi.json", "openapi_json", lambda: jsonify(document(current_app)))
+    app.add_url_rule("/docs", "openapi_docs", lambda: _page("swagger"))
+    app.add_url_rule("/docs/", "openapi_docs_slash", lambda: _page("swagger"))
+    app.add_url_rule("/docs/redoc", "openapi_redoc", lambda: _page("redoc"))
+
+
+__all__ = ["spec", "Resp", "register", "document", "UploadForm", "SearchForm", "HealthOut", "ReadyOut"]

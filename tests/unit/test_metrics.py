@@ -1,0 +1,177 @@
+"""Observability. Prometheus metrics: multiprocess files merged at scrape time, queue depth read
+from Redis, the folder chosen per data dir unless PROMETHEUS_MULTIPROC_DIR says otherwise.
+JSON logs: one object per line, carrying request, image and task ids."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from imagesearch.procs import ROOT
+
+OBSERVE = """
+from imagesearch import metrics
+metrics.image_accepted()
+metrics.observe_batch("embed", size=4, seconds=0.5, done=3, failed=1)
+metrics.observe_batch("caption", size=2, seconds=2.0, done=2)
+metrics.observe_search("hybrid", 0.02)
+print(metrics.metrics_dir())
+"""
+
+SCRAPE = """
+import sys
+from imagesearch import metrics
+from imagesearch.config import get_settings
+body, content_type = metrics.exposition(get_settings())
+sys.stdout.write(body.decode())
+"""
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir",
+                                                           "IMAGESEARCH_METRICS_DIR_DERIVED")}
+    env.update({"IMAGESEARCH_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}, **extra)
+    return env
+
+
+def _run(code: str, env: dict[str, str]) -> str:
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _samples(text: str) -> dict[tuple, float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_samples_from_several_processes_are_merged(tmp_path):
+    env = _env(tmp_path / "data")
+    dirs = {_run(OBSERVE, env).strip() for _ in range(2)}
+    assert dirs == {str((tmp_path / "data" / "metrics").resolve())}  # the per-data-dir fallback
+    assert len(list(Path(dirs.pop()).glob("*.db"))) >= 2  # one file per process and metric type
+    s = _samples(_run(SCRAPE, env))
+    assert s[("imagesearch_images_accepted_total", ())] == 2
+    assert s[("imagesearch_images_total", (("outcome", "done"), ("stage", "embed")))] == 6
+    assert s[("imagesearch_images_total", (("outcome", "failed"), ("stage", "embed")))] == 2
+    assert s[("imagesearch_images_total", (("outcome", "done"), ("stage", "caption")))] == 4
+    assert s[("imagesearch_stage_seconds_count", (("stage", "embed"),))] == 2
+    assert s[("imagesearch_stage_seconds_sum", (("stage", "caption"),))] == pytest.approx(4.0)
+    assert s[("imagesearch_stage_seconds_bucket", (("le", "1.0"), ("stage", "embed")))] == 2
+    assert s[("imagesearch_batch_size_sum", (("stage", "embed"),))] == 8
+    assert s[("imagesearch_search_seconds_count", (("mode", "hybrid"),))] == 2
+
+
+def test_explicit_folder_wins_and_derived_folders_are_per_data_dir(tmp_path):
+    explicit = tmp_path / "prom"
+    out = _run(OBSERVE, _env(tmp_path / "a", PROMETHEUS_MULTIPROC_DIR=str(explicit))).strip()
+    assert out == str(explicit) and any(explicit.glob("counter_*.db"))
+    # A child that inherited a folder *derived* from its parent's data dir derives its own.
+    parent_dir = str((tmp_path / "a" / "metrics").resolve())
+    env = _env(tmp_path / "b", PROMETHEUS_MULTIPROC_DIR=parent_dir, IMAGESEARCH_METRICS_DIR_DERIVED=parent_dir)
+    assert _run(OBSERVE, env).strip() == str((tmp_path / "b" / "metrics").resolve())
+
+
+def test_queue_depth_is_read_from_redis_at_scrape_time(tmp_path, redis_client):
+    prefix = f"metrics-{uuid.uuid4().hex[:8]}-"
+    env = _env(tmp_path / "data", IMAGESEARCH_QUEUE_PREFIX=prefix)
+    redis_client.rpush(prefix + "embed", *[b"m"] * 3)
+    redis_client.rpush(prefix + "caption", b"m")
+    try:
+        s = _samples(_run(SCRAPE, env))
+        assert s[("imagesearch_queue_depth", (("queue", "embed"),))] == 3
+        assert s[("imagesearch_queue_depth", (("queue", "caption"),))] == 1
+        assert s[("imagesearch_broker_up", ())] == 1
+        redis_client.lpop(prefix + "embed")
+        assert _samples(_run(SCRAPE, env))[("imagesearch_queue_depth", (("queue", "embed"),))] == 2
+    finally:
+        redis_client.delete(prefix + "embed", prefix + "caption")
+
+
+def test_broker_down_is_a_metric_not_a_failed_scrape(tmp_path):
+    from imagesearch import metrics
+
+    collected = {f.name: f for f in metrics.QueueDepthCollector("redis://127.0.0.1:1/0", {"embed": "x"},
+                                                                timeout=0.5).collect()}
+    assert collected["imagesearch_broker_up"].samples[0].value == 0
+    assert "imagesearch_queue_depth" not in collected
+
+
+def test_api_serves_metrics_and_counts_uploads_and_searches(data_dir, redis_client):
+    from api import create_app
+    from imagesearch.config import Settings
+    from tests.conftest import jpeg
+
+    client = create_app(Settings(data_dir=data_dir), enqueue=lambda image_id: None).test_client()
+
+    def scrape() -> dict:
+        response = client.get("/metrics")
+        assert response.status_code == 200 and response.mimetype == "text/plain"
+        return _samples(response.get_data(as_text=True))
+
+    before = scrape()
+    accepted = before.get(("imagesearch_images_accepted_total", ()), 0)
+    searches = before.get(("imagesearch_search_seconds_count", (("mode", "caption"),)), 0)
+    upload = client.post("/v1/images", data={"file": (io.BytesIO(jpeg()), "a.jpg")}, content_type="multipart/form-data")
+    assert upload.status_code == 202
+    assert client.post("/v1/search", json={"text": "a red square", "mode": "caption"}).status_code == 200
+    after = scrape()
+    assert after[("imagesearch_images_accepted_total", ())] == accepted + 1
+    assert after[("imagesearch_search_seconds_count", (("mode", "caption"),))] == searches + 1
+    assert ("imagesearch_queue_depth", (("queue", "embed"),)) in after
+
+
+def test_json_log_lines_carry_bound_ids_and_extras():
+    from imagesearch import logging_setup
+
+    stream = io.StringIO()
+    handler = logging_setup.configure(stream=stream)
+    try:
+        log = logging.getLogger("imagesearch.test")
+        with logging_setup.log_context(task_ids=["t1", "t2"], image_ids=["a", "b"]):
+            log.info("embed batch: %d done", 2, extra={"stage": "embed"})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    first, second = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert first["message"] == "embed batch: 2 done" and first["level"] == "INFO"
+    assert first["task_ids"] == ["t1", "t2"] and first["image_ids"] == ["a", "b"] and first["stage"] == "embed"
+    assert first["logger"] == "imagesearch.test" and first["pid"] == os.getpid() and first["ts"].endswith("Z")
+    assert "task_ids" not in second and "ValueError: boom" in second["exc_info"]
+
+
+def test_api_logs_carry_the_request_and_image_ids(data_dir, redis_client):
+    from api import create_app
+    from imagesearch import logging_setup
+    from imagesearch.config import Settings
+    from tests.conftest import jpeg
+
+    client = create_app(Settings(data_dir=data_dir), enqueue=lambda image_id: None).test_client()
+    stream = io.StringIO()
+    handler = logging_setup.configure(stream=stream)  # replaces the app's handler for this test
+    try:
+        response = client.post("/v1/images", data={"file": (io.BytesIO(jpeg()), "a.jpg")},
+                               content_type="multipart/form-data", headers={"X-Request-ID": "req-42"})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert response.status_code == 202 and response.headers["X-Request-ID"] == "req-42"
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    accepted = [line for line in lines if line["message"] == "image accepted"]
+    assert accepted and accepted[0]["request_id"] == "req-42"
+    assert accepted[0]["image_id"] == response.get_json()["id"] and accepted[0]["logger"] == "api.images"

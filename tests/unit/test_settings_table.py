@@ -1,0 +1,78 @@
+"""README's settings table is generated from the settings class: it fails when they differ."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imagesearch.config import Settings
+from imagesearch.procs import ROOT
+
+_spec = importlib.util.spec_from_file_location("settings_table", ROOT / "scripts" / "settings_table.py")
+settings_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(settings_table)
+
+FIX = "run: python scripts/settings_table.py --write"
+
+
+def test_readme_table_matches_the_settings_class():
+    readme = (ROOT / "README.md").read_text()
+    block = settings_table.current_block(readme)
+    assert block is not None, f"README.md lacks the {settings_table.START} ... {settings_table.END} markers"
+    assert block == settings_table.render(), f"README.md's settings table is out of date; {FIX}"
+
+
+def test_every_setting_is_in_the_table_and_documented():
+    rows = {row["name"]: row for row in settings_table.rows()}
+    assert list(rows) == list(Settings.model_fields)
+    undocumented = sorted(name for name, row in rows.items() if not row["description"])
+    assert not undocumented, (f"settings without a description: {undocumented}; add a comment above the field "
+                              f"in imagesearch/config.py (or Field(description=...)), then {FIX}")
+    assert rows["data_dir"]["variable"] == "IMAGESEARCH_DATA_DIR"
+
+
+def test_rendering_of_types_defaults_and_comments():
+    source = '''
+class Settings(BaseSettings):
+    # Section heading
+    # Where things live.
+    data_dir: Path = Path("./data")
+    mode: Literal["a", "b"] = "a"
+    # How many, at most.
+    count: int = Field(default=3, ge=1, le=9)  # per batch
+    ratio: float | None = None
+    flag: bool = False
+'''
+
+    class Fake(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="APP_")
+        data_dir: Path = Path("./data")
+        mode: Literal["a", "b"] = "a"
+        count: int = Field(default=3, ge=1, le=9)
+        ratio: float | None = Field(default=None, description="A described ratio.")
+        flag: bool = False
+
+    rows = {row["name"]: row for row in settings_table.rows(Fake, source)}
+    assert rows["data_dir"] == {"name": "data_dir", "variable": "APP_DATA_DIR", "type": "path", "default": "`./data`",
+                                "description": "Where things live."}
+    assert rows["mode"]["type"] == "`a` | `b`" and rows["mode"]["default"] == "`a`"
+    assert rows["count"]["type"] == "integer (≥ 1, ≤ 9)" and rows["count"]["description"] == "How many, at most. per batch"
+    assert rows["ratio"]["type"] == "number, optional" and rows["ratio"]["default"] == "unset"
+    assert rows["ratio"]["description"] == "A described ratio."
+    assert rows["flag"]["default"] == "`false`" and rows["flag"]["description"] == ""
+    block = settings_table.render(Fake, source)
+    assert "| `APP_MODE` | `a` \\| `b` | `a` |" in block  # pipes escaped inside the table
+
+
+def test_check_mode_reports_a_stale_readme(tmp_path, monkeypatch, capsys):
+    stale = tmp_path / "README.md"
+    stale.write_text(f"# x\n\n{settings_table.START}\n| old |\n{settings_table.END}\n")
+    monkeypatch.setattr(settings_table, "README", stale)
+    assert settings_table.main(["--check"]) == 1
+    assert "--write" in capsys.readouterr().err
+    assert settings_table.main(["--write"]) == 0 and settings_table.main(["--check"]) == 0
+    assert stale.read_text().startswith("# x\n\n") and "IMAGESEARCH_DATA_DIR" in stale.read_text()

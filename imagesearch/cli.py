@@ -20,6 +20,8 @@ app = typer.Typer(help="Semantic image search: index images with CLIP and captio
                   no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Model files: build small offline models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+dead_app = typer.Typer(help="Images whose processing killed the worker repeatedly.", no_args_is_help=True)
+app.add_typer(dead_app, name="dead-letters")
 
 
 def _exec(args: list[str]) -> None:
@@ -252,6 +254,39 @@ def reindex(batch_size: int = typer.Option(64, help="Images per model batch (Ope
                                 progress=lambda r: typer.echo(f"\r  copied {r.copied}", nl=False))
     typer.echo(f"\nswapped the aliases to {report.index}: {report.embedded} embedded, {len(report.failed)} failed, "
                f"{report.caught_up} caught up, {report.removed} removed, {report.seconds:.0f} s")
+
+
+@dead_app.command("list")
+def dead_letters_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List dead letters: stage, image id, why, when."""
+    from workers.deliveries import DeliveryLedger
+
+    entries = DeliveryLedger.from_settings(get_settings()).dead_letters()
+    if as_json:
+        typer.echo(json.dumps(entries))
+        return
+    for e in entries:
+        typer.echo(f"{e['stage']:<8} {e['id']}  {e['reason']}")
+    typer.echo(f"{len(entries)} dead letter(s)")
+
+
+@dead_app.command("redrive")
+def dead_letters_redrive(ids: list[str] = typer.Argument(None, help="Image ids (default: all)."),
+                         ) -> None:
+    """Queue dead letters again (after fixing what killed the worker)."""
+    from workers.deliveries import DeliveryLedger
+    from workers.enqueue import enqueue
+
+    ledger = DeliveryLedger.from_settings(get_settings())
+    wanted = set(ids or [])
+    count = 0
+    for entry in ledger.dead_letters():
+        if wanted and entry["id"] not in wanted:
+            continue
+        if ledger.exhume(entry["stage"], entry["id"]):
+            enqueue(entry["stage"], entry["id"])
+            count += 1
+    typer.echo(f"re-queued {count} image(s)")
 
 
 @models_app.command("tiny")

@@ -67,11 +67,15 @@ class Settings(BaseSettings):
     caption_batch_size: int = Field(default=8, ge=1, le=1024)
     batch_flush_seconds: float = Field(default=0.5, gt=0)
     max_retries: int = Field(default=5, ge=0)
+    # A message whose processing killed the worker this many times becomes a dead letter.
+    max_deliveries: int = Field(default=3, ge=1)
+    # The longest a batch may take; with the retry backoff it bounds the visibility timeout.
+    max_batch_seconds: int = Field(default=600, ge=1)
     retry_backoff_seconds: float = Field(default=2.0, gt=0)
     retry_backoff_max_seconds: float = Field(default=300.0, gt=0)
     # Redis redelivers an unacknowledged task after this many seconds; it must exceed the
     # longest batch plus its retry backoff or a slow batch would run twice.
-    visibility_timeout_seconds: int = Field(default=3600, ge=60)
+    visibility_timeout_seconds: int = Field(default=3600, ge=1)
 
     # Search.
     rrf_k: int = Field(default=60, ge=1)

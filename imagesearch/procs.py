@@ -77,11 +77,11 @@ def free_port() -> int:
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: tuple[str, ...] = ("embed", "caption"),
-                 timeout: float = 120) -> ManagedProcess:
+                 timeout: float = 120, extra_args: tuple[str, ...] = ()) -> ManagedProcess:
     prefix = env.get("IMAGESEARCH_QUEUE_PREFIX", "")
     args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel", "INFO",
             "-Q", ",".join(prefix + q for q in queues), "-c", "1", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            "--without-gossip", "--without-mingle"]
+            "--without-gossip", "--without-mingle", *extra_args]
     proc = ManagedProcess(args, env, log_dir / f"{name}.log")
     try:
         proc.wait_for_output("ready.", timeout)

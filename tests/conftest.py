@@ -87,8 +87,9 @@ def child_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(data_dir: Path, name: str, queues=("embed", "caption"), **extra: str) -> ManagedProcess:
-    return procs.start_worker(child_env(data_dir, **extra), data_dir.parent, name, queues)
+def start_worker(data_dir: Path, name: str, queues=("embed", "caption"), extra_args: tuple[str, ...] = (),
+                 **extra: str) -> ManagedProcess:
+    return procs.start_worker(child_env(data_dir, **extra), data_dir.parent, name, queues, extra_args=extra_args)
 
 
 def start_api(data_dir: Path, name: str = "api", **extra: str) -> tuple[ManagedProcess, str]:

@@ -8,6 +8,7 @@ from imagesearch.config import Settings, get_settings
 
 EMBED_TASK = "imagesearch.embed"
 CAPTION_TASK = "imagesearch.caption"
+ISOLATED_TASK = "imagesearch.isolated"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -39,7 +40,7 @@ def make_celery(settings: Settings) -> Celery:
 
 def check_visibility_timeout(settings: Settings) -> None:
     """Refuse a configuration where Redis would redeliver a task still within its retry window."""
-    longest = settings.retry_backoff_max_seconds + 600
+    longest = settings.retry_backoff_max_seconds + settings.max_batch_seconds
     if settings.visibility_timeout_seconds < longest:
         raise RuntimeError(
             f"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_seconds} is shorter than the "

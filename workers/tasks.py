@@ -1,8 +1,8 @@
 """Batched embed and caption tasks: thin wrappers that call :mod:`imagesearch.pipeline`.
 
-Both use celery-batches: the worker buffers single-image messages and hands a list to the task
-when ``batch_size`` arrived or ``batch_flush_seconds`` passed, so uploads that arrive one by one
-still reach the model in batches.
+Both use celery-batches (through :class:`workers.batches.ReliableBatches`): the worker buffers
+single-image messages and hands a list to the task when ``*_flush_every`` arrived or
+``batch_flush_seconds`` passed, so uploads that arrive one by one still reach the model in batches.
 """
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 import random
 from functools import lru_cache
+from typing import Callable
 
-from celery_batches import Batches, SimpleRequest
+from celery_batches import SimpleRequest
 
 from imagesearch import pipeline
 from imagesearch.blobs import open_blobs
 from imagesearch.config import get_settings
 from imagesearch.models import get_captioner, get_clip
 from imagesearch.stores import open_store
-from workers.celery_app import CAPTION_TASK, EMBED_TASK, app, check_visibility_timeout
+from workers.batches import ReliableBatches
+from workers.celery_app import CAPTION_TASK, EMBED_TASK, ISOLATED_TASK, app, check_visibility_timeout
+from workers.deliveries import DeliveryLedger
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -28,7 +31,7 @@ check_visibility_timeout(settings)
 @lru_cache(maxsize=1)
 def _resources():
     """Opened once per worker process, after the fork."""
-    return open_store(settings), open_blobs(settings)
+    return open_store(settings), open_blobs(settings), DeliveryLedger.from_settings(settings)
 
 
 def _backoff(attempt: int) -> float:
@@ -37,9 +40,30 @@ def _backoff(attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-def _settle(task, requests: list[SimpleRequest], outcome: pipeline.BatchOutcome, stage: str, store) -> None:
-    """Re-send transient failures with backoff, or fail them past the retry limit."""
-    attempts = {r.args[0]: int(r.kwargs.get("attempt", 0)) for r in requests}
+def _run(stage: str) -> Callable[[list[str]], pipeline.BatchOutcome]:
+    store, blobs, _ = _resources()
+    if stage == "embed":
+        return lambda ids: pipeline.embed_batch(ids, settings=settings, store=store, blobs=blobs,
+                                                clip=get_clip(settings))
+    return lambda ids: pipeline.caption_batch(ids, settings=settings, store=store, blobs=blobs,
+                                              captioner=get_captioner(settings), clip=get_clip(settings))
+
+
+def _guarded(stage: str, ids: list[str]) -> pipeline.BatchOutcome:
+    """An unexpected error must not acknowledge the batch as done: retry every id instead."""
+    try:
+        return _run(stage)(ids)
+    except Exception as exc:  # noqa: BLE001 - anything unforeseen becomes a bounded retry
+        log.exception("%s batch crashed", stage)
+        return pipeline.BatchOutcome(retry={i: f"{type(exc).__name__}: {exc}" for i in ids})
+
+
+def _settle(stage: str, attempts: dict[str, int], outcome: pipeline.BatchOutcome) -> None:
+    """Follow-up work, then re-send transient failures with backoff, or fail them past the limit."""
+    store, _, _ = _resources()
+    for image_id in outcome.follow_up:
+        caption.apply_async((image_id,))
+    task = embed if stage == "embed" else caption
     for image_id, error in outcome.retry.items():
         attempt = attempts.get(image_id, 0)
         if attempt < settings.max_retries:
@@ -55,35 +79,46 @@ def _settle(task, requests: list[SimpleRequest], outcome: pipeline.BatchOutcome,
              len(outcome.failed), len(outcome.retry), len(outcome.skipped))
 
 
-def _ids(requests: list[SimpleRequest]) -> list[str]:
-    return [str(r.args[0]) for r in requests if r.args]
+def _handle(stage: str, requests: list[SimpleRequest]) -> None:
+    _, _, ledger = _resources()
+    attempts = {str(r.args[0]): int(r.kwargs.get("attempt", 0)) for r in requests if r.args}
+    ids = list(attempts)
+    started = ledger.begin(stage, ids)
+    # An image whose previous delivery never returned may be what killed the worker: process it
+    # alone, so it cannot take the rest of a batch down with it again.
+    suspects = [i for i in ids if started[i] > 1]
+    for image_id in suspects:
+        isolated.apply_async((stage, image_id, attempts[image_id]), queue=settings.queue(stage))
+    ids = [i for i in ids if started[i] == 1]
+    if ids:
+        _settle(stage, attempts, _guarded(stage, ids))
+        ledger.settle(stage, ids)
 
 
-def _guarded(stage: str, run, requests: list[SimpleRequest]) -> pipeline.BatchOutcome:
-    """An unexpected error must not acknowledge the batch as done: retry every id instead."""
-    try:
-        return run(_ids(requests))
-    except Exception as exc:  # noqa: BLE001 - anything unforeseen becomes a bounded retry
-        log.exception("%s batch crashed", stage)
-        return pipeline.BatchOutcome(retry={i: f"{type(exc).__name__}: {exc}" for i in _ids(requests)})
-
-
-@app.task(base=Batches, name=EMBED_TASK, acks_late=True, flush_every=settings.embed_flush_every,
+@app.task(base=ReliableBatches, name=EMBED_TASK, acks_late=True, flush_every=settings.embed_flush_every,
           flush_interval=settings.batch_flush_seconds)
 def embed(requests: list[SimpleRequest]) -> None:
-    store, blobs = _resources()
-    outcome = _guarded("embed", lambda ids: pipeline.embed_batch(
-        ids, settings=settings, store=store, blobs=blobs, clip=get_clip(settings)), requests)
-    for image_id in outcome.follow_up:
-        caption.apply_async((image_id,))
-    _settle(embed, requests, outcome, "embed", store)
+    _handle("embed", requests)
 
 
-@app.task(base=Batches, name=CAPTION_TASK, acks_late=True, flush_every=settings.caption_batch_size,
+@app.task(base=ReliableBatches, name=CAPTION_TASK, acks_late=True, flush_every=settings.caption_batch_size,
           flush_interval=settings.batch_flush_seconds)
 def caption(requests: list[SimpleRequest]) -> None:
-    store, blobs = _resources()
-    outcome = _guarded("caption", lambda ids: pipeline.caption_batch(
-        ids, settings=settings, store=store, blobs=blobs, captioner=get_captioner(settings),
-        clip=get_clip(settings)), requests)
-    _settle(caption, requests, outcome, "caption", store)
+    _handle("caption", requests)
+
+
+@app.task(name=ISOLATED_TASK, acks_late=True, reject_on_worker_lost=True)
+def isolated(stage: str, image_id: str, attempt: int = 0) -> None:
+    """One suspect image on its own; past ``max_deliveries`` unfinished starts it becomes a dead letter."""
+    store, _, ledger = _resources()
+    started = ledger.begin(stage, [image_id])[image_id]
+    if started > settings.max_deliveries:
+        reason = f"the worker died {started - 1} times while processing this image"
+        log.error("dead letter: %s of %s: %s", stage, image_id, reason)
+        record = store.get(image_id)
+        if record is not None:
+            store.set_failed(image_id, record.content_hash, stage, reason)
+        ledger.bury(stage, image_id, reason)
+        return
+    _settle(stage, {image_id: attempt}, _guarded(stage, [image_id]))
+    ledger.settle(stage, [image_id])

@@ -54,3 +54,44 @@ def test_duplicate_deliveries_converge_and_deleted_images_are_skipped(redis_clie
         assert "Traceback" not in worker.output()
     finally:
         worker.close()
+
+
+def test_sigkill_of_the_whole_worker_mid_batch_loses_nothing(redis_client, data_dir):
+    """Kill the worker (parent and child) while it holds unacknowledged messages; a new worker gets
+    them back once the visibility timeout passes, and every image ends indexed, once."""
+    from imagesearch.stores.base import Filters
+
+    settings = Settings(data_dir=data_dir)
+    store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
+    ids = [ingest.accept(ingest.Upload(jpeg((i * 7 % 256, 40, 90), size=(640, 480))), settings=settings, store=store,
+                         blobs=blobs, enqueue=lambda _: None).id for i in range(40)]
+    for image_id in ids:
+        enqueue_embed(image_id)
+    fast = {"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS": "8", "IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS": "2",
+            "IMAGESEARCH_MAX_BATCH_SECONDS": "5", "IMAGESEARCH_EMBED_FLUSH_EVERY": "8",
+            "IMAGESEARCH_EMBED_BATCH_SIZE": "4"}
+    first = start_worker(data_dir, "worker-1", queues=("embed",), **fast)
+    try:
+        first.wait_for_output("embed batch:", 90)  # at least one batch done, others prefetched or running
+    finally:
+        first.kill()  # SIGKILL to the whole process group: no warm shutdown, nothing acknowledged
+        first.close()
+    done_before = store.counts()["indexed"]
+    assert done_before < 40
+    second = start_worker(data_dir, "worker-2", queues=("embed",), **fast)
+    try:
+        wait_until(lambda: store.counts()["indexed"] == 40, 180, 0.5, what="all 40 indexed after restart")
+        clip_model = store.get(ids[0]).image_model
+        hits = store.knn("image", store.vector(ids[0], "image")[0], 100, clip_model, Filters())
+        assert sorted(i for i, _ in hits) == sorted(ids)  # each image exactly once in the index
+    finally:
+        second.close()
+
+
+def test_worker_refuses_an_unsafe_visibility_timeout(redis_client, data_dir):
+    """Redis would redeliver tasks still inside their retry window: the worker must not start."""
+    import pytest
+
+    with pytest.raises(RuntimeError, match="VISIBILITY_TIMEOUT"):
+        start_worker(data_dir, "unsafe", IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS="60",
+                     IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS="300")

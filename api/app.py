@@ -8,7 +8,7 @@ from typing import Callable
 
 from flask import Flask, g, request
 
-from api import errors, health, images, metrics, openapi, page, search
+from api import errors, events, health, images, metrics, openapi, page, search
 from api.context import Services
 from imagesearch import logging_setup
 from imagesearch import metrics as domain_metrics
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[str], None] 
     app.register_blueprint(metrics.bp)
     app.register_blueprint(images.bp)
     app.register_blueprint(search.bp)
+    app.register_blueprint(events.bp)
     openapi.register(app)
     return app
 

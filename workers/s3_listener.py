@@ -178,8 +178,10 @@ def build(settings: Settings) -> S3Listener:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from imagesearch import logging_setup
+
     settings = get_settings()
+    logging_setup.configure(settings)
     if not settings.sqs_queue_url:
         print("IMAGESEARCH_SQS_QUEUE_URL is not set: nothing to listen to", file=sys.stderr)
         return 2

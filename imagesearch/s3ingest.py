@@ -1,0 +1,343 @@
+"""Applying S3 object events to the index: one record per object key, kept in step with the bucket.
+
+* **Id.** ``source_id(bucket, key)``: the version is *not* part of the id. The index mirrors what a
+  reader of the bucket sees, one image per key; a new version of a key replaces the record (its
+  ``blob_key`` then names that version, ``s3://bucket/key?versionId=...``, and its ``content_hash``
+  is ``etag:version``). Every delivery of an event for a key lands on the same record.
+* **Order.** S3 delivers at least once and in no particular order. The last event applied per object
+  is kept in an :class:`EventLog` (Redis by default: the broker every process already reaches, and
+  shared by listeners and API processes on any machine, unlike a SQLite file). An event older than
+  the last one applied (by ``sequencer``, compared as AWS documents; by event time when an event
+  has no sequencer, as with MinIO or moto) is dropped, so an older put never resurrects a deleted
+  object. Events for one object are applied under a short per-object lock; the log is written with
+  an atomic compare-and-set so it never moves backwards even if a lock expired.
+* **Duplicates.** A created event whose etag matches the record's is "unchanged": an indexed or
+  failed record is left alone; a queued one is sent to the embed queue again (sending may have
+  failed the first time; the embed task ignores ids it already indexed).
+* **Refusals.** Objects over ``max_upload_bytes``, keys with a non-image extension and non-image
+  content types are recorded as ``failed`` with the reason, visible via ``GET /v1/images/<id>``.
+* **Deletes.** ObjectRemoved (and delete markers, and lifecycle expirations) remove the record with
+  :func:`imagesearch.ingest.remove`, which never deletes the source object. Deleting a noncurrent
+  version (a versioned delete whose version is not the indexed one) leaves the record alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import ContextManager, Literal, Protocol
+
+from imagesearch import ingest
+from imagesearch.blobs import BlobStore
+from imagesearch.config import Settings
+from imagesearch.records import DEFAULT_TENANT, ImageRecord, source_id
+from imagesearch.s3events import ObjectEvent, compare_sequencers
+from imagesearch.sources import is_image_content_type, parse_s3_uri, s3_uri
+from imagesearch.stores.base import Store
+
+log = logging.getLogger(__name__)
+
+Action = Literal["queued", "requeued", "unchanged", "failed", "removed", "absent", "stale", "ignored"]
+
+
+class EventLogUnavailable(RuntimeError):
+    """The event log (Redis) cannot be reached, or an object stayed locked too long. Transient."""
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    sequencer: str | None
+    kind: str
+    time: float | None
+
+
+class EventLog(Protocol):
+    def lock(self, object_id: str) -> ContextManager[None]: ...
+
+    def last(self, object_id: str) -> LogEntry | None: ...
+
+    def record(self, object_id: str, sequencer: str | None, kind: str, event_time: float | None) -> bool:
+        """Store the event unless the log already holds a later one (atomic); True when stored."""
+
+
+def _newer(entry: LogEntry | None, sequencer: str | None, event_time: float | None) -> bool:
+    """Whether an event (sequencer, time) may replace ``entry`` in the log (same rule as the Lua script)."""
+    if entry is None:
+        return True
+    if sequencer:
+        return not entry.sequencer or compare_sequencers(sequencer, entry.sequencer) >= 0
+    if entry.sequencer:
+        return False  # an event without a sequencer never overrides one that has it
+    return entry.time is None or event_time is None or event_time >= entry.time
+
+
+class MemoryEventLog:
+    """The event log for one process (tests, a single-process setup)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, LogEntry] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def lock(self, object_id: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(object_id, threading.Lock())
+        with lock:
+            yield
+
+    def last(self, object_id: str) -> LogEntry | None:
+        return self._entries.get(object_id)
+
+    def record(self, object_id: str, sequencer: str | None, kind: str, event_time: float | None) -> bool:
+        with self._guard:
+            if not _newer(self._entries.get(object_id), sequencer, event_time):
+                return False
+            self._entries[object_id] = LogEntry(sequencer, kind, event_time)
+            return True
+
+
+# Compare-and-set: store (seq, kind, time) unless the entry holds a later event. Sequencers are
+# compared as AWS documents (right-pad the shorter with zeros, then compare as strings; callers
+# send upper-case hex); events without a sequencer compare by time and never replace one with it.
+_RECORD_LUA = """
+local cur_seq = redis.call('HGET', KEYS[1], 'seq')
+local new_seq = ARGV[1]
+if cur_seq and cur_seq ~= '' then
+  if new_seq == '' then return 0 end
+  local width = math.max(#cur_seq, #new_seq)
+  local a = cur_seq .. string.rep('0', width - #cur_seq)
+  local b = new_seq .. string.rep('0', width - #new_seq)
+  if a > b then return 0 end
+elseif new_seq == '' then
+  local cur_time = redis.call('HGET', KEYS[1], 'time')
+  if cur_time and cur_time ~= '' and ARGV[3] ~= '' and tonumber(cur_time) > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'seq', new_seq, 'kind', ARGV[2], 'time', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+_UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisEventLog:
+    """The event log in Redis: a hash per object (expiring after ``ttl_seconds``) and a lock key."""
+
+    def __init__(self, client, prefix: str = "", ttl_seconds: int = 15 * 24 * 3600,
+                 lock_seconds: float = 30.0, lock_wait_seconds: float = 30.0) -> None:
+        self.client = client
+        self.prefix = f"{prefix}s3events:"
+        self.ttl_seconds = ttl_seconds
+        self.lock_seconds = lock_seconds
+        self.lock_wait_seconds = lock_wait_seconds
+        self._record = client.register_script(_RECORD_LUA)
+        self._unlock = client.register_script(_UNLOCK_LUA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RedisEventLog":
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=10)
+        return cls(client, settings.queue_prefix, settings.s3_event_log_ttl_seconds)
+
+    @contextmanager
+    def lock(self, object_id: str) -> Iterator[None]:
+        import redis
+
+        key, token = f"{self.prefix}lock:{object_id}", uuid.uuid4().hex
+        deadline = time.monotonic() + self.lock_wait_seconds
+        try:
+            while not self.client.set(key, token, nx=True, px=int(self.lock_seconds * 1000)):
+                if time.monotonic() > deadline:
+                    raise EventLogUnavailable(f"object {object_id} stayed locked for {self.lock_wait_seconds:.0f} s")
+                time.sleep(0.02)
+        except redis.RedisError as exc:
+            raise EventLogUnavailable(f"event log: {exc}") from exc
+        try:
+            yield
+        finally:
+            try:
+                self._unlock(keys=[key], args=[token])
+            except redis.RedisError:
+                log.warning("could not release the lock on %s; it expires in %.0f s", object_id, self.lock_seconds)
+
+    def last(self, object_id: str) -> LogEntry | None:
+        import redis
+
+        try:
+            raw = self.client.hgetall(f"{self.prefix}seq:{object_id}")
+        except redis.RedisError as exc:
+            raise EventLogUnavailable(f"event log: {exc}") from exc
+        if not raw:
+            return None
+        values = {k.decode(): v.decode() for k, v in raw.items()}
+        return LogEntry(values.get("seq") or None, values.get("kind", ""),
+                        float(values["time"]) if values.get("time") else None)
+
+    def record(self, object_id: str, sequencer: str | None, kind: str, event_time: float | None) -> bool:
+        import redis
+
+        args = [sequencer.upper() if sequencer else "", kind, repr(event_time) if event_time is not None else "",
+                self.ttl_seconds]
+        try:
+            return bool(self._record(keys=[f"{self.prefix}seq:{object_id}"], args=args))
+        except redis.RedisError as exc:
+            raise EventLogUnavailable(f"event log: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    id: str
+    action: Action
+    reason: str = ""
+    bucket: str = ""
+    key: str = ""
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "action": self.action, "reason": self.reason, "bucket": self.bucket, "key": self.key}
+
+
+def object_id(bucket: str, key: str) -> str:
+    return source_id(bucket, key)  # the version is deliberately left out: one record per key
+
+
+def record_version(record: ImageRecord) -> str | None:
+    if not record.blob_key.startswith("s3://"):
+        return None
+    return parse_s3_uri(record.blob_key)[2]
+
+
+def content_hash_of(event: ObjectEvent) -> str:
+    if event.etag:
+        base = event.etag
+    elif event.sequencer:
+        base = f"seq-{event.sequencer}"
+    else:  # nothing identifies the content: treat every event as new content
+        base = f"t-{event.event_time or time.time()!r}"
+    return f"{base}:{event.version}" if event.version else base
+
+
+def _comma_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class S3Ingestor:
+    """Applies :class:`ObjectEvent` s: records written and embed tasks sent through ``enqueue``."""
+
+    def __init__(self, *, settings: Settings, store: Store, blobs: BlobStore, enqueue: Callable[[str], None],
+                 event_log: EventLog) -> None:
+        self.settings = settings
+        self.store = store
+        self.blobs = blobs
+        self.enqueue = enqueue
+        self.event_log = event_log
+        self.extensions = frozenset(e.lower() if e.startswith(".") else f".{e.lower()}"
+                                    for e in _comma_list(settings.s3_image_extensions))
+        self.buckets = frozenset(_comma_list(settings.s3_bucket_allowlist))
+
+    def apply_all(self, events: Iterable[ObjectEvent], *, requeue_queued: bool = True) -> list[ApplyResult]:
+        return [self.apply(event, requeue_queued=requeue_queued) for event in events]
+
+    def apply(self, event: ObjectEvent, *, requeue_queued: bool = True) -> ApplyResult:
+        image_id = object_id(event.bucket, event.key)
+
+        def result(action: Action, reason: str = "") -> ApplyResult:
+            return ApplyResult(image_id, action, reason, event.bucket, event.key)
+
+        if self.buckets and event.bucket not in self.buckets:
+            return result("ignored", f"bucket {event.bucket!r} is not in IMAGESEARCH_S3_BUCKET_ALLOWLIST")
+        if event.kind == "created" and event.key.endswith("/") and not event.size:
+            return result("ignored", "a folder marker, not an object")
+        with self.event_log.lock(image_id):
+            previous = self.event_log.last(image_id)
+            stale = self._stale(event, previous)
+            if stale:
+                return result("stale", stale)
+            if event.kind == "removed":
+                action, reason = self._remove(image_id, event)
+            else:
+                action, reason = self._create(image_id, event, requeue_queued)
+            if action != "ignored" and (event.sequencer or event.event_time is not None):
+                self.event_log.record(image_id, event.sequencer, event.kind, event.event_time)
+        log.info("s3 event %s s3://%s/%s -> %s %s %s", event.kind, event.bucket, event.key, image_id, action, reason)
+        return result(action, reason)
+
+    @staticmethod
+    def _stale(event: ObjectEvent, previous: LogEntry | None) -> str:
+        if previous is None:
+            return ""
+        if event.sequencer and previous.sequencer:
+            if compare_sequencers(event.sequencer, previous.sequencer) < 0:
+                return f"sequencer {event.sequencer} is older than {previous.sequencer} ({previous.kind})"
+            return ""
+        if event.event_time is None or previous.time is None:
+            return ""
+        # Without sequencers, event times decide. A listing's LastModified is truncated to the second,
+        # so for a listed object an applied "created" event must be more than a second newer to win.
+        if previous.kind == "removed" and previous.time > event.event_time:
+            return "the object was deleted after this version was written"
+        slack = 1.0 if event.from_listing else 0.0
+        if previous.kind == "created" and previous.time > event.event_time + slack:
+            return "a newer version of the object was already applied"
+        return ""
+
+    def _remove(self, image_id: str, event: ObjectEvent) -> tuple[Action, str]:
+        record = self.store.get(image_id)
+        if record is None:
+            return "absent", "no record for this object"
+        indexed_version = record_version(record)
+        if event.version and not event.delete_marker and indexed_version and indexed_version != event.version:
+            return "ignored", f"version {event.version} is not the indexed version {indexed_version}"
+        ingest.remove(image_id, store=self.store, blobs=self.blobs)
+        return "removed", ""
+
+    def _create(self, image_id: str, event: ObjectEvent, requeue_queued: bool) -> tuple[Action, str]:
+        digest = content_hash_of(event)
+        existing = self.store.get(image_id)
+        if existing is not None and (existing.content_hash == digest or (
+                event.version is None and event.etag and existing.content_hash.startswith(f"{event.etag}:"))):
+            if existing.status == "queued" and requeue_queued:
+                self.enqueue(image_id)
+                return "requeued", "same content, still queued"
+            return "unchanged", f"same content, already {existing.status}"
+        record = ImageRecord(
+            id=image_id,
+            blob_key=s3_uri(event.bucket, event.key, event.version),
+            content_hash=digest,
+            source=f"s3://{event.bucket}/{event.key}",
+            collection=self._collection(event),
+            tenant=DEFAULT_TENANT,
+            external_id=None,
+        )
+        refusal = self._refusal(event)
+        self.store.put(record)
+        if refusal:
+            self.store.set_failed(image_id, digest, "embed", f"not indexed: {refusal}")
+            return "failed", refusal
+        self.enqueue(image_id)
+        return "queued", ""
+
+    def _refusal(self, event: ObjectEvent) -> str:
+        if event.size is not None and event.size > self.settings.max_upload_bytes:
+            return f"the object is {event.size} bytes, the limit is {self.settings.max_upload_bytes}"
+        suffix = PurePosixPath(event.key).suffix.lower()
+        if suffix and self.extensions and suffix not in self.extensions:
+            return f"the key's extension {suffix!r} is not an image type"
+        if event.content_type and not is_image_content_type(event.content_type):
+            return f"content type {event.content_type!r} is not an image"
+        return ""
+
+    def _collection(self, event: ObjectEvent) -> str:
+        mapping = self.settings.s3_collection_map
+        if event.configuration_id and event.configuration_id in mapping:
+            return mapping[event.configuration_id]
+        return mapping.get(event.bucket, self.settings.s3_collection)

@@ -37,7 +37,7 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 _DERIVED_ENV = "IMAGESEARCH_METRICS_DIR_DERIVED"
 
 STAGES = ("embed", "caption")
-OUTCOMES = ("done", "failed", "retried", "skipped")
+OUTCOMES = ("done", "failed", "retried", "skipped", "gave_up", "dead_letter")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 SEARCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -99,8 +99,9 @@ def configure(settings: "Settings | None" = None) -> _Metrics:
             directory=directory,
             accepted=Counter("imagesearch_images_accepted", "Images accepted for indexing by the API (uploads).",
                              registry=None),
-            images=Counter("imagesearch_images", "Images processed by a worker stage, by outcome "
-                           "(done, failed for good, retried, skipped as already done or deleted).",
+            images=Counter("imagesearch_images", "Images through a worker stage, by outcome: done, failed "
+                           "(for good), retried (one per retry), skipped (already done or deleted), gave_up (failed "
+                           "after the last retry), dead_letter (killed the worker too often).",
                            ["stage", "outcome"], registry=None),
             stage_seconds=Histogram("imagesearch_stage_seconds", "Wall time of one worker batch, by stage.",
                                     ["stage"], buckets=LATENCY_BUCKETS, registry=None),

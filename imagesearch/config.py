@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     queue_prefix: str = ""
 
     store: Literal["embedded", "opensearch"] = "embedded"
+    # How long the embedded store waits for another process's write lock before giving up
+    # (a transient error: the task is retried).
+    store_busy_timeout_seconds: float = Field(default=30.0, gt=0)
     opensearch_url: str = "http://127.0.0.1:9200"
     opensearch_username: str | None = None
     opensearch_password: str | None = None

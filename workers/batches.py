@@ -4,7 +4,8 @@
 process is killed (OOM, segfault, SIGKILL) nothing happens, and the messages stay unacknowledged
 in the parent until it restarts or the Redis visibility timeout passes. Here the pool's error
 callback rejects them with requeue, as Celery does for ordinary tasks with
-``task_reject_on_worker_lost``, so they go back to the queue at once.
+``task_reject_on_worker_lost``, so they go back to the queue at once. And a task that raised
+instead of returning True has its messages requeued, not acknowledged as if done.
 """
 
 from __future__ import annotations
@@ -34,8 +35,13 @@ class ReliableBatches(Batches):
                 req.acknowledge()
 
         def on_return(result: Any) -> None:
+            # The task returns True once every message is accounted for; anything else (it raised,
+            # or said so) sends the messages back to the queue rather than dropping them.
             for req in late:
-                req.acknowledge()
+                if result is True:
+                    req.acknowledge()
+                else:
+                    req.reject(requeue=True)
 
         def on_error(exc_info: Any) -> None:
             exc = exc_info

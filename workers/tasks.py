@@ -79,9 +79,29 @@ def _settle(stage: str, attempts: dict[str, int], outcome: pipeline.BatchOutcome
              len(outcome.failed), len(outcome.retry), len(outcome.skipped))
 
 
-def _handle(stage: str, requests: list[SimpleRequest]) -> None:
-    _, _, ledger = _resources()
+def _handle(stage: str, requests: list[SimpleRequest]) -> bool:
+    """Process a batch; True when every message is accounted for (done, failed, or re-sent).
+
+    False makes :class:`ReliableBatches` requeue the messages instead of acknowledging them."""
     attempts = {str(r.args[0]): int(r.kwargs.get("attempt", 0)) for r in requests if r.args}
+    try:
+        _process(stage, attempts)
+    except Exception:  # noqa: BLE001 - e.g. the store or Redis unreachable before the batch could start
+        log.exception("%s batch could not run; re-sending its %d messages", stage, len(attempts))
+        task = embed if stage == "embed" else caption
+        try:
+            for image_id, attempt in attempts.items():
+                task.apply_async((image_id,), {"attempt": attempt + 1}, countdown=_backoff(attempt))
+            # The batch returned: these deliveries did not kill the worker.
+            DeliveryLedger.from_settings(settings).settle(stage, list(attempts))
+        except Exception:  # noqa: BLE001
+            log.exception("re-sending failed too; the messages go back to the queue")
+            return False
+    return True
+
+
+def _process(stage: str, attempts: dict[str, int]) -> None:
+    _, _, ledger = _resources()
     ids = list(attempts)
     started = ledger.begin(stage, ids)
     # An image whose previous delivery never returned may be what killed the worker: process it
@@ -97,14 +117,14 @@ def _handle(stage: str, requests: list[SimpleRequest]) -> None:
 
 @app.task(base=ReliableBatches, name=EMBED_TASK, acks_late=True, flush_every=settings.embed_flush_every,
           flush_interval=settings.batch_flush_seconds)
-def embed(requests: list[SimpleRequest]) -> None:
-    _handle("embed", requests)
+def embed(requests: list[SimpleRequest]) -> bool:
+    return _handle("embed", requests)
 
 
 @app.task(base=ReliableBatches, name=CAPTION_TASK, acks_late=True, flush_every=settings.caption_batch_size,
           flush_interval=settings.batch_flush_seconds)
-def caption(requests: list[SimpleRequest]) -> None:
-    _handle("caption", requests)
+def caption(requests: list[SimpleRequest]) -> bool:
+    return _handle("caption", requests)
 
 
 @app.task(name=ISOLATED_TASK, acks_late=True, reject_on_worker_lost=True)

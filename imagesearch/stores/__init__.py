@@ -9,7 +9,7 @@ def open_store(settings: Settings) -> Store:
     if settings.store == "embedded":
         from imagesearch.stores.embedded import EmbeddedStore
 
-        return EmbeddedStore(settings.store_path)
+        return EmbeddedStore(settings.store_path, settings.store_busy_timeout_seconds)
     if settings.store == "opensearch":
         from imagesearch.stores.opensearch import OpenSearchStore
 

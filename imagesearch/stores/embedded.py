@@ -78,7 +78,10 @@ class EmbeddedStore:
         self._where: dict[str, tuple[VectorField, str]] = {}  # "field:id" -> table key
         self._seen_seq = 0
         try:
-            self._conn().executescript(_SCHEMA)
+            # Creating the schema takes the write lock; opening an existing store must not.
+            exists = self._conn().execute("SELECT 1 FROM sqlite_master WHERE name = 'captions_fts'").fetchone()
+            if not exists:
+                self._conn().executescript(_SCHEMA)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"cannot create the schema in {self.path}: {exc}") from exc
 

@@ -95,3 +95,82 @@ def test_worker_refuses_an_unsafe_visibility_timeout(redis_client, data_dir):
     with pytest.raises(RuntimeError, match="VISIBILITY_TIMEOUT"):
         start_worker(data_dir, "unsafe", IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS="60",
                      IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS="300")
+
+
+def test_store_locked_for_a_while_then_tasks_retry_and_complete(redis_client, data_dir):
+    """Another process holds the store's write lock past the busy timeout: the worker sees a
+    transient error, retries with backoff, and finishes once the lock is gone."""
+    import sqlite3
+    import time
+
+    settings = Settings(data_dir=data_dir)
+    store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
+    ids = [ingest.accept(ingest.Upload(jpeg((i, 50, 50))), settings=settings, store=store, blobs=blobs,
+                         enqueue=lambda _: None).id for i in range(3)]
+    worker = start_worker(data_dir, "worker", queues=("embed",), IMAGESEARCH_STORE_BUSY_TIMEOUT_SECONDS="0.5",
+                          IMAGESEARCH_RETRY_BACKOFF_SECONDS="1")
+    locker = sqlite3.connect(settings.store_path, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        for image_id in ids:
+            enqueue_embed(image_id)
+        worker.wait_for_output("retried", 60)
+        time.sleep(2)
+        assert all(r.status == "queued" for r in store.get_many(ids).values())
+        locker.execute("ROLLBACK")
+        wait_until(lambda: all(r.status == "indexed" for r in store.get_many(ids).values()), 90, what="indexed")
+    finally:
+        locker.close()
+        worker.close()
+
+
+def test_redis_restart_during_ingestion_loses_nothing(data_dir, tmp_path):
+    """A private Redis with AOF (fsync always) is killed and restarted while the worker holds messages."""
+    import subprocess
+
+    from imagesearch import procs
+
+    port = procs.free_port()
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir), "--appendonly", "yes",
+            "--appendfsync", "always", "--save", ""]
+
+    def start_redis() -> subprocess.Popen:
+        server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                                          text=True).stdout.strip() == "PONG", 30, what="redis up")
+        return server
+
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    env = {"IMAGESEARCH_REDIS_URL": redis_url, "IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS": "8",
+           "IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS": "2", "IMAGESEARCH_MAX_BATCH_SECONDS": "5",
+           "IMAGESEARCH_EMBED_FLUSH_EVERY": "8", "IMAGESEARCH_EMBED_BATCH_SIZE": "4"}
+    server = start_redis()
+    settings = Settings(data_dir=data_dir)
+    store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
+    from celery import Celery
+
+    producer = Celery(broker=redis_url)
+    ids = [ingest.accept(ingest.Upload(jpeg((i * 5 % 256, 9, 99), size=(640, 480))), settings=settings, store=store,
+                         blobs=blobs, enqueue=lambda _: None).id for i in range(40)]
+    for image_id in ids:
+        producer.send_task("imagesearch.embed", args=(image_id,), queue=f"{_prefix()}embed")
+    worker = start_worker(data_dir, "worker", queues=("embed",), **env)
+    try:
+        worker.wait_for_output("embed batch:", 90)
+        server.kill()
+        server.wait(10)
+        server = start_redis()
+        wait_until(lambda: store.counts()["indexed"] == 40, 180, 0.5, what="all 40 indexed after the restart")
+        assert worker.popen.poll() is None
+    finally:
+        worker.close()
+        server.kill()
+        server.wait(10)
+
+
+def _prefix() -> str:
+    import os
+
+    return os.environ["IMAGESEARCH_QUEUE_PREFIX"]

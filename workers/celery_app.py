@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import setup_logging
+
+from imagesearch import logging_setup
 
 from imagesearch.config import Settings, get_settings
 
@@ -49,3 +52,9 @@ def check_visibility_timeout(settings: Settings) -> None:
 
 
 app = make_celery(get_settings())
+
+
+@setup_logging.connect
+def _json_logs(**_kwargs) -> None:
+    """Celery's own lines and ours, one JSON object per line (imagesearch/logging_setup.py)."""
+    logging_setup.configure(get_settings())

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from functools import lru_cache
 from typing import Callable
 
 from celery_batches import SimpleRequest
 
-from imagesearch import pipeline
+from imagesearch import logging_setup, metrics, pipeline
 from imagesearch.blobs import open_blobs
 from imagesearch.config import get_settings
 from imagesearch.models import get_captioner, get_clip
@@ -51,11 +52,14 @@ def _run(stage: str) -> Callable[[list[str]], pipeline.BatchOutcome]:
 
 def _guarded(stage: str, ids: list[str]) -> pipeline.BatchOutcome:
     """An unexpected error must not acknowledge the batch as done: retry every id instead."""
+    started = time.perf_counter()
     try:
-        return _run(stage)(ids)
+        outcome = _run(stage)(ids)
     except Exception as exc:  # noqa: BLE001 - anything unforeseen becomes a bounded retry
         log.exception("%s batch crashed", stage)
-        return pipeline.BatchOutcome(retry={i: f"{type(exc).__name__}: {exc}" for i in ids})
+        outcome = pipeline.BatchOutcome(retry={i: f"{type(exc).__name__}: {exc}" for i in ids})
+    metrics.observe_outcome(stage, outcome, size=len(ids), seconds=time.perf_counter() - started)
+    return outcome
 
 
 def _settle(stage: str, attempts: dict[str, int], outcome: pipeline.BatchOutcome) -> None:
@@ -70,6 +74,7 @@ def _settle(stage: str, attempts: dict[str, int], outcome: pipeline.BatchOutcome
             task.apply_async((image_id,), {"attempt": attempt + 1}, countdown=_backoff(attempt))
         else:
             log.error("%s of %s failed after %d attempts: %s", stage, image_id, attempt + 1, error)
+            metrics.count_images(stage, "gave_up")
             record = store.get(image_id)
             if record is not None:
                 store.set_failed(image_id, record.content_hash, stage, f"gave up after {attempt + 1} attempts: {error}")
@@ -80,6 +85,12 @@ def _settle(stage: str, attempts: dict[str, int], outcome: pipeline.BatchOutcome
 
 
 def _handle(stage: str, requests: list[SimpleRequest]) -> bool:
+    with logging_setup.log_context(stage=stage, task_ids=[r.id for r in requests],
+                                   image_ids=[str(r.args[0]) for r in requests if r.args]):
+        return _handle_batch(stage, requests)
+
+
+def _handle_batch(stage: str, requests: list[SimpleRequest]) -> bool:
     """Process a batch; True when every message is accounted for (done, failed, or re-sent).
 
     False makes :class:`ReliableBatches` requeue the messages instead of acknowledging them."""
@@ -130,6 +141,11 @@ def caption(requests: list[SimpleRequest]) -> bool:
 @app.task(name=ISOLATED_TASK, acks_late=True, reject_on_worker_lost=True)
 def isolated(stage: str, image_id: str, attempt: int = 0) -> None:
     """One suspect image on its own; past ``max_deliveries`` unfinished starts it becomes a dead letter."""
+    with logging_setup.log_context(stage=stage, task_id=isolated.request.id, image_id=image_id):
+        _isolated(stage, image_id, attempt)
+
+
+def _isolated(stage: str, image_id: str, attempt: int) -> None:
     store, _, ledger = _resources()
     started = ledger.begin(stage, [image_id])[image_id]
     if started > settings.max_deliveries:
@@ -139,6 +155,7 @@ def isolated(stage: str, image_id: str, attempt: int = 0) -> None:
         if record is not None:
             store.set_failed(image_id, record.content_hash, stage, reason)
         ledger.bury(stage, image_id, reason)
+        metrics.count_images(stage, "dead_letter")
         return
     _settle(stage, {image_id: attempt}, _guarded(stage, [image_id]))
     ledger.settle(stage, [image_id])

@@ -64,7 +64,7 @@ def test_sigkill_of_the_whole_worker_mid_batch_loses_nothing(redis_client, data_
     settings = Settings(data_dir=data_dir)
     store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
     ids = [ingest.accept(ingest.Upload(jpeg((i * 7 % 256, 40, 90), size=(640, 480))), settings=settings, store=store,
-                         blobs=blobs, enqueue=lambda _: None).id for i in range(40)]
+                         blobs=blobs, enqueue=lambda _: None).id for i in range(80)]
     for image_id in ids:
         enqueue_embed(image_id)
     fast = {"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS": "8", "IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS": "2",
@@ -76,13 +76,13 @@ def test_sigkill_of_the_whole_worker_mid_batch_loses_nothing(redis_client, data_
     finally:
         first.kill()  # SIGKILL to the whole process group: no warm shutdown, nothing acknowledged
         first.close()
-    done_before = store.counts()["indexed"]
-    assert done_before < 40
+    assert store.counts()["indexed"] < 80  # killed with work outstanding
     second = start_worker(data_dir, "worker-2", queues=("embed",), **fast)
     try:
-        wait_until(lambda: store.counts()["indexed"] == 40, 180, 0.5, what="all 40 indexed after restart")
+        wait_until(lambda: store.counts()["indexed"] == 80, 240, 0.5, what="all 80 indexed after restart")
         clip_model = store.get(ids[0]).image_model
         hits = store.knn("image", store.vector(ids[0], "image")[0], 100, clip_model, Filters())
+        assert len(hits) == 80
         assert sorted(i for i, _ in hits) == sorted(ids)  # each image exactly once in the index
     finally:
         second.close()

@@ -8,7 +8,7 @@ from typing import Callable
 
 from flask import Flask, g, request
 
-from api import errors, events, health, images, metrics, openapi, page, search
+from api import admin, auth, errors, events, health, images, metrics, openapi, page, search
 from api.context import Services
 from imagesearch import logging_setup
 from imagesearch import metrics as domain_metrics
@@ -28,12 +28,14 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[str], None] 
         from workers.enqueue import enqueue_embed as enqueue
     app.extensions["imagesearch"] = Services(settings, enqueue)
     errors.register(app)
+    auth.register(app, settings)
     _bind_log_context(app)
     app.register_blueprint(page.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(images.bp)
     app.register_blueprint(search.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(events.bp)
     openapi.register(app)
     return app

@@ -18,9 +18,11 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: list | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, details: list | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.retry_after = retry_after
 
 
 def error_response(status: int, code: str, message: str, details: list | None = None):
@@ -33,7 +35,11 @@ def error_response(status: int, code: str, message: str, details: list | None = 
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        body, status = error_response(exc.status, exc.code, exc.message, exc.details)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return body, status, headers
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError):

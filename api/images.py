@@ -7,6 +7,7 @@ import re
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
+from api.auth import caller
 from api.context import services
 from api.errors import ApiError
 from api.openapi import Resp, UploadForm, spec
@@ -67,7 +68,7 @@ def upload():
     svc = services()
     record = ingest.accept(
         ingest.Upload(data=data, filename=file.filename or "", collection=_field("collection", DEFAULT_COLLECTION),
-                      external_id=_field("external_id"), tags=tuple(tags)),
+                      tenant=caller().tenant, external_id=_field("external_id"), tags=tuple(tags)),
         settings=svc.settings, store=svc.store, blobs=svc.blobs, enqueue=svc.enqueue,
     )
     metrics.image_accepted()
@@ -78,7 +79,8 @@ def upload():
 
 def _record(image_id: str) -> ImageRecord:
     record = services().store.get(image_id)
-    if record is None:
+    # Another tenant's image is indistinguishable from a missing one.
+    if record is None or record.tenant != caller().tenant:
         raise ApiError(404, "not_found", f"no image with id {image_id!r}")
     return record
 
@@ -112,6 +114,7 @@ def thumbnail(image_id: str):
 def delete(image_id: str):
     """Delete an image: its record, vectors, original and thumbnail."""
     svc = services()
+    _record(image_id)  # 404 unless it exists for this tenant
     if not ingest.remove(image_id, store=svc.store, blobs=svc.blobs):
         raise ApiError(404, "not_found", f"no image with id {image_id!r}")
     return "", 204

@@ -8,6 +8,7 @@ import time
 
 from flask import Blueprint, jsonify, request
 
+from api.auth import caller
 from api.context import services
 from api.errors import ApiError
 from api.images import thumbnail_url
@@ -59,7 +60,8 @@ def search():
         raise ApiError(422, "invalid_request", str(exc)) from None
     svc = services()
     result = svc.searcher.search(Query(text=req.text, image=image, image_id=req.image_id, mode=req.mode, k=req.k,
-                                       collection=req.collection, min_score=req.min_score))
+                                       collection=req.collection, tenant=caller().tenant,
+                                       min_score=req.min_score))
     hits = [
         SearchHit(id=h.record.id, score=h.score, caption=h.record.caption, source=h.record.source,
                   collection=h.record.collection, external_id=h.record.external_id, tags=h.record.tags,

@@ -20,6 +20,8 @@ app = typer.Typer(help="Semantic image search: index images with CLIP and captio
                   no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Model files: build small offline models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(help="API keys: each maps to a tenant and scopes; stored hashed.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 dead_app = typer.Typer(help="Images whose processing killed the worker repeatedly.", no_args_is_help=True)
 app.add_typer(dead_app, name="dead-letters")
 
@@ -34,7 +36,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
           port: int = typer.Option(int(os.environ.get("PORT", 8000)), help="Port (default $PORT or 8000)."),
           workers: int = typer.Option(2, help="gunicorn worker processes."),
           threads: int = typer.Option(4, help="Threads per worker.")) -> None:
-    """Run the HTTP API under gunicorn."""
+    """Run the HTTP API under gunicorn. Bound to a loopback address, API keys are optional by default."""
+    os.environ["IMAGESEARCH_BIND_HOST"] = host
     _exec([sys.executable, "-m", "gunicorn", "api.wsgi:app", "-b", f"{host}:{port}", "-w", str(workers),
            "--threads", str(threads), "--timeout", "120", "--access-logfile", "-"])
 
@@ -254,6 +257,36 @@ def reindex(batch_size: int = typer.Option(64, help="Images per model batch (Ope
                                 progress=lambda r: typer.echo(f"\r  copied {r.copied}", nl=False))
     typer.echo(f"\nswapped the aliases to {report.index}: {report.embedded} embedded, {len(report.failed)} failed, "
                f"{report.caught_up} caught up, {report.removed} removed, {report.seconds:.0f} s")
+
+
+@keys_app.command("create")
+def keys_create(tenant: str = typer.Option(..., help="Tenant whose images this key reads and writes."),
+                name: str = typer.Option(..., help="A label, e.g. the client's name."),
+                admin: bool = typer.Option(False, help="Also allow operator endpoints (dead letters)."),
+                read_only: bool = typer.Option(False, help="Search and read only.")) -> None:
+    """Create a key and print it (shown once; only its hash is kept)."""
+    from imagesearch.apikeys import KeyRing
+
+    scopes = ("read",) if read_only else ("read", "write")
+    key = KeyRing.from_settings(get_settings()).create(name, tenant, scopes + (("admin",) if admin else ()))
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Keys by hash prefix, name, tenant and scopes."""
+    from imagesearch.apikeys import KeyRing
+
+    for key in KeyRing.from_settings(get_settings()).list():
+        typer.echo(f"{key.key_hash[:12]}  {key.name:<20} tenant={key.tenant:<16} scopes={','.join(key.scopes)}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(hash_prefix: str = typer.Argument(..., help="The first characters (8+) of the key's hash.")) -> None:
+    """Revoke a key; every API process refuses it from the next request on."""
+    from imagesearch.apikeys import KeyRing
+
+    typer.echo(f"revoked {KeyRing.from_settings(get_settings()).revoke(hash_prefix)} key(s)")
 
 
 @dead_app.command("list")

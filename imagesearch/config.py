@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     # longest batch plus its retry backoff or a slow batch would run twice.
     visibility_timeout_seconds: int = Field(default=3600, ge=1)
 
+    # API access. auto: API keys are required unless the API is bound to a loopback address
+    # (bind_host, set by `imagesearch serve`); open: no keys (one tenant, "default"); keys: always.
+    auth: Literal["auto", "open", "keys"] = "auto"
+    bind_host: str | None = None
+    # Requests per minute per API key (per client address in open mode), shared across processes.
+    rate_limit_per_minute: int = Field(default=1200, ge=1)
+
     # Search.
     rrf_k: int = Field(default=60, ge=1)
     max_k: int = 100

@@ -94,6 +94,7 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: tuple[st
 def start_api(env: dict[str, str], log_dir: Path, name: str = "api", port: int = 0,
               timeout: float = 120) -> tuple[ManagedProcess, str]:
     port = port or free_port()
+    env = {**env, "IMAGESEARCH_BIND_HOST": "127.0.0.1"}
     args = [sys.executable, "-m", "gunicorn", "api.wsgi:app", "-b", f"127.0.0.1:{port}", "-w", "1",
             "--threads", "4", "--timeout", "120"]
     proc = ManagedProcess(args, env, log_dir / f"{name}.log")

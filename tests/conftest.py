@@ -34,6 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "IMAGESEARCH_CLIP_MODEL_DIR": str(clip_dir),
         "IMAGESEARCH_CAPTIONER_DIR": str(captioner_dir),
         "IMAGESEARCH_DEVICE": "cpu",
+        # In-process apps behave as an API bound to loopback (open mode); auth tests override it.
+        "IMAGESEARCH_BIND_HOST": "127.0.0.1",
         "IMAGESEARCH_BATCH_FLUSH_SECONDS": "0.2",
         "IMAGESEARCH_RETRY_BACKOFF_SECONDS": "0.5",
         "HF_HUB_OFFLINE": "1",

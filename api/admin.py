@@ -1,0 +1,63 @@
+"""Operator endpoints (admin scope): dead letters."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from pydantic import BaseModel
+
+from api.context import services
+from api.openapi import Resp, spec
+from schemas.api import ErrorOut
+
+bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
+TAGS = ["admin"]
+
+
+class DeadLetter(BaseModel):
+    id: str
+    stage: str
+    reason: str
+    at: float
+
+
+class DeadLettersOut(BaseModel):
+    dead_letters: list[DeadLetter]
+
+
+class RedriveIn(BaseModel):
+    ids: list[str] | None = None
+
+
+class RedriveOut(BaseModel):
+    requeued: list[str]
+
+
+def _ledger():
+    from workers.deliveries import DeliveryLedger
+
+    return DeliveryLedger.from_settings(services().settings)
+
+
+@bp.get("/dead-letters")
+@spec.validate(tags=TAGS, skip_validation=True, resp=Resp(
+    HTTP_200=DeadLettersOut, HTTP_401=(ErrorOut, "No or unknown API key."), HTTP_403=(ErrorOut, "Not an admin key.")))
+def dead_letters():
+    """Images whose processing killed a worker `MAX_DELIVERIES` times."""
+    return jsonify(DeadLettersOut(dead_letters=_ledger().dead_letters()).model_dump())
+
+
+@bp.post("/dead-letters/redrive")
+@spec.validate(json=RedriveIn, tags=TAGS, skip_validation=True, resp=Resp(
+    HTTP_200=RedriveOut, HTTP_401=(ErrorOut, "No or unknown API key."), HTTP_403=(ErrorOut, "Not an admin key.")))
+def redrive():
+    """Queue dead letters again (all, or the given ids) after fixing what killed the worker."""
+    from workers.enqueue import enqueue
+
+    wanted = set(RedriveIn.model_validate(request.get_json(silent=True) or {}).ids or [])
+    ledger = _ledger()
+    requeued = []
+    for entry in ledger.dead_letters():
+        if (not wanted or entry["id"] in wanted) and ledger.exhume(entry["stage"], entry["id"]):
+            enqueue(entry["stage"], entry["id"])
+            requeued.append(entry["id"])
+    return jsonify(RedriveOut(requeued=requeued).model_dump())

@@ -1,0 +1,111 @@
+"""Who is calling: API key -> tenant and scopes; per-caller rate limits. Every /v1 route passes here.
+
+The tenant comes from the key, never from the request, so every read and write is scoped by it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import cached_property
+
+from flask import Flask, g, request
+
+from api.errors import ApiError
+from imagesearch.apikeys import KeyRing, RateLimiter
+from imagesearch.config import Settings
+from imagesearch.records import DEFAULT_TENANT
+
+# Routes with their own authentication (webhook token, SNS signatures).
+_SELF_AUTHENTICATED = ("/v1/events/",)
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: str
+    scopes: tuple[str, ...]
+    key_name: str | None  # None in open mode
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def is_open(settings: Settings) -> bool:
+    if settings.auth != "auto":
+        return settings.auth == "open"
+    if not settings.bind_host:
+        return False  # unknown bind address: assume reachable from elsewhere
+    if settings.bind_host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(settings.bind_host).is_loopback
+    except ValueError:
+        return False
+
+
+class Access:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.open = is_open(settings)
+
+    @cached_property
+    def keys(self) -> KeyRing:
+        return KeyRing.from_settings(self.settings)
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        return RateLimiter(self.keys.client, self.settings.queue_prefix, self.settings.rate_limit_per_minute)
+
+    def identify(self) -> Caller:
+        if self.open:
+            return Caller(DEFAULT_TENANT, ("read", "write", "admin"), None)
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-API-Key", "")
+        if not token:
+            raise ApiError(401, "unauthorized", "send an API key: 'Authorization: Bearer <key>' or 'X-API-Key'")
+        key = self.keys.lookup(token)
+        if key is None:
+            raise ApiError(401, "unauthorized", "unknown or revoked API key")
+        return Caller(key.tenant, key.scopes, key.name)
+
+
+def required_scope() -> str:
+    if request.path.startswith("/v1/admin"):
+        return "admin"
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.path == "/v1/search":
+        return "read"
+    return "write"
+
+
+def caller() -> Caller:
+    return g.caller
+
+
+def register(app: Flask, settings: Settings) -> None:
+    access = Access(settings)
+    app.extensions["imagesearch.access"] = access
+
+    @app.before_request
+    def _authenticate():
+        if not request.path.startswith("/v1/") or request.path.startswith(_SELF_AUTHENTICATED):
+            return None
+        who = access.identify()
+        scope = required_scope()
+        if not who.allows(scope):
+            raise ApiError(403, "forbidden", f"this key lacks the '{scope}' scope")
+        allowed, remaining, reset = access.limiter.hit(who.key_name and f"key:{who.key_name}:{who.tenant}"
+                                                       or f"addr:{request.remote_addr}")
+        g.rate = (remaining, reset)
+        if not allowed:
+            raise ApiError(429, "rate_limited", f"more than {settings.rate_limit_per_minute} requests a minute; "
+                                                f"retry in {reset} s", retry_after=reset)
+        g.caller = who
+        return None
+
+    @app.after_request
+    def _rate_headers(response):
+        rate = g.get("rate")
+        if rate is not None:
+            response.headers["X-RateLimit-Limit"] = str(settings.rate_limit_per_minute)
+            response.headers["X-RateLimit-Remaining"] = str(rate[0])
+        return response

@@ -230,6 +230,32 @@ def backfill(source: str = typer.Argument(..., help="s3://bucket/prefix or a loc
 
 
 @app.command()
+def reconcile(source: str = typer.Argument(..., help="s3://bucket/prefix or a local folder."),
+              collection: Optional[str] = typer.Option(None, help="The collection the folder fills (folders)."),
+              dry_run: bool = typer.Option(False, "--dry-run", help="Only report the orphans.")) -> None:
+    """Compare a source with the index: queue what is missing or stuck, remove what is orphaned."""
+    from imagesearch import reconcile as rc
+    from imagesearch.blobs import open_blobs
+    from imagesearch.s3ingest import RedisEventLog
+    from imagesearch.stores import open_store
+    from workers.enqueue import enqueue_embed
+
+    settings = get_settings()
+    try:
+        report = rc.reconcile(source, settings=settings, store=open_store(settings), blobs=open_blobs(settings),
+                              enqueue=enqueue_embed, event_log=RedisEventLog.from_settings(settings),
+                              collection=collection, dry_run=dry_run)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+    typer.echo(f"orphans: {len(report.orphans)} ({'not removed: dry run' if dry_run else f'{report.removed} removed'})")
+    if report.backfill is not None:
+        b = report.backfill
+        typer.echo(f"source: listed {b.listed}, queued {b.queued}, unchanged {b.unchanged}, failed {b.failed}, "
+                   f"skipped {b.skipped}")
+
+
+@app.command()
 def reindex(batch_size: int = typer.Option(64, help="Images per model batch (OpenSearch).")) -> None:
     """Re-embed every image with the configured models after a model change.
 

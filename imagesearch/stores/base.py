@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -72,5 +72,8 @@ class Store(Protocol):
         """Keyword (BM25) matches on captions."""
 
     def counts(self) -> dict[str, int]: ...
+
+    def iter_records(self, batch_size: int = 500) -> Iterator[ImageRecord]:
+        """Every record (without vectors), for reconciliation and reindexing."""
 
     def close(self) -> None: ...

@@ -222,6 +222,17 @@ class EmbeddedStore:
         out["caption_pending"] = pending
         return out
 
+    def iter_records(self, batch_size: int = 500) -> Iterator[ImageRecord]:
+        """Every record, in id order, read in pages (no vectors)."""
+        last = ""
+        while True:
+            rows = self._conn().execute(f"{_SELECT_RECORD} WHERE id > ? ORDER BY id LIMIT ?", (last, batch_size))
+            page = [_to_record(row) for row in rows]
+            if not page:
+                return
+            yield from page
+            last = page[-1].id
+
     def ids_not_embedded_by(self, model: str) -> list[str]:
         """Records without an image vector from ``model`` (failed ones excluded): what a reindex re-queues."""
         rows = self._conn().execute(

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 Image.init()
 # Formats Pillow can open here, from a fixed allowlist (no EPS/PSD/... parsers exposed to uploads).
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}) & set(Image.OPEN)
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF", "HEIF"}) & set(Image.OPEN)
 
 
 class InvalidImage(ValueError):

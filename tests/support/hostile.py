@@ -47,4 +47,14 @@ def corpus() -> dict[str, tuple[bytes, str]]:
         "rotated-exif.jpg": (_save(Image.new("RGB", (200, 100), (9, 9, 9)), "JPEG", exif=exif), "indexed"),
         "webp.webp": (_save(Image.new("RGB", (120, 90), (10, 200, 10)), "WEBP"), "indexed"),
         "tiny.png": (_save(Image.new("RGB", (1, 1)), "PNG"), "indexed"),
+        **_optional_codecs(),
     }
+
+
+def _optional_codecs() -> dict[str, tuple[bytes, str]]:
+    """AVIF where this Pillow build has the codec (HEIC needs pillow-heif, not a dependency)."""
+    from PIL import features
+
+    if not features.check("avif"):
+        return {}
+    return {"photo.avif": (_save(Image.new("RGB", (120, 90), (200, 100, 10)), "AVIF"), "indexed")}

@@ -25,6 +25,7 @@ class Caller:
     tenant: str
     scopes: tuple[str, ...]
     key_name: str | None  # None in open mode
+    key_id: str | None = None  # a prefix of the key's hash: what rate limits count by
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -66,7 +67,7 @@ class Access:
         key = self.keys.lookup(token)
         if key is None:
             raise ApiError(401, "unauthorized", "unknown or revoked API key")
-        return Caller(key.tenant, key.scopes, key.name)
+        return Caller(key.tenant, key.scopes, key.name, key.key_hash[:16])
 
 
 def required_scope() -> str:
@@ -93,13 +94,14 @@ def register(app: Flask, settings: Settings) -> None:
         scope = required_scope()
         if not who.allows(scope):
             raise ApiError(403, "forbidden", f"this key lacks the '{scope}' scope")
-        allowed, remaining, reset = access.limiter.hit(who.key_name and f"key:{who.key_name}:{who.tenant}"
-                                                       or f"addr:{request.remote_addr}")
+        g.caller = who
+        if who.key_name is None:
+            return None  # open mode is for local use: no keys, so no per-key limit
+        allowed, remaining, reset = access.limiter.hit(f"key:{who.key_id}")
         g.rate = (remaining, reset)
         if not allowed:
             raise ApiError(429, "rate_limited", f"more than {settings.rate_limit_per_minute} requests a minute; "
                                                 f"retry in {reset} s", retry_after=reset)
-        g.caller = who
         return None
 
     @app.after_request

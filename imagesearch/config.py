@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     # (bind_host, set by `imagesearch serve`); open: no keys (one tenant, "default"); keys: always.
     auth: Literal["auto", "open", "keys"] = "auto"
     bind_host: str | None = None
-    # Requests per minute per API key (per client address in open mode), shared across processes.
+    # Requests per minute per API key, shared across processes (open mode has no keys and no limit).
     rate_limit_per_minute: int = Field(default=1200, ge=1)
 
     # Search.

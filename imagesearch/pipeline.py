@@ -154,7 +154,7 @@ def caption_batch(ids: list[str], *, settings: Settings, store: Store, blobs: Bl
                 outcome.skipped.append(image_id)
             else:
                 todo.append(record)
-        loaded = _load_images(todo, lambda r: r.thumb_key, blobs, settings, 1, outcome)
+        loaded = _load_images(todo, lambda r: r.thumb_key, blobs, settings, settings.thumbnail_size, outcome)
         if loaded:
             captions = captioner.caption([image for _, image in loaded])
             vectors = clip.encode_texts(captions)

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     # API access. auto: API keys are required unless the API is bound to a loopback address
     # (bind_host, set by `imagesearch serve`); open: no keys (one tenant, "default"); keys: always.
     auth: Literal["auto", "open", "keys"] = "auto"
+    # The address the API is bound to (`imagesearch serve` sets it); unset counts as non-loopback.
     bind_host: str | None = None
     # Requests per minute per API key, shared across processes (open mode has no keys and no limit).
     rate_limit_per_minute: int = Field(default=1200, ge=1)

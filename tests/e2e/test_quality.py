@@ -47,9 +47,10 @@ def test_each_scheme_far_above_chance(service):
     assert report.failed_images == 0
     # Chance: ~0.01 at R@1 and ~0.06 at R@5 (100 images, most queries with one relevant image).
     assert report.chance_recall[5] < 0.1
-    assert by_mode["image"].recall[1] >= 0.45 and by_mode["image"].recall[5] >= 0.85
-    assert by_mode["caption"].recall[5] >= 0.6
-    assert by_mode["hybrid"].recall[5] >= 0.85
+    # Measured (100 held-out images): R@1/R@5 image 0.91/1.00, caption 0.95/1.00, hybrid 0.90/0.99.
+    assert by_mode["image"].recall[1] >= 0.75 and by_mode["image"].recall[5] >= 0.95
+    assert by_mode["caption"].recall[1] >= 0.8 and by_mode["caption"].recall[5] >= 0.95
+    assert by_mode["hybrid"].recall[1] >= 0.75 and by_mode["hybrid"].recall[5] >= 0.95
     assert all(m.ndcg10 > 5 * report.chance_recall[1] for m in report.modes)
 
 
@@ -82,7 +83,9 @@ def test_queries_that_only_counts_or_positions_separate(service, attribute):
     client, collection, samples, _ = service
     contrasts = _contrasts(samples, attribute)
     assert len(contrasts) >= 30
-    for mode, threshold in (("image", 0.8), ("caption", 0.7)):
+    # Measured: count 0.90 (image) / 0.98 (caption); position 1.00 / 0.98.
+    thresholds = {"count": {"image": 0.8, "caption": 0.85}, "position": {"image": 0.9, "caption": 0.85}}
+    for mode, threshold in thresholds[attribute].items():
         wins = 0
         for image_id, true_caption, wrong_caption in contrasts:
             right = _scores(client, collection, true_caption, mode).get(image_id, -2.0)

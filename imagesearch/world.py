@@ -150,6 +150,42 @@ def captions_for(groups: tuple[Group, ...], position: str | None, relation: str 
     return tuple(dict.fromkeys(out))
 
 
+def parse_caption(text: str) -> tuple[tuple[Group, ...], str | None, str | None] | None:
+    """Inverse of the canonical caption: ``(groups, position, relation)``, or None if malformed.
+
+    Lets evaluations score a generated caption per attribute instead of only all-or-nothing.
+    """
+    words = text.split()
+    nouns = {s: s for s in SHAPES} | {s + "s": s for s in SHAPES}
+
+    def group_at(i: int, allow_a: bool) -> tuple[Group, int] | None:
+        if len(words) < i + 4:
+            return None
+        count_word, size, colour, noun = words[i:i + 4]
+        count = 1 if (count_word == "a" and allow_a) else (COUNT_WORDS.index(count_word) + 1
+                                                             if count_word in COUNT_WORDS else 0)
+        if not count or size not in SIZES or colour not in COLOURS or noun not in nouns:
+            return None
+        if (count == 1) != (noun in SHAPES):  # "one circles" / "two circle" are not captions
+            return None
+        return Group(count, size, colour, nouns[noun]), i + 4
+
+    first = group_at(0, False)
+    if first is None:
+        return None
+    group, i = first
+    rest = " ".join(words[i:])
+    for position, phrase in POSITION_PHRASES.items():
+        if rest == phrase:
+            return (group,), position, None
+    for relation in RELATIONS:
+        if rest.startswith(relation + " "):
+            second = group_at(i + len(relation.split()), True)
+            if second is not None and second[1] == len(words):
+                return (group, second[0]), None, relation
+    return None
+
+
 # ----------------------------------------------------------------------------- layout
 
 # Unit offsets of the shapes of a group (multiplied by the pitch); several arrangements per count

@@ -27,10 +27,16 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
+
+# On a shared 2-core machine OpenMP's spinning waits made each step up to 9x slower whenever
+# another process was busy; passive waiting keeps the same 2 threads (same numerics) without the
+# thrash. It must be set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
@@ -341,7 +347,10 @@ def train_captioner(directory: Path, cap_px: torch.Tensor, captions: list[tuple[
     for i, ids in enumerate(encoded):
         labels[i, :len(ids)] = torch.tensor(ids)
     assert pad not in {t for ids in encoded for t in ids}
-    optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=lr)
+    # beta2 0.98, 10% warm-up and batch 128 keep it out of a bad regime: a GPU sweep of this exact
+    # setup found batch 64 / beta2 0.999 / 5% warm-up stuck at 4% exact captions (colour and size
+    # right, positions at chance) while batch 128 reached 40% in the same 2600 steps.
+    optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=lr, betas=(0.9, 0.98))
     n = len(captions)
     generator = torch.Generator().manual_seed(seed)
     order, cursor = torch.randperm(n, generator=generator), 0
@@ -353,7 +362,7 @@ def train_captioner(directory: Path, cap_px: torch.Tensor, captions: list[tuple[
         idx = order[cursor:cursor + batch]
         cursor += batch
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, max(1, steps // 20), lr)
+            group["lr"] = lr_at(step, steps, max(1, steps // 10), lr)
         out = model(pixel_values=cap_px[idx].float(), labels=labels[idx])
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -379,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip-batch", type=int, default=256)
     parser.add_argument("--clip-lr", type=float, default=1e-3)
     parser.add_argument("--captioner-steps", type=int, default=2600)
-    parser.add_argument("--captioner-batch", type=int, default=64)
+    parser.add_argument("--captioner-batch", type=int, default=128)
     parser.add_argument("--captioner-lr", type=float, default=1.5e-3)
     parser.add_argument("--workers", type=int, default=2, help="processes drawing the training images")
     args = parser.parse_args(argv)

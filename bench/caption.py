@@ -43,7 +43,7 @@ VOCAB = 50257  # GPT-2's
 
 def captioner_dir(max_new_tokens: int, seed: int = 0) -> Path:
     """ViT-base + GPT-2 small VisionEncoderDecoder, random weights, fixed caption length (cached)."""
-    directory = common.CACHE / f"vit-gpt2-random-{seed}-len{max_new_tokens}"
+    directory = common.CACHE / f"vit-gpt2-random-v2-{seed}-len{max_new_tokens}"
     if (directory / "model.safetensors").exists():
         return directory
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -70,7 +70,7 @@ def captioner_dir(max_new_tokens: int, seed: int = 0) -> Path:
                                         bos_token="<|endoftext|>", eos_token="<|endoftext|>")
     eos = vocab["<|endoftext|>"]
     encoder = ViTModel(ViTConfig(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12,
-                                 num_attention_heads=12, intermediate_size=3072), add_pooling_layer=False)
+                                 num_attention_heads=12, intermediate_size=3072))  # with the pooler, as vit-gpt2 has
     decoder = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
                                          add_cross_attention=True, bos_token_id=eos, eos_token_id=eos,
                                          pad_token_id=vocab["[PAD]"]))
@@ -119,7 +119,8 @@ def main() -> None:
     captioner = load_captioner(CaptionerSpec("vit-gpt2-random", directory, "cpu", args.max_length, args.num_beams))
     clip = common.load_vit_b32("fp32")
     thumbs = thumbnails(args.images)
-    images = [imaging.decode(t, min_side=1, max_pixels=64_000_000) for t in thumbs]
+    # As the caption stage decodes them (pipeline.caption_batch: min side = THUMBNAIL_SIZE).
+    images = [imaging.decode(t, min_side=256, max_pixels=64_000_000) for t in thumbs]
 
     # A store with indexed records whose thumbnails are in blob storage, as after the embed stage.
     tmp = Path(tempfile.mkdtemp(prefix="bench-caption-"))

@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the repo root on sys.path)
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -78,6 +79,49 @@ def embed_todo_decode_first(todo, settings, store, blobs, clip, outcome) -> None
             outcome.follow_up.extend(u.id for u in updates if u.id in written)
 
 
+class NumpyPreprocess:
+    """PROPOSED change 4, as measured: open_clip's standard image transform (torchvision Resize of
+    the shorter side, bicubic; CenterCrop; ToTensor; Normalize) computed with PIL + NumPy. The
+    torchvision version runs ToTensor/Normalize as torch ops, which in the decode threads start
+    OpenMP teams of their own that spin against the model's threads; this one uses no torch op
+    but the final ``from_numpy``. Same sizes and crop offsets as torchvision (checked in
+    ``check``)."""
+
+    def __init__(self, transform) -> None:
+        from torchvision import transforms as T
+
+        steps = {type(t).__name__: t for t in transform.transforms}
+        resize, crop, norm = steps["Resize"], steps["CenterCrop"], steps["Normalize"]
+        assert isinstance(resize, T.Resize) and isinstance(resize.size, int) or len(resize.size) == 1
+        self.size = resize.size if isinstance(resize.size, int) else resize.size[0]
+        self.crop = crop.size if isinstance(crop.size, int) else crop.size[0]
+        self.resample = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[
+            resize.interpolation.value]
+        self.mean = np.asarray(norm.mean, dtype=np.float32)
+        self.std = np.asarray(norm.std, dtype=np.float32)
+        self.reference = transform
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        w, h = image.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = self.size, int(self.size * long / short)  # torchvision's arithmetic
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        if (new_w, new_h) != (w, h):
+            image = image.resize((new_w, new_h), self.resample)
+        top = int(round((new_h - self.crop) / 2.0))
+        left = int(round((new_w - self.crop) / 2.0))
+        image = image.crop((left, top, left + self.crop, top + self.crop))
+        pixels = np.asarray(image, dtype=np.float32) / 255.0
+        pixels = (pixels - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+
+    def check(self, images) -> float:
+        """Largest absolute difference from the torchvision transform over ``images``."""
+        return max(float((self(im) - self.reference(im)).abs().max()) for im in images)
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
@@ -87,11 +131,12 @@ class Variant:
     min_side: int = 448
     threads: int = 0  # torch.set_num_threads for the pipeline run; 0 = torch's default (the core count)
     decode_first: bool = False  # PROPOSED change 2 (monkeypatched pipeline._embed_todo)
+    numpy_preprocess: bool = False  # PROPOSED change 4 (ClipEncoder.preprocess replaced)
 
 
 def _v(name: str, encoder: str, batch: int = 16, decode_threads: int = 2, min_side: int = 448,
-       threads: int = 0, decode_first: bool = False) -> tuple[str, Variant]:
-    return name, Variant(name, encoder, batch, decode_threads, min_side, threads, decode_first)
+       threads: int = 0, decode_first: bool = False, numpy_preprocess: bool = False) -> tuple[str, Variant]:
+    return name, Variant(name, encoder, batch, decode_threads, min_side, threads, decode_first, numpy_preprocess)
 
 
 VARIANTS = dict([
@@ -118,10 +163,12 @@ VARIANTS = dict([
     _v("proposed_decode_first", "fp32", decode_first=True),
     _v("proposed_decode_first_ms256", "fp32", min_side=256, decode_first=True),
     _v("proposed_bf16w_decode_first_ms256", "bf16_weights", min_side=256, decode_first=True),
+    # PROPOSED (monkeypatched): NumPy preprocessing in the decode threads (change 4).
+    _v("proposed_nppre_ms256", "fp32", min_side=256, numpy_preprocess=True),
+    _v("proposed_bf16w_nppre_ms256", "bf16_weights", min_side=256, numpy_preprocess=True),
 ])
-DEFAULT_SET = ("default,fp32_ms256,bf16,proposed_bf16w_ms256,proposed_decode_first_ms256,"
-               "proposed_bf16w_decode_first_ms256")
-QUICK_SET = "default,fp32_ms256,proposed_decode_first_ms256,proposed_bf16w_decode_first_ms256"
+DEFAULT_SET = "default,fp32_ms256,bf16,proposed_bf16w_ms256"
+QUICK_SET = "default,fp32_ms256,proposed_bf16w_ms256"
 EXPLORE_SET = ",".join(VARIANTS)
 
 
@@ -160,18 +207,22 @@ def run_naive(records, blobs, store, clip) -> float:
     return time.perf_counter() - started
 
 
-def run_pipeline(records, settings, store, blobs, clip, decode_first: bool = False) -> float:
+def run_pipeline(records, settings, store, blobs, clip, decode_first: bool = False,
+                 numpy_preprocess: bool = False) -> float:
     """(b) the embed worker's call, on records the caller reset to 'queued' (outside the timing)."""
     ids = [r.id for r in records]
-    original = pipeline._embed_todo
+    original, original_pre = pipeline._embed_todo, clip.preprocess
     if decode_first:
         pipeline._embed_todo = embed_todo_decode_first
+    if numpy_preprocess:
+        clip.preprocess = NumpyPreprocess(original_pre)
     try:
         started = time.perf_counter()
         outcome = pipeline.embed_batch(ids, settings=settings, store=store, blobs=blobs, clip=clip)
         seconds = time.perf_counter() - started
     finally:
         pipeline._embed_todo = original
+        clip.preprocess = original_pre
     if len(outcome.done) != len(ids):
         raise RuntimeError(f"pipeline did not embed everything: {outcome}")
     return seconds
@@ -239,6 +290,12 @@ def main() -> None:
         torch.set_num_threads(threads)
     run_pipeline(records[:4], settings_for(tmp, variants[0]), store, blobs, encoders["fp32"])
     n = args.images
+    if any(v.numpy_preprocess for v in variants):
+        sample = [imaging.decode(d, min_side=m, max_pixels=64_000_000) for d in photos[:4] for m in (256, 448)]
+        numpy_preprocess_max_abs_diff = NumpyPreprocess(encoders["fp32"].preprocess).check(sample)
+        common.log(f"NumPy preprocess vs torchvision: max abs difference {numpy_preprocess_max_abs_diff:.2e}")
+    else:
+        numpy_preprocess_max_abs_diff = None
 
     # Each pipeline run is paired with a bound run right next to it (same model, precision, batch
     # and threads; which goes first alternates), so both see the same load from other processes.
@@ -285,7 +342,8 @@ def main() -> None:
             trio = [
                 (f"bound_t1:{v.name}", 1, lambda v=v: run_bound(batches[v.batch], encoders[v.encoder])),
                 (f"pipe:{v.name}", v.threads, lambda v=v: run_pipeline(records, settings_for(tmp, v), store, blobs,
-                                                                       encoders[v.encoder], v.decode_first)),
+                                                                       encoders[v.encoder], v.decode_first,
+                                                                       v.numpy_preprocess)),
                 (f"bound_tmax:{v.name}", threads, lambda v=v: run_bound(batches[v.batch], encoders[v.encoder])),
             ]
             if (rep + variants.index(v)) % 2:
@@ -309,6 +367,7 @@ def main() -> None:
         out_variants[v.name] = {
             "encoder": v.encoder, "embed_batch_size": v.batch, "decode_threads": v.decode_threads,
             "decode_min_side": v.min_side, "torch_threads": v.threads or threads, "decode_first": v.decode_first,
+            "numpy_preprocess": v.numpy_preprocess,
             "pipeline_img_s": round(med(pipe), 2),
             "bound_img_s": round(med(bound), 2),
             "speedup_vs_naive": round(med([p / a for p, a in zip(pipe, naive)]), 2),
@@ -344,6 +403,7 @@ def main() -> None:
         "cpu_targets_met": {"cpu_speedup_vs_naive>=3.0": head["cpu_speedup_vs_naive"] >= 3.0,
                             "cpu_fraction_of_bound>=0.8": head["cpu_fraction_of_bound"] >= 0.8},
         "best_variant_by_pipeline_img_per_cpu_s": max(out_variants, key=lambda k: out_variants[k]["pipeline_img_per_cpu_s"]),
+        "numpy_preprocess_max_abs_diff": numpy_preprocess_max_abs_diff,
         "naive_images": args.naive_images,
         "naive_img_per_cpu_s": round(med(naive_cpu), 2),
         "naive_runs_img_s": {k: [round(x, 2) for x in wall[k]] for k in naive_keys},

@@ -11,8 +11,9 @@ Redis db 9, a unique queue prefix. The data folder starts with the store bench/q
 run waits until each is indexed and captioned, then searches.
 
 Reported per process tree (the Celery parent and its pool child, gunicorn's arbiter and worker):
-VmHWM (peak resident set) of each process from /proc/<pid>/status, their sum, and the peak of the
-tree's summed VmRSS sampled every 0.25 s. ``store_growth_mib_per_100k`` comes from a fresh
+VmHWM (peak resident set) of each process from /proc/<pid>/status, their sum, and the peaks of
+the tree's summed VmRSS and summed Pss (smaps_rollup: pages shared between the Celery parent and
+its forked child counted once) sampled every 0.25 s. ``store_growth_mib_per_100k`` comes from a fresh
 subprocess that opens the store and loads every vector (RSS after minus before, scaled to 100k).
 """
 
@@ -83,6 +84,17 @@ def tree(pid: int) -> list[int]:
     return pids
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (a forked pool child shares its parent's) counted once."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def status_kib(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -99,6 +111,7 @@ class Sampler:
     def __init__(self, roots: dict[str, int], interval: float = 0.25) -> None:
         self.roots, self.interval = roots, interval
         self.peak_tree_rss = {name: 0 for name in roots}
+        self.peak_tree_pss = {name: 0 for name in roots}
         self.hwm: dict[str, dict[int, int]] = {name: {} for name in roots}
         self.cmd: dict[int, str] = {}
         self._stop = threading.Event()
@@ -107,9 +120,10 @@ class Sampler:
 
     def sample(self) -> None:
         for name, root in self.roots.items():
-            total = 0
+            total = pss = 0
             for pid in tree(root):
                 total += status_kib(pid, "VmRSS")
+                pss += pss_kib(pid)
                 hwm = status_kib(pid, "VmHWM")
                 if hwm:
                     self.hwm[name][pid] = max(hwm, self.hwm[name].get(pid, 0))
@@ -119,6 +133,7 @@ class Sampler:
                     except OSError:
                         pass
             self.peak_tree_rss[name] = max(self.peak_tree_rss[name], total)
+            self.peak_tree_pss[name] = max(self.peak_tree_pss[name], pss)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -202,6 +217,7 @@ def main() -> None:
             procs[name] = {
                 "idle_tree_rss_mib": round(idle[name] / 1024, 1),
                 "peak_tree_rss_mib_sampled": round(sampler.peak_tree_rss[name] / 1024, 1),
+                "peak_tree_pss_mib_sampled": round(sampler.peak_tree_pss[name] / 1024, 1),
                 "sum_vmhwm_mib": round(sum(sampler.hwm[name].values()) / 1024, 1),
                 "max_process_vmhwm_mib": round(max(sampler.hwm[name].values(), default=0) / 1024, 1),
                 "processes": per_pid,
@@ -217,6 +233,8 @@ def main() -> None:
             "api_peak_rss_mib": procs["api"]["peak_tree_rss_mib_sampled"],
             "embed_worker_peak_rss_mib": procs["embed_worker"]["peak_tree_rss_mib_sampled"],
             "caption_worker_peak_rss_mib": procs["caption_worker"]["peak_tree_rss_mib_sampled"],
+            "peak_pss_mib": {name: procs[name]["peak_tree_pss_mib_sampled"] for name in procs},
+            "peak_vmhwm_largest_process_mib": {name: procs[name]["max_process_vmhwm_mib"] for name in procs},
             "store_growth_mib_per_100k": round((store_probe["after_kib"] - store_probe["before_kib"]) / 1024
                                                * 100_000 / store_probe["rows"], 1),
             "store_load_s": round(store_probe["load_s"], 3),

@@ -190,7 +190,7 @@ def write_chart(report: Report, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = ["R@1", "R@5", "R@10", "MRR", "nDCG@10"]
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.5, 4.2), dpi=120)
     width = 0.8 / (len(report.modes) + 1)
     for i, m in enumerate(report.modes):
         values = [m.recall[1], m.recall[5], m.recall[10], m.mrr, m.ndcg10]
@@ -199,10 +199,10 @@ def write_chart(report: Report, path: Path) -> None:
     chance = [report.chance_recall[1], report.chance_recall[5], report.chance_recall[10]]
     ax.bar([x + len(report.modes) * width for x in range(3)], chance, width, label="chance", color="#bbbbbb")
     ax.set_xticks([x + width * len(report.modes) / 2 for x in range(len(names))], names)
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, 1.1)
     ax.set_ylabel("score")
     ax.set_title(f"Search quality per scheme ({report.images} images, {report.queries} queries)")
-    ax.legend(loc="upper left", fontsize=8, ncols=4)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -48,14 +48,23 @@ class ManagedProcess:
         if self.popen.poll() is None:
             os.killpg(self.popen.pid, sig)
 
-    def close(self, timeout: float = 20) -> None:
+    def close(self, timeout: float = 30) -> None:
+        """Graceful stop: SIGTERM to the leader only (Celery and gunicorn then finish their current
+        work and stop their children), SIGKILL to the whole group only if that takes too long."""
         if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.terminate()
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
+                pass
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)  # whatever is left of the group
+        except ProcessLookupError:
+            pass
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
         self._out.close()
 
 

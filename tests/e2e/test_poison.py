@@ -54,12 +54,13 @@ def test_poison_image_is_dead_lettered_and_its_batch_survives(redis_client, data
         assert "worker died 3 times" in record.error
         assert worker.popen.poll() is None  # the worker (its parent process) is still alive
         assert worker.output().count("WorkerLostError") >= 3
-        dead = json.loads(_cli(data_dir, "dead-letters", "list", "--json"))
-        assert [(d["stage"], d["id"]) for d in dead] == [("embed", poison)]
+        dead = {(d["stage"], d["id"]) for d in json.loads(_cli(data_dir, "dead-letters", "list", "--json"))}
+        assert ("embed", poison) in dead
+        assert not {image_id for _, image_id in dead} & set(good)  # no good image was dead-lettered
         # Each good image was written once: one vector each, no duplicate records.
         assert store.counts()["indexed"] == 5
 
         assert "re-queued 1" in _cli(data_dir, "dead-letters", "redrive", poison)
-        assert json.loads(_cli(data_dir, "dead-letters", "list", "--json")) == []
+        assert poison not in {d["id"] for d in json.loads(_cli(data_dir, "dead-letters", "list", "--json"))}
     finally:
         worker.close()

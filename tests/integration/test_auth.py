@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import uuid
 import sys
 
 import pytest
@@ -19,7 +20,9 @@ from tests.conftest import ROOT, child_env, jpeg
 
 @pytest.fixture
 def settings(data_dir, redis_client):
-    return Settings(data_dir=data_dir, auth="keys", rate_limit_per_minute=1000)
+    # Its own queue prefix: its own keys and dead letters, whatever other tests leave in Redis.
+    return Settings(data_dir=data_dir, auth="keys", rate_limit_per_minute=1000,
+                    queue_prefix=f"auth-{uuid.uuid4().hex[:8]}-")
 
 
 @pytest.fixture

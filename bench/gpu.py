@@ -364,13 +364,13 @@ def _proc_worker(rank, model_dir, precision, device_name, jpegs, batch, size, tm
     warm = Sink(Path(tmpdir) / f"warm-{rank}.sqlite3", ids[:batch], encoder.identity)
     run_nvjpeg(jpegs[:batch], ids[:batch], encoder, warm, batch, device, size, decode_device)
     sink = Sink(Path(tmpdir) / f"proc-{rank}.sqlite3", ids, encoder.identity)
-    barrier.wait(timeout=300)
+    barrier.wait(timeout=140)
     started = time.time()
     seconds = run_nvjpeg(jpegs, ids, encoder, sink, batch, device, size, decode_device)
     results.put((rank, started, started + seconds))
 
 
-def run_nvjpeg_procs(procs, jpegs, model_dir, precision, device, batch, size, tmpdir, timeout=240.0) -> float:
+def run_nvjpeg_procs(procs, jpegs, model_dir, precision, device, batch, size, tmpdir, timeout=150.0) -> float:
     """``procs`` processes on one GPU, each ingesting its share; aggregate time first start -> last end.
     Bounded: a child that dies or a run past ``timeout`` seconds ends the attempt with an error."""
     import multiprocessing as mp

@@ -14,8 +14,9 @@ All variants run in the same process on the same bytes, interleaved in a shuffle
 each repetition; the figures are medians over repetitions and the ratios are medians of the
 per-repetition ratios (each pipeline run divided by the bound run of the same repetition).
 
-Variants whose name starts with ``proposed_`` monkeypatch production code to measure a change
-proposed in bench/RESULTS.md; they are not what production does today.
+Variants named ``candidate_*`` / ``rejected_*`` monkeypatch production code to measure a change
+discussed in bench/RESULTS.md; ``old_bf16_autocast`` rebuilds the CPU bf16 of production before
+commit 7f44515 (fp32 weights under autocast). The others only change settings.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from imagesearch.stores.embedded import EmbeddedStore  # noqa: E402
 
 
 def embed_todo_decode_first(todo, settings, store, blobs, clip, outcome) -> None:
-    """PROPOSED change 2, as measured: production's ``pipeline._embed_todo`` plus one line. On a
+    """Candidate change (bench/proposals/candidate_decode_first.diff): production's
+    ``pipeline._embed_todo`` plus one line. On a
     CPU the decode threads and the model's OpenMP threads share the same cores, so overlapping
     them only oversubscribes the cores (a preempted OpenMP thread stalls the whole parallel
     region); decode the whole flush first, then run the model batches at full width."""
@@ -80,12 +82,14 @@ def embed_todo_decode_first(todo, settings, store, blobs, clip, outcome) -> None
 
 
 class NumpyPreprocess:
-    """PROPOSED change 4, as measured: open_clip's standard image transform (torchvision Resize of
+    """Rejected change, kept to show why: open_clip's standard image transform (torchvision Resize of
     the shorter side, bicubic; CenterCrop; ToTensor; Normalize) computed with PIL + NumPy. The
     torchvision version runs ToTensor/Normalize as torch ops, which in the decode threads start
     OpenMP teams of their own that spin against the model's threads; this one uses no torch op
-    but the final ``from_numpy``. Same sizes and crop offsets as torchvision (checked in
-    ``check``)."""
+    but the final ``from_numpy``. Bit-identical to torchvision (``check``). Measured: cheaper in
+    isolation, yet the pipeline used MORE CPU per image, because without torch ops in the decode
+    threads libgomp no longer sees more threads than cores and lets the model's OpenMP threads
+    spin-wait at full speed (see RESULTS.md)."""
 
     def __init__(self, transform) -> None:
         from torchvision import transforms as T
@@ -122,53 +126,51 @@ class NumpyPreprocess:
         return max(float((self(im) - self.reference(im)).abs().max()) for im in images)
 
 
+_DEFAULTS = Settings(_env_file=None)
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
-    encoder: str  # "fp32" | "bf16_autocast" (production precision=bf16) | "bf16_weights" (proposed)
-    batch: int = 16
-    decode_threads: int = 2
-    min_side: int = 448
+    encoder: str  # "fp32" | "bf16" (load_clip precision=bf16, as production does it now) | "bf16_autocast_fp32w"
+    batch: int = _DEFAULTS.embed_batch_size
+    decode_threads: int = _DEFAULTS.decode_threads
+    min_side: int = _DEFAULTS.decode_min_side
     threads: int = 0  # torch.set_num_threads for the pipeline run; 0 = torch's default (the core count)
-    decode_first: bool = False  # PROPOSED change 2 (monkeypatched pipeline._embed_todo)
-    numpy_preprocess: bool = False  # PROPOSED change 4 (ClipEncoder.preprocess replaced)
+    decode_first: bool = False  # candidate change (monkeypatched pipeline._embed_todo)
+    numpy_preprocess: bool = False  # rejected change (ClipEncoder.preprocess replaced)
 
 
-def _v(name: str, encoder: str, batch: int = 16, decode_threads: int = 2, min_side: int = 448,
-       threads: int = 0, decode_first: bool = False, numpy_preprocess: bool = False) -> tuple[str, Variant]:
-    return name, Variant(name, encoder, batch, decode_threads, min_side, threads, decode_first, numpy_preprocess)
+def _v(name: str, encoder: str, **kw) -> tuple[str, Variant]:
+    return name, Variant(name, encoder, **kw)
 
 
+# Names say what runs, independent of the production defaults of the day; "default" is whatever
+# Settings() and load_clip give now (precision auto = fp32 on a CPU).
 VARIANTS = dict([
-    # Production defaults: precision auto (fp32 on CPU), EMBED_BATCH_SIZE=16, DECODE_THREADS=2,
-    # DECODE_MIN_SIDE=448, torch's default thread count (= cores).
     _v("default", "fp32"),
-    # Settings-only tuning (every knob exists today; torch threads via OMP_NUM_THREADS).
-    _v("fp32_t1", "fp32", threads=1),
-    _v("fp32_t1_dt1", "fp32", decode_threads=1, threads=1),
+    # Settings that exist today (torch threads via OMP_NUM_THREADS in production).
+    _v("fp32_ms448", "fp32", min_side=448),  # DECODE_MIN_SIDE before commit 7f44515
     _v("fp32_ms256", "fp32", min_side=256),
-    _v("fp32_ms256_t1", "fp32", min_side=256, threads=1),
     _v("fp32_bs8", "fp32", batch=8),
     _v("fp32_bs32", "fp32", batch=32),
     _v("fp32_dt1", "fp32", decode_threads=1),
-    # IMAGESEARCH_PRECISION=bf16 as production implements it on CPU (fp32 weights + autocast).
-    _v("bf16", "bf16_autocast"),
-    _v("bf16_t1", "bf16_autocast", threads=1),
-    # PROPOSED (monkeypatched): bf16 weights on CPU too (see RESULTS.md, change 1).
-    _v("proposed_bf16w", "bf16_weights"),
-    _v("proposed_bf16w_t1", "bf16_weights", threads=1),
-    _v("proposed_bf16w_ms256", "bf16_weights", min_side=256),
-    _v("proposed_bf16w_ms256_t1", "bf16_weights", min_side=256, threads=1),
-    # PROPOSED (monkeypatched): decode the flush before the model on CPU (change 2).
-    _v("proposed_decode_first", "fp32", decode_first=True),
-    _v("proposed_decode_first_ms256", "fp32", min_side=256, decode_first=True),
-    _v("proposed_bf16w_decode_first_ms256", "bf16_weights", min_side=256, decode_first=True),
-    # PROPOSED (monkeypatched): NumPy preprocessing in the decode threads (change 4).
-    _v("proposed_nppre_ms256", "fp32", min_side=256, numpy_preprocess=True),
-    _v("proposed_bf16w_nppre_ms256", "bf16_weights", min_side=256, numpy_preprocess=True),
+    _v("fp32_t1", "fp32", threads=1),
+    # IMAGESEARCH_PRECISION=bf16 as production does it now (bf16 weights since commit 7f44515).
+    _v("bf16", "bf16"),
+    _v("bf16_ms448", "bf16", min_side=448),
+    _v("bf16_t1", "bf16", threads=1),
+    # IMAGESEARCH_PRECISION=bf16 as production did it on CPUs before 7f44515: fp32 weights + autocast.
+    _v("old_bf16_autocast", "bf16_autocast_fp32w", min_side=448),
+    # Candidate (monkeypatched): decode the whole flush before the model on CPU.
+    _v("candidate_decode_first", "fp32", decode_first=True),
+    _v("candidate_decode_first_bf16", "bf16", decode_first=True),
+    # Rejected (monkeypatched): NumPy preprocessing in the decode threads (more CPU per image).
+    _v("rejected_numpy_preprocess", "fp32", numpy_preprocess=True),
+    _v("rejected_numpy_preprocess_bf16", "bf16", numpy_preprocess=True),
 ])
-DEFAULT_SET = "default,fp32_ms256,bf16,proposed_bf16w_ms256"
-QUICK_SET = "default,fp32_ms256,proposed_bf16w_ms256"
+DEFAULT_SET = "default,fp32_ms448,bf16"
+QUICK_SET = "default,bf16"
 EXPLORE_SET = ",".join(VARIANTS)
 
 
@@ -176,16 +178,13 @@ def load_encoders(kinds: set[str]) -> dict:
     encoders = {}
     if "fp32" in kinds:
         encoders["fp32"] = common.load_vit_b32("fp32")
-    if "bf16_autocast" in kinds:
-        encoders["bf16_autocast"] = common.load_vit_b32("bf16")
-    if "bf16_weights" in kinds:
-        # PROPOSED change 1, applied by hand: what load_clip would build if CPUs held bf16 weights
-        # like GPUs do (open_clip precision="bf16" = convert_weights_to_lp), autocast kept.
-        from open_clip.model import convert_weights_to_lp
-
-        encoder = common.load_vit_b32("bf16")
-        convert_weights_to_lp(encoder.model, dtype=torch.bfloat16)
-        encoders["bf16_weights"] = encoder
+    if "bf16" in kinds:
+        encoders["bf16"] = common.load_vit_b32("bf16")
+    if "bf16_autocast_fp32w" in kinds:
+        # The CPU bf16 of production before commit 7f44515: fp32 weights, bf16 autocast per call.
+        encoder = common.load_vit_b32("fp32")
+        encoder.dtype = torch.bfloat16
+        encoders["bf16_autocast_fp32w"] = encoder
     return encoders
 
 
@@ -238,7 +237,7 @@ def run_bound(batches, clip) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="16 images, 2 repetitions, 3 variants")
+    parser.add_argument("--quick", action="store_true", help="16 images, 2 repetitions, 2 variants")
     parser.add_argument("--images", type=int, default=48, help="half 12 MP, half 1 MP")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -380,6 +379,11 @@ def main() -> None:
             "bound_runs_img_s": {t: [round(x, 2) for x in wall[f"bound_{t}:{v.name}"]] for t in ("t1", "tmax")},
             "bound_runs_img_per_cpu_s": {t: [round(x, 2) for x in cpu[f"bound_{t}:{v.name}"]] for t in ("t1", "tmax")},
         }
+    for v in out_variants.values():
+        v["targets_met"] = {"speedup_vs_naive>=3.0": v["speedup_vs_naive"] >= 3.0,
+                            "fraction_of_bound>=0.8": v["fraction_of_bound"] >= 0.8,
+                            "cpu_speedup_vs_naive>=3.0": v["cpu_speedup_vs_naive"] >= 3.0,
+                            "cpu_fraction_of_bound>=0.8": v["cpu_fraction_of_bound"] >= 0.8}
     head = out_variants[args.headline]
     result = {
         "benchmark": "ingest",

@@ -127,6 +127,8 @@ def load_clip(spec: ClipSpec) -> ClipEncoder:
     # Weights are held in the compute dtype. (fp32 weights under CPU autocast were re-cast on every
     # call and lost the fused attention path: 2x slower than fp32, see bench/RESULTS.md.)
     weights = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+    if device.type == "cpu" and weights == "fp16":
+        weights = "fp32"  # CPUs have no fast fp16 kernels: keep fp32 weights and autocast
     if spec.directory is not None:
         directory = Path(spec.directory).resolve()
         require_files(directory, CLIP_FILES, "IMAGESEARCH_CLIP_MODEL_DIR")

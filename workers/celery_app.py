@@ -23,7 +23,10 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         # Batching tasks buffer messages in the worker: it must be allowed to hold a full batch.
         worker_prefetch_multiplier=max(settings.embed_flush_every, settings.caption_batch_size),
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        # A worker killed while holding kombu's restore mutex blocks redelivery until it expires
+        # (300 s by default): never longer than the visibility timeout itself.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds,
+                                  "unacked_mutex_expire": min(300, settings.visibility_timeout_seconds)},
         broker_connection_retry_on_startup=True,
         task_routes={
             EMBED_TASK: {"queue": settings.queue("embed")},

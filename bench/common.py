@@ -112,10 +112,10 @@ def vit_b32_dir(seed: int = 0) -> Path:
     return directory
 
 
-def load_vit_b32(precision: str = "fp32", device: str = "cpu"):
+def load_vit_b32(precision: str = "fp32", device: str = "cpu", prepack_text: bool = True):
     from imagesearch.models.clip import ClipSpec, load_clip
 
-    return load_clip(ClipSpec("ViT-B-32", "", vit_b32_dir(), device, precision))
+    return load_clip(ClipSpec("ViT-B-32", "", vit_b32_dir(), device, precision, prepack_text))
 
 
 # -- machine facts ---------------------------------------------------------------------------------

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Model precision: auto = fp16 on GPU, fp32 on CPU; bf16 holds bf16 weights (2x faster than fp32
     # on CPUs with AVX512-BF16/AMX, vectors within cosine 0.9999 of fp32).
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # On CPU in fp32, hold the CLIP text layers' weights pre-packed for oneDNN: query encoding ~1.8x
+    # faster, vectors equal to 1e-6 (checked at load; the stock layers stay if they differ).
+    clip_prepack_text: bool = True
 
     # Workers. A task takes up to *_flush_every messages (or what arrived within the flush
     # interval) and runs the model on *_batch_size images at a time.

@@ -23,6 +23,7 @@ from imagesearch.models.loading import (
     require_files,
     weights_fingerprint,
 )
+from imagesearch.models.prepacked import prepack_text_transformer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ CLIP_FILES = {
 }
 
 
+# One short and one long query: the packed text layers must reproduce both.
+_PROBE_TEXTS = ["dog", "two children running in front of a house with a red door, seen from the street"]
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     name: str
@@ -44,11 +49,12 @@ class ClipSpec:
     directory: Path | None
     device: str
     precision: str = "auto"
+    prepack_text: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ClipSpec":
         return cls(settings.clip_model, settings.clip_pretrained, settings.clip_model_dir, settings.device,
-                   settings.precision)
+                   settings.precision, settings.clip_prepack_text)
 
 
 class ClipEncoder:
@@ -70,6 +76,7 @@ class ClipEncoder:
         self.dtype = dtype
         self.identity = identity
         self._lock = threading.Lock()
+        self.prepacked_text = False
         with torch.inference_mode():
             probe = self.tokenizer(["probe"]).to(device)
             self.dim = int(self.model.encode_text(probe).shape[-1])
@@ -153,8 +160,12 @@ def load_clip(spec: ClipSpec) -> ClipEncoder:
             "Offline, set IMAGESEARCH_CLIP_MODEL_DIR to a folder holding open_clip_config.json and "
             "open_clip_model.safetensors (open_clip's local-dir format)."
         ) from exc
-    log.info("loaded CLIP %s on %s", identity, device)
-    return ClipEncoder(model, preprocess, tokenizer, device, identity, dtype)
+    encoder = ClipEncoder(model, preprocess, tokenizer, device, identity, dtype)
+    if spec.prepack_text and device.type == "cpu" and dtype == torch.float32:
+        encoder.prepacked_text = prepack_text_transformer(
+            model, lambda: torch.from_numpy(encoder.encode_texts(_PROBE_TEXTS)))
+    log.info("loaded CLIP %s on %s%s", identity, device, " (packed text layers)" if encoder.prepacked_text else "")
+    return encoder
 
 
 @lru_cache(maxsize=4)

@@ -21,12 +21,17 @@ process's RSS growth are reported separately (``first_load_s``, ``rss_growth_mib
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+# Threads as the API process runs them (api/__init__.py): one for torch and one for NumPy's BLAS,
+# unless OMP_NUM_THREADS says otherwise. Must be set before either library loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -126,7 +131,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200, help="timed queries (cycling over the query set)")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's, = cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: OMP_NUM_THREADS, 1 unless set, as in the API)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
     if args.quick:

@@ -103,3 +103,30 @@ def test_vector_table_compacts_and_keeps_answers():
     assert len(table) == 1000
     hits = table.search(_unit(2), 1, Filters(), None)
     assert hits[0][0] == "v2" and abs(hits[0][1] - 1.0) < 1e-5
+
+
+def test_vector_table_matches_brute_force_through_adds_removes_and_growth(monkeypatch):
+    """Buffered appends, growth and compaction never change an answer (checked after every step)."""
+    import imagesearch.stores.vector_table as vector_table
+
+    monkeypatch.setattr(vector_table, "_PENDING_BLOCK", 7)  # flushes mid-stream as well as at search
+    rng = np.random.default_rng(5)
+    table = VectorTable(DIM, capacity=2)
+    live: dict[str, np.ndarray] = {}
+    for step in range(1500):
+        image_id = f"v{rng.integers(400)}"
+        if rng.random() < 0.3:
+            table.remove(image_id)
+            live.pop(image_id, None)
+        else:  # a new id, or a re-added one replacing its old vector
+            vector = rng.standard_normal(DIM).astype(np.float32)
+            vector /= np.linalg.norm(vector)
+            table.add(image_id, vector, "t", "c")
+            live[image_id] = vector
+        if step % 50 == 0 or step == 1499:
+            query = rng.standard_normal(DIM).astype(np.float32)
+            hits = table.search(query, 5, Filters(), None)
+            expected = sorted(live, key=lambda i: -float(live[i] @ query))[:5]
+            assert [h[0] for h in hits] == expected
+            np.testing.assert_allclose([h[1] for h in hits], [live[i] @ query for i in expected], rtol=1e-5)
+    assert len(table) == len(live)

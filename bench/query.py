@@ -29,9 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-# Threads as the API process runs them (api/__init__.py): one for torch and one for NumPy's BLAS,
-# unless OMP_NUM_THREADS says otherwise. Must be set before either library loads.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+if __name__ == "__main__":
+    # Threads as the API process runs them (api/__init__.py): one for torch and one for NumPy's
+    # BLAS, unless OMP_NUM_THREADS says otherwise. Must be set before either library loads.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402

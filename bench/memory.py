@@ -60,7 +60,7 @@ seconds = time.perf_counter() - started
 after = rss()
 table = store._tables[('image', sys.argv[3])]
 print(json.dumps({'rows': len(table), 'before_kib': before, 'after_kib': after, 'load_s': seconds,
-                  'matrix_capacity_rows': int(table._matrix.shape[0])}))
+                  'matrix_capacity_vectors': table.capacity}))
 """
 
 

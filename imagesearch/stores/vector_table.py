@@ -42,6 +42,11 @@ class VectorTable:
     def __len__(self) -> int:
         return len(self._row)
 
+    @property
+    def capacity(self) -> int:
+        """Vectors the matrix holds before it grows (all of it is resident memory)."""
+        return self._alive.shape[0]
+
     def _code(self, value: str) -> int:
         return self._codes.setdefault(value, len(self._codes))
 

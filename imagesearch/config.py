@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=5, ge=0)
     # A message whose processing killed the worker this many times becomes a dead letter.
     max_deliveries: int = Field(default=3, ge=1)
+    # A record still `queued` this long while the embed queue is empty lost its message (a broker
+    # that dies mid-delivery can drop one); embed workers send it again. 0: never.
+    requeue_stale_after_seconds: int = Field(default=900, ge=0)
     # The longest a batch may take; with the retry backoff it bounds the visibility timeout.
     max_batch_seconds: int = Field(default=600, ge=1)
     retry_backoff_seconds: float = Field(default=2.0, gt=0)

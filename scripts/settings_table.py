@@ -88,6 +88,8 @@ OTHER_VARIABLES: tuple[tuple[str, str], ...] = (
      "folder, and a fresh empty one per deployment (the files are never deleted)."),
     ("PORT", "Port of the Procfile's `web` process (default 8000)."),
     ("WEB_CONCURRENCY", "gunicorn worker processes of the Procfile's `web` process (default 2)."),
+    ("OMP_NUM_THREADS", "Threads per process for torch and NumPy's BLAS. The API defaults it to 1 (one thread per "
+                        "query; scale with `WEB_CONCURRENCY`); workers use every core unless it is set."),
     ("IMAGESEARCH_API_URL", "API base URL for `imagesearch search` (default `http://127.0.0.1:8000`)."),
     ("HF_HUB_OFFLINE", "`1`: never contact the Hugging Face hub (models come from the `*_DIR` settings)."),
 )

@@ -15,7 +15,7 @@ ISOLATED_TASK = "imagesearch.isolated"
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("imagesearch", broker=settings.redis_url, include=["workers.tasks"])
+    app = Celery("imagesearch", broker=settings.redis_url, include=["workers.tasks", "workers.sweeper"])
     app.conf.update(
         # A task is acknowledged only after its batch finished; a worker that dies mid-batch
         # leaves its messages to be redelivered instead of losing them.

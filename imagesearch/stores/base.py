@@ -73,6 +73,10 @@ class Store(Protocol):
 
     def counts(self) -> dict[str, int]: ...
 
+    def stale_queued(self, before: float, limit: int = 1000) -> list[str]:
+        """Ids of records still ``queued`` whose last change is older than ``before`` (epoch
+        seconds), oldest first: candidates for re-sending when their message was lost."""
+
     def iter_records(self, batch_size: int = 500) -> Iterator[ImageRecord]:
         """Every record (without vectors), for reconciliation and reindexing."""
 

@@ -222,6 +222,12 @@ class EmbeddedStore:
         out["caption_pending"] = pending
         return out
 
+    def stale_queued(self, before: float, limit: int = 1000) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT id FROM images WHERE status = 'queued' AND updated_at < ? ORDER BY updated_at LIMIT ?",
+            (before, limit))
+        return [row[0] for row in rows]
+
     def iter_records(self, batch_size: int = 500) -> Iterator[ImageRecord]:
         """Every record, in id order, read in pages (no vectors)."""
         last = ""

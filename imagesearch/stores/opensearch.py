@@ -545,6 +545,20 @@ class OpenSearchStore:
         out["caption_pending"] = resp["aggregations"]["caption_pending"]["doc_count"]
         return out
 
+    def stale_queued(self, before: float, limit: int = 1000) -> list[str]:
+        body = {
+            "size": limit,
+            "_source": False,
+            "query": {"bool": {"filter": [{"term": {"status": "queued"}},
+                                          {"range": {"updated_at": {"lt": int(before * 1000)}}}]}},
+            "sort": ["updated_at"],  # ascending: oldest first
+        }
+        try:
+            resp = self._call(self.client.search, index=self._read, body=body)
+        except os_errors.NotFoundError:
+            return []
+        return [hit["_id"] for hit in resp["hits"]["hits"]]
+
     # -- search --------------------------------------------------------------------------------
 
     def vector(self, image_id: str, field: VectorField) -> tuple[np.ndarray, str] | None:

@@ -6,35 +6,33 @@ import numpy as np
 
 from imagesearch.stores.base import Filters
 
-# Appends written to the matrix at once; bounds the memory they hold while a large load is applied.
+# Vectors per block of columns (32 MiB at 512 dims). Only the last block grows, so growing copies
+# at most one block and spare capacity never exceeds one block.
+_BLOCK = 16384
+_FIRST_BLOCK = 1024
+# Appends staged before they are written as columns; bounds what a large load holds meanwhile.
 _PENDING_BLOCK = 4096
-
-
-def _larger(rows: int) -> int:
-    # Grow by a quarter, not double: with one column per vector every page of the matrix is
-    # resident (transparent huge pages span several of its rows), so spare capacity costs memory.
-    return max(1024, rows + rows // 4)
 
 
 class VectorTable:
     """Rows are appended; removals leave holes that are compacted once they outnumber live rows.
 
-    Vectors are stored as columns (a dim x capacity matrix): scoring is then query @ columns, which
+    Vectors are stored as columns (blocks of dim x _BLOCK): scoring is then query @ columns, which
     streams long contiguous rows, and one thread runs it at memory bandwidth (8 ms for 100,000 x
     512 here, against 15.6 ms for one row per vector; bench/RESULTS.md, "Query"). Appends are
-    buffered and written as one block before the next search, since a single column write touches
+    staged and written as one block before the next search, since a single column write touches
     `dim` cache lines.
     """
 
-    def __init__(self, dim: int, capacity: int = 1024) -> None:
+    def __init__(self, dim: int) -> None:
         self.dim = dim
-        self._matrix = np.zeros((dim, capacity), dtype=np.float32)
-        # The last `_pending` rows' vectors, staged row by row until they are written as one block.
+        self._blocks: list[np.ndarray] = []  # all but the last are _BLOCK columns wide
+        # The last `_pending` rows' vectors, staged row by row until they are written as columns.
         self._staging = np.empty((0, dim), dtype=np.float32)
         self._pending = 0
-        self._alive = np.zeros(capacity, dtype=bool)
-        self._tenant = np.zeros(capacity, dtype=np.int32)
-        self._collection = np.zeros(capacity, dtype=np.int32)
+        self._alive = np.zeros(_FIRST_BLOCK, dtype=bool)
+        self._tenant = np.zeros(_FIRST_BLOCK, dtype=np.int32)
+        self._collection = np.zeros(_FIRST_BLOCK, dtype=np.int32)
         self._ids: list[str | None] = []
         self._row: dict[str, int] = {}
         self._codes: dict[str, int] = {}
@@ -44,8 +42,8 @@ class VectorTable:
 
     @property
     def capacity(self) -> int:
-        """Vectors the matrix holds before it grows (all of it is resident memory)."""
-        return self._alive.shape[0]
+        """Vectors the allocated columns hold before another block is needed."""
+        return sum(block.shape[1] for block in self._blocks)
 
     def _code(self, value: str) -> int:
         return self._codes.setdefault(value, len(self._codes))
@@ -54,7 +52,7 @@ class VectorTable:
         self.remove(image_id)
         n = len(self._ids)
         if n == self._alive.shape[0]:
-            self._grow(_larger(n))
+            self._grow_rows(2 * n)
         if self._staging.shape[0] == 0:
             self._staging = np.empty((_PENDING_BLOCK, self.dim), dtype=np.float32)
         self._staging[self._pending] = vector
@@ -80,8 +78,7 @@ class VectorTable:
         n = len(self._ids)
         if n == 0 or k <= 0:
             return []
-        self._write_pending()
-        scores = query @ self._matrix[:, :n]
+        scores = self._scores(np.asarray(query, dtype=np.float32), n)
         mask = self._alive[:n].copy()
         for values, wanted in ((self._tenant, filters.tenant), (self._collection, filters.collection)):
             if wanted is not None:
@@ -103,17 +100,57 @@ class VectorTable:
         order = candidates[np.lexsort((candidates, -scores[candidates]))]
         return [(self._ids[i], float(scores[i])) for i in order]  # type: ignore[misc]
 
+    def _scores(self, query: np.ndarray, n: int) -> np.ndarray:
+        self._write_pending()
+        scores = np.empty(n, dtype=np.float32)
+        for index, block in enumerate(self._blocks):
+            start = index * _BLOCK
+            if start >= n:
+                break
+            stop = min(n, start + block.shape[1])
+            np.matmul(query, block[:, : stop - start], out=scores[start:stop])
+        return scores
+
     def _write_pending(self) -> None:
         if self._pending:
             start = len(self._ids) - self._pending
-            self._matrix[:, start:len(self._ids)] = self._staging[: self._pending].T
+            self._write_columns(start, self._staging[: self._pending].T)
             self._pending = 0
 
-    def _grow(self, capacity: int) -> None:
-        self._write_pending()
-        matrix = np.zeros((self.dim, capacity), dtype=np.float32)
-        matrix[:, : self._matrix.shape[1]] = self._matrix
-        self._matrix = matrix
+    def _write_columns(self, start: int, columns: np.ndarray) -> None:
+        end = start + columns.shape[1]
+        self._reserve_columns(end)
+        position = start
+        while position < end:
+            index, offset = divmod(position, _BLOCK)
+            block = self._blocks[index]
+            take = min(end - position, block.shape[1] - offset)
+            block[:, offset:offset + take] = columns[:, position - start:position - start + take]
+            position += take
+
+    def _reserve_columns(self, end: int) -> None:
+        while self.capacity < end:
+            last = self._blocks[-1] if self._blocks else None
+            if last is not None and last.shape[1] < _BLOCK:
+                needed = end - (self.capacity - last.shape[1])
+                grown = np.empty((self.dim, min(_BLOCK, max(2 * last.shape[1], needed))), dtype=np.float32)
+                grown[:, : last.shape[1]] = last
+                self._blocks[-1] = grown
+            else:
+                needed = end - self.capacity
+                self._blocks.append(np.empty((self.dim, min(_BLOCK, max(_FIRST_BLOCK, needed))), dtype=np.float32))
+
+    def _gather(self, blocks: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """The columns of `rows` (ascending) from `blocks`, in that order."""
+        parts = []
+        for index, block in enumerate(blocks):
+            start = index * _BLOCK
+            lo, hi = np.searchsorted(rows, (start, start + block.shape[1]))
+            if hi > lo:
+                parts.append(block[:, rows[lo:hi] - start])
+        return np.concatenate(parts, axis=1) if parts else np.empty((self.dim, 0), dtype=np.float32)
+
+    def _grow_rows(self, capacity: int) -> None:
         for name in ("_alive", "_tenant", "_collection"):
             old = getattr(self, name)
             new = np.zeros(capacity, dtype=old.dtype)
@@ -123,10 +160,10 @@ class VectorTable:
     def _compact(self) -> None:
         self._write_pending()
         keep = np.flatnonzero(self._alive[: len(self._ids)])
-        size = _larger(keep.size)
-        matrix = np.zeros((self.dim, size), dtype=np.float32)
-        matrix[:, : keep.size] = self._matrix[:, keep]
-        self._matrix = matrix
+        old_blocks, self._blocks = self._blocks, []
+        for start in range(0, keep.size, _BLOCK):
+            self._write_columns(start, self._gather(old_blocks, keep[start:start + _BLOCK]))
+        size = max(_FIRST_BLOCK, 2 * keep.size)
         for name in ("_alive", "_tenant", "_collection"):
             old = getattr(self, name)
             new = np.zeros(size, dtype=old.dtype)

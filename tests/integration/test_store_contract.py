@@ -197,6 +197,21 @@ def test_counts(store: Store) -> None:
     assert store.counts() == {"queued": 1, "indexed": 2, "failed": 1, "caption_pending": 1}
 
 
+def test_stale_queued_lists_only_queued_records_older_than_the_cutoff(store: Store) -> None:
+    import time
+
+    before_any = time.time() - 1
+    for image_id in "abcd":
+        store.put(rec(image_id))
+        time.sleep(0.01)  # distinct update times, so the order is defined
+    index(store, "b", vec(1))
+    store.set_failed("c", "h1", "embed", "bad")
+    later = time.time() + 1
+    assert store.stale_queued(later) == ["a", "d"]  # oldest first; indexed and failed ones never
+    assert store.stale_queued(later, limit=1) == ["a"]
+    assert store.stale_queued(before_any) == []
+
+
 # -- search -------------------------------------------------------------------------------------
 
 

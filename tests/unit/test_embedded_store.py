@@ -93,7 +93,7 @@ def test_captions_keyword_search_and_delete(tmp_path):
 
 
 def test_vector_table_compacts_and_keeps_answers():
-    table = VectorTable(DIM, capacity=4)
+    table = VectorTable(DIM)
     for i in range(3000):
         table.add(f"v{i}", _unit(i), "t", "c")
     for i in range(0, 3000, 3):
@@ -109,11 +109,17 @@ def test_vector_table_matches_brute_force_through_adds_removes_and_growth(monkey
     """Buffered appends, growth and compaction never change an answer (checked after every step)."""
     import imagesearch.stores.vector_table as vector_table
 
-    monkeypatch.setattr(vector_table, "_PENDING_BLOCK", 7)  # flushes mid-stream as well as at search
+    # Small blocks, so growth, block boundaries and staged writes spanning blocks all occur.
+    monkeypatch.setattr(vector_table, "_PENDING_BLOCK", 7)
+    monkeypatch.setattr(vector_table, "_BLOCK", 16)
+    monkeypatch.setattr(vector_table, "_FIRST_BLOCK", 2)
+    compactions = []
+    compact = VectorTable._compact
+    monkeypatch.setattr(VectorTable, "_compact", lambda self: (compactions.append(1), compact(self)))
     rng = np.random.default_rng(5)
-    table = VectorTable(DIM, capacity=2)
+    table = VectorTable(DIM)
     live: dict[str, np.ndarray] = {}
-    for step in range(1500):
+    for step in range(3000):
         image_id = f"v{rng.integers(400)}"
         if rng.random() < 0.3:
             table.remove(image_id)
@@ -123,10 +129,10 @@ def test_vector_table_matches_brute_force_through_adds_removes_and_growth(monkey
             vector /= np.linalg.norm(vector)
             table.add(image_id, vector, "t", "c")
             live[image_id] = vector
-        if step % 50 == 0 or step == 1499:
+        if step % 50 == 0 or step == 2999:
             query = rng.standard_normal(DIM).astype(np.float32)
             hits = table.search(query, 5, Filters(), None)
             expected = sorted(live, key=lambda i: -float(live[i] @ query))[:5]
             assert [h[0] for h in hits] == expected
             np.testing.assert_allclose([h[1] for h in hits], [live[i] @ query for i in expected], rtol=1e-5)
-    assert len(table) == len(live)
+    assert len(table) == len(live) and len(compactions) >= 2

@@ -921,6 +921,20 @@ def test_counts_is_one_aggregation(store: OpenSearchStore, fake: FakeOpenSearch)
     assert fake.requests[-1].body["size"] == 0
 
 
+def test_stale_queued_is_one_filtered_sorted_search(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_search", (200, {
+        "took": 1, "timed_out": False, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+        "hits": {"total": {"value": 2, "relation": "eq"}, "max_score": None, "hits": [
+            {"_index": "imagesearch-v1", "_id": "old", "_score": None, "sort": [1000]},
+            {"_index": "imagesearch-v1", "_id": "older-than-cutoff", "_score": None, "sort": [2000]}]}}))
+    assert store.stale_queued(1_700_000_000.25, limit=50) == ["old", "older-than-cutoff"]
+    body = fake.requests[-1].body
+    assert body["size"] == 50 and body["_source"] is False
+    assert body["query"]["bool"]["filter"] == [{"term": {"status": "queued"}},
+                                               {"range": {"updated_at": {"lt": 1_700_000_000_250}}}]
+    assert body["sort"] == ["updated_at"]
+
+
 # -- configuration ------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from imagesearch.memtrim import release_freed_memory
 from imagesearch.records import ImageRecord, VectorField
 from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate, StoreUnavailable
 from imagesearch.stores.vector_table import VectorTable
@@ -65,6 +66,8 @@ _RECORD_COLUMNS = (
 )
 _SELECT_RECORD = f"SELECT {', '.join(_RECORD_COLUMNS)} FROM images"
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Rows applied in one refresh past which freed heap memory is handed back (a process's first load).
+_LARGE_REFRESH = 10_000
 
 
 class EmbeddedStore:
@@ -298,7 +301,9 @@ class EmbeddedStore:
             rows = db.execute(
                 "SELECT id, tenant, collection, status, image_model, image_vec, text_model, caption_vec "
                 "FROM images WHERE seq > ? AND seq <= ?", (since, latest))
+            applied = 0
             for image_id, tenant, collection, status, image_model, image_vec, text_model, caption_vec in rows:
+                applied += 1
                 self._drop(image_id)
                 if status != "indexed":
                     continue
@@ -314,6 +319,8 @@ class EmbeddedStore:
                         table.add(image_id, vector, tenant, collection)
                         self._where[f"{field}:{image_id}"] = key
             self._seen_seq = latest
+        if applied >= _LARGE_REFRESH:
+            release_freed_memory()  # the rows' blobs churned through the heap: 25 MiB per 100,000 kept
 
     def _drop(self, image_id: str) -> None:
         for field in ("image", "caption"):

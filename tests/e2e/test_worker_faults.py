@@ -124,47 +124,61 @@ def test_store_locked_for_a_while_then_tasks_retry_and_complete(redis_client, da
         worker.close()
 
 
-def test_records_whose_message_was_lost_are_sent_again(redis_client, data_dir):
-    """Accepted records whose messages never reached the queue are found and embedded once it is empty."""
+def _redis_server(tmp_path) -> tuple[list[str], str]:
+    """Command line and URL of a private Redis (AOF, fsync always) on a free port."""
+    from imagesearch import procs
+
+    port = procs.free_port()
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    return (["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""], f"redis://127.0.0.1:{port}/0")
+
+
+def _start_redis(args: list[str]):
+    import subprocess
+
+    server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    port = args[args.index("--port") + 1]
+    wait_until(lambda: subprocess.run(["redis-cli", "-p", port, "ping"], capture_output=True,
+                                      text=True).stdout.strip() == "PONG", 30, what="redis up")
+    return server
+
+
+def test_records_whose_message_was_lost_are_sent_again(data_dir, tmp_path):
+    """Accepted records whose messages never reached the queue are found and embedded once it is empty.
+
+    A private Redis: unacknowledged messages that earlier tests' killed workers left in the shared
+    one would (rightly) hold the re-sending back until Redis redelivers them.
+    """
+    args, redis_url = _redis_server(tmp_path)
+    server = _start_redis(args)
     settings = Settings(data_dir=data_dir)
     store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
     lost = [ingest.accept(ingest.Upload(jpeg((i * 40, 7, 7))), settings=settings, store=store, blobs=blobs,
                           enqueue=lambda _: None).id for i in range(3)]
-    worker = start_worker(data_dir, "worker", queues=("embed",), IMAGESEARCH_REQUEUE_STALE_AFTER_SECONDS="3")
+    worker = start_worker(data_dir, "worker", queues=("embed",), IMAGESEARCH_REDIS_URL=redis_url,
+                          IMAGESEARCH_REQUEUE_STALE_AFTER_SECONDS="3")
     try:
         wait_until(lambda: all(r.status == "indexed" for r in store.get_many(lost).values()), 90,
                    what="lost records indexed")
         assert worker.output().count("re-sent 3 record(s)") == 1  # once, not on every sweep
     finally:
         worker.close()
+        server.kill()
+        server.wait(10)
 
 
 def test_redis_restart_during_ingestion_loses_nothing(data_dir, tmp_path):
     """A private Redis with AOF (fsync always) is killed and restarted while the worker holds messages."""
-    import subprocess
-
-    from imagesearch import procs
-
-    port = procs.free_port()
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir), "--appendonly", "yes",
-            "--appendfsync", "always", "--save", ""]
-
-    def start_redis() -> subprocess.Popen:
-        server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                                          text=True).stdout.strip() == "PONG", 30, what="redis up")
-        return server
-
-    redis_url = f"redis://127.0.0.1:{port}/0"
+    args, redis_url = _redis_server(tmp_path)
     # Redis delivery is a pop then a separate write of the unacknowledged copy: a kill between the
     # two loses that message, and the record it was for is re-sent once the queue is empty.
     env = {"IMAGESEARCH_REDIS_URL": redis_url, "IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS": "8",
            "IMAGESEARCH_REQUEUE_STALE_AFTER_SECONDS": "20",
            "IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS": "2", "IMAGESEARCH_MAX_BATCH_SECONDS": "5",
            "IMAGESEARCH_EMBED_FLUSH_EVERY": "8", "IMAGESEARCH_EMBED_BATCH_SIZE": "4"}
-    server = start_redis()
+    server = _start_redis(args)
     settings = Settings(data_dir=data_dir)
     store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
     from celery import Celery
@@ -179,7 +193,7 @@ def test_redis_restart_during_ingestion_loses_nothing(data_dir, tmp_path):
         worker.wait_for_output("embed batch:", 90)
         server.kill()
         server.wait(10)
-        server = start_redis()
+        server = _start_redis(args)
         wait_until(lambda: store.counts()["indexed"] == 40, 180, 0.5, what="all 40 indexed after the restart")
         assert worker.popen.poll() is None
     finally:

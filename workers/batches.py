@@ -24,6 +24,16 @@ log = get_logger(__name__)
 class ReliableBatches(Batches):
     abstract = True
 
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:
+        # The consumer builds its strategies again after a broker reconnect, on a cleared timer.
+        # celery-batches armed its flush timer on the old one and, still holding that entry, would
+        # never arm another: a part-filled batch then waited for more messages, possibly forever
+        # (seen after a Redis restart: 6 messages held for minutes).
+        if self._tref is not None:
+            self._tref.cancel()
+            self._tref = None
+        return super().Strategy(task, app, consumer)
+
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)
         late = [r for r in requests if r.task.acks_late]

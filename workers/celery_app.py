@@ -15,7 +15,7 @@ ISOLATED_TASK = "imagesearch.isolated"
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("imagesearch", broker=settings.redis_url, include=["workers.tasks", "workers.sweeper"])
+    app = Celery("imagesearch", broker=settings.redis_url, include=["workers.tasks"])
     app.conf.update(
         # A task is acknowledged only after its batch finished; a worker that dies mid-batch
         # leaves its messages to be redelivered instead of losing them.
@@ -41,6 +41,9 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
     )
+    from workers.sweeper import RequeueStale
+
+    app.steps["consumer"].add(RequeueStale)
     return app
 
 

@@ -1,24 +1,25 @@
 """Embed workers re-send records whose message was lost (:mod:`imagesearch.requeue`).
 
-Runs on the worker's own timer, in its main process, every tenth of
-``REQUEUE_STALE_AFTER_SECONDS``, and only while no embed message is waiting or being processed
-(kombu keeps the unacknowledged ones in a Redis hash); a Redis lock lets one embed worker per
-interval do it.
+A consumer step: it runs on the worker's timer, in its main process, every tenth of
+``REQUEUE_STALE_AFTER_SECONDS``, and is armed again on every consumer start (a broker reconnect
+restarts the consumer on a cleared timer). A pass does nothing while the embed queue holds
+messages, so a backlog is never duplicated; a Redis lock lets one embed worker per interval do
+it, and a key per record re-sends each at most once per two periods. (Checking the
+unacknowledged messages too was tried: after a broker restart kombu kept some of them for
+minutes, which held every re-send back.)
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import lru_cache
+from typing import Any
 
-from celery.signals import worker_ready
+from celery import bootsteps
 
 from imagesearch.config import Settings, get_settings
 from imagesearch.requeue import requeue_stale
 from imagesearch.stores import Store, open_store
-from workers.celery_app import app
-from workers.enqueue import enqueue_embed
 
 log = logging.getLogger(__name__)
 
@@ -28,44 +29,54 @@ def _store() -> Store:
     return open_store(get_settings())
 
 
-def _embed_in_flight(client, unacked_key: str, queue: str) -> bool:
-    for raw in client.hvals(unacked_key):
-        try:
-            routing_key = json.loads(raw)[2]
-        except (ValueError, TypeError, IndexError):
-            continue
-        if routing_key == queue:
-            return True
-    return False
+def sweep(app: Any, settings: Settings, interval: float) -> list[str]:
+    """One pass: nothing while embed messages wait, or another worker holds the lock."""
+    from workers.enqueue import enqueue_embed  # the Celery app imports this module
 
-
-def sweep(settings: Settings, interval: float) -> list[str]:
-    """One pass: nothing while embed messages wait or run, or another worker holds the lock."""
-    queue = settings.queue("embed")
+    period = settings.requeue_stale_after_seconds
     with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        client = channel.client
-        if int(client.llen(queue)) > 0 or _embed_in_flight(client, channel.unacked_key, queue):
+        client = conn.default_channel.client
+        if int(client.llen(settings.queue("embed"))) > 0:
             return []
         if not client.set(settings.queue("requeue-sweep-lock"), "1", nx=True, ex=max(1, int(interval))):
             return []
-    return requeue_stale(_store(), enqueue_embed, older_than_seconds=settings.requeue_stale_after_seconds)
+
+        def send_once(image_id: str) -> bool:
+            if not client.set(settings.queue(f"requeued:{image_id}"), "1", nx=True, ex=2 * period):
+                return False
+            enqueue_embed(image_id)
+            return True
+
+        return requeue_stale(_store(), send_once, older_than_seconds=period)
 
 
-def _guarded_sweep(settings: Settings, interval: float) -> None:
+def _guarded_sweep(app: Any, settings: Settings, interval: float) -> None:
     try:
-        sweep(settings, interval)
+        sweep(app, settings, interval)
     except Exception:  # noqa: BLE001 - the next interval tries again; the worker must keep consuming
         log.exception("re-sending stale queued records failed; retrying in %.0f s", interval)
 
 
-@worker_ready.connect
-def _start(sender=None, **_kwargs) -> None:
-    settings = get_settings()
-    queues = getattr(getattr(sender, "task_consumer", None), "queues", None) or []
-    if settings.requeue_stale_after_seconds <= 0 or settings.queue("embed") not in {q.name for q in queues}:
-        return
-    interval = max(1.0, settings.requeue_stale_after_seconds / 10)
-    sender.timer.call_repeatedly(interval, _guarded_sweep, (settings, interval))
-    log.info("re-sending records queued for over %d s when the embed queue is empty (checked every %.0f s)",
-             settings.requeue_stale_after_seconds, interval)
+class RequeueStale(bootsteps.StartStopStep):
+    """Consumer step of embed workers (``app.steps["consumer"]``, see workers/celery_app.py)."""
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref = None
+
+    def start(self, consumer: Any) -> None:
+        settings = get_settings()
+        queues = {q.name for q in getattr(getattr(consumer, "task_consumer", None), "queues", None) or []}
+        if settings.requeue_stale_after_seconds <= 0 or settings.queue("embed") not in queues:
+            return
+        interval = max(1.0, settings.requeue_stale_after_seconds / 10)
+        self.tref = consumer.timer.call_repeatedly(interval, _guarded_sweep, (consumer.app, settings, interval))
+        log.info("re-sending records queued for over %d s when the embed queue is empty (checked every %.0f s)",
+                 settings.requeue_stale_after_seconds, interval)
+
+    def stop(self, consumer: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None

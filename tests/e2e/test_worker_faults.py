@@ -196,6 +196,8 @@ def test_redis_restart_during_ingestion_loses_nothing(data_dir, tmp_path):
         server = _start_redis(args)
         wait_until(lambda: store.counts()["indexed"] == 40, 180, 0.5, what="all 40 indexed after the restart")
         assert worker.popen.poll() is None
+        # The reconnected consumer armed the re-sending of lost messages again (its timer was cleared).
+        assert worker.output().count("re-sending records queued for over") == 2
     finally:
         worker.close()
         server.kill()

@@ -19,7 +19,13 @@ def test_only_queued_records_older_than_the_age_are_sent_again(tmp_path):
     store.set_image_vectors([ImageVectorUpdate("done", "h", np.ones(4, np.float32) / 2, "m", "t", 1, 1)])
     store.set_failed("broken", "h", "embed", "not an image")
     sent: list[str] = []
-    assert requeue_stale(store, sent.append, older_than_seconds=60) == []  # all younger than a minute
-    assert requeue_stale(store, sent.append, older_than_seconds=60, now=time.time() + 61) == ["lost"]
+
+    def send(image_id: str) -> bool:
+        sent.append(image_id)
+        return True
+
+    assert requeue_stale(store, send, older_than_seconds=60) == []  # all younger than a minute
+    assert requeue_stale(store, send, older_than_seconds=60, now=time.time() + 61) == ["lost"]
+    assert requeue_stale(store, lambda _: False, older_than_seconds=60, now=time.time() + 61) == []  # declined
     assert sent == ["lost"]
     assert store.get("lost").status == "queued"  # re-sending changes nothing in the store

@@ -188,15 +188,7 @@ def main() -> None:
         levels = [load(base, int(c), args.seconds, args.max_requests, args.k) for c in args.concurrency.split(",")]
     finally:
         api.close()
-        try:
-            import redis
-
-            r = redis.Redis.from_url(env["IMAGESEARCH_REDIS_URL"])
-            keys = list(r.scan_iter(match=f"{prefix}*"))
-            if keys:
-                r.delete(*keys)
-        except Exception:  # noqa: BLE001 - best effort cleanup of this run's own keys
-            pass
+        common.drop_redis_keys(env["IMAGESEARCH_REDIS_URL"], prefix)
 
     p = common.percentile
     ratio = p(api_ms, 50) / p(inproc_ms, 50)

@@ -118,6 +118,21 @@ def load_vit_b32(precision: str = "fp32", device: str = "cpu", prepack_text: boo
     return load_clip(ClipSpec("ViT-B-32", "", vit_b32_dir(), device, precision, prepack_text))
 
 
+# -- cleanup ------------------------------------------------------------------------------------
+
+def drop_redis_keys(url: str, prefix: str) -> None:
+    """Delete one run's own Redis keys (its queue prefix); best effort, never fails the run."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    except Exception:  # noqa: BLE001 - cleanup must not hide the benchmark's result
+        pass
+
+
 # -- machine facts ---------------------------------------------------------------------------------
 
 def machine() -> dict:

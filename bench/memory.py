@@ -246,15 +246,7 @@ def main() -> None:
     finally:
         for proc in reversed(started_procs):
             proc.close()
-        try:
-            import redis
-
-            r = redis.Redis.from_url(env["IMAGESEARCH_REDIS_URL"])
-            keys = list(r.scan_iter(match=f"{prefix}*"))
-            if keys:
-                r.delete(*keys)
-        except Exception:  # noqa: BLE001 - best effort cleanup of this run's own keys
-            pass
+        common.drop_redis_keys(env["IMAGESEARCH_REDIS_URL"], prefix)
     common.emit(result)
     shutil.rmtree(workdir, ignore_errors=True)
 

@@ -32,18 +32,12 @@ class RedriveOut(BaseModel):
     requeued: list[str]
 
 
-def _ledger():
-    from workers.deliveries import DeliveryLedger
-
-    return DeliveryLedger.from_settings(services().settings)
-
-
 @bp.get("/dead-letters")
 @spec.validate(tags=TAGS, skip_validation=True, resp=Resp(
     HTTP_200=DeadLettersOut, HTTP_401=(ErrorOut, "No or unknown API key."), HTTP_403=(ErrorOut, "Not an admin key.")))
 def dead_letters():
     """Images whose processing killed a worker `MAX_DELIVERIES` times."""
-    return jsonify(DeadLettersOut(dead_letters=_ledger().dead_letters()).model_dump())
+    return jsonify(DeadLettersOut(dead_letters=services().ledger.dead_letters()).model_dump())
 
 
 @bp.post("/dead-letters/redrive")
@@ -51,13 +45,6 @@ def dead_letters():
     HTTP_200=RedriveOut, HTTP_401=(ErrorOut, "No or unknown API key."), HTTP_403=(ErrorOut, "Not an admin key.")))
 def redrive():
     """Queue dead letters again (all, or the given ids) after fixing what killed the worker."""
-    from workers.enqueue import enqueue
-
-    wanted = set(RedriveIn.model_validate(request.get_json(silent=True) or {}).ids or [])
-    ledger = _ledger()
-    requeued = []
-    for entry in ledger.dead_letters():
-        if (not wanted or entry["id"] in wanted) and ledger.exhume(entry["stage"], entry["id"]):
-            enqueue(entry["stage"], entry["id"])
-            requeued.append(entry["id"])
+    svc = services()
+    requeued = svc.ledger.redrive(svc.queue, RedriveIn.model_validate(request.get_json(silent=True) or {}).ids)
     return jsonify(RedriveOut(requeued=requeued).model_dump())

@@ -4,31 +4,30 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Callable
 
 from flask import Flask, g, request
 
 from api import admin, auth, errors, events, health, images, metrics, openapi, page, search
-from api.context import Services
 from imagesearch import logging_setup
 from imagesearch import metrics as domain_metrics
 from imagesearch.config import Settings, get_settings
+from imagesearch.taskqueue import TaskQueue
+from wiring import build_services
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def create_app(settings: Settings | None = None, enqueue: Callable[[str], None] | None = None) -> Flask:
+def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = None) -> Flask:
+    """The API over the settings' services; ``queue`` replaces the Celery task queue (tests)."""
     settings = settings or get_settings()
     logging_setup.configure(settings)
     domain_metrics.configure(settings)  # before any metric is created: picks the multiprocess folder
     app = Flask(__name__)
     # Werkzeug refuses bodies past this before reading them (413), so a huge upload costs nothing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 64 * 1024
-    if enqueue is None:
-        from workers.enqueue import enqueue_embed as enqueue
-    app.extensions["imagesearch"] = Services(settings, enqueue)
+    app.extensions["imagesearch"] = svc = build_services(settings, queue=queue)
     errors.register(app)
-    auth.register(app, settings)
+    auth.register(app, svc)
     _bind_log_context(app)
     app.register_blueprint(page.bp)
     app.register_blueprint(health.bp)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import cached_property
 
 from flask import Flask, g, request
 
@@ -15,6 +14,7 @@ from api.errors import ApiError
 from imagesearch.apikeys import KeyRing, RateLimiter
 from imagesearch.config import Settings
 from imagesearch.records import DEFAULT_TENANT
+from imagesearch.services import Services
 
 # Routes with their own authentication (webhook token, SNS signatures).
 _SELF_AUTHENTICATED = ("/v1/events/",)
@@ -45,17 +45,11 @@ def is_open(settings: Settings) -> bool:
 
 
 class Access:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.open = is_open(settings)
-
-    @cached_property
-    def keys(self) -> KeyRing:
-        return KeyRing.from_settings(self.settings)
-
-    @cached_property
-    def limiter(self) -> RateLimiter:
-        return RateLimiter(self.keys.client, self.settings.queue_prefix, self.settings.rate_limit_per_minute)
+    def __init__(self, services: Services) -> None:
+        self.settings = services.settings
+        self.open = is_open(services.settings)
+        self.keys: KeyRing = services.keyring
+        self.limiter: RateLimiter = services.rate_limiter
 
     def identify(self) -> Caller:
         if self.open:
@@ -82,8 +76,9 @@ def caller() -> Caller:
     return g.caller
 
 
-def register(app: Flask, settings: Settings) -> None:
-    access = Access(settings)
+def register(app: Flask, services: Services) -> None:
+    access = Access(services)
+    settings = services.settings
     app.extensions["imagesearch.access"] = access
 
     @app.before_request

@@ -8,13 +8,37 @@ from flask import Flask, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from imagesearch.errors import Conflict, ImageSearchError, InvalidInput, NotFound, TooLarge, TransientError
 from imagesearch.imaging import InvalidImage
-from imagesearch.ingest import UploadTooLarge
 from imagesearch.models import ModelUnavailable
-from imagesearch.search import QueryError
+from imagesearch.search import NoVectorYet, UnknownImage
 from imagesearch.stores.base import StoreUnavailable
+from imagesearch.taskqueue import QueueUnavailable
 
 log = logging.getLogger(__name__)
+
+# Domain error -> (HTTP status, error code). The first row whose type matches wins, so specific
+# types come before their bases; a domain error no row names is a bug and answers 500.
+STATUS_OF: tuple[tuple[type[ImageSearchError], int, str], ...] = (
+    (InvalidImage, 415, "invalid_image"),
+    (TooLarge, 413, "too_large"),
+    (UnknownImage, 404, "bad_query"),
+    (NoVectorYet, 409, "bad_query"),
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (InvalidInput, 422, "invalid_request"),
+    (StoreUnavailable, 503, "store_unavailable"),
+    (ModelUnavailable, 503, "model_unavailable"),
+    (QueueUnavailable, 503, "broker_unavailable"),
+    (TransientError, 503, "unavailable"),
+)
+
+
+def status_of(exc: ImageSearchError) -> tuple[int, str] | None:
+    for kind, status, code in STATUS_OF:
+        if isinstance(exc, kind):
+            return status, code
+    return None
 
 
 class ApiError(Exception):
@@ -48,25 +72,13 @@ def register(app: Flask) -> None:
         where = ".".join(str(p) for p in first["loc"]) or "request"
         return error_response(422, "invalid_request", f"{where}: {first['msg']}", details)
 
-    @app.errorhandler(InvalidImage)
-    def _invalid_image(exc: InvalidImage):
-        return error_response(415, "invalid_image", str(exc))
-
-    @app.errorhandler(UploadTooLarge)
-    def _too_large(exc: UploadTooLarge):
-        return error_response(413, "too_large", str(exc))
-
-    @app.errorhandler(QueryError)
-    def _query(exc: QueryError):
-        return error_response(404 if str(exc).startswith("unknown") else 409, "bad_query", str(exc))
-
-    @app.errorhandler(StoreUnavailable)
-    def _store(exc: StoreUnavailable):
-        return error_response(503, "store_unavailable", str(exc))
-
-    @app.errorhandler(ModelUnavailable)
-    def _model(exc: ModelUnavailable):
-        return error_response(503, "model_unavailable", str(exc))
+    @app.errorhandler(ImageSearchError)
+    def _domain(exc: ImageSearchError):
+        found = status_of(exc)
+        if found is None:
+            log.exception("a domain error without an HTTP status")
+            return error_response(500, "internal_error", "internal error")
+        return error_response(*found, str(exc))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

@@ -28,7 +28,8 @@ from api.errors import ApiError
 from api.openapi import Resp, spec
 from imagesearch.s3events import (EventFormatError, ParsedMessage, SnsVerificationError, SnsVerifier, check_sns_url,
                                   parse_notification)
-from imagesearch.s3ingest import EventLog, EventLogUnavailable, RedisEventLog, S3Ingestor
+from imagesearch.s3ingest import EventLog, EventLogUnavailable, S3Ingestor
+from imagesearch.taskqueue import QueueUnavailable
 from schemas.api import ErrorOut
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,8 @@ class EventServices:
         self.settings = svc.settings
         self.verifier = SnsVerifier([t.strip() for t in svc.settings.sns_topic_allowlist.split(",")], fetch_cert)
         self.http_get = http_get or _default_http_get
-        self.ingestor = S3Ingestor(settings=svc.settings, store=svc.store, blobs=svc.blobs, enqueue=svc.enqueue,
-                                   event_log=event_log or RedisEventLog.from_settings(svc.settings))
+        self.ingestor = S3Ingestor(settings=svc.settings, store=svc.store, blobs=svc.blobs, enqueue=svc.enqueue_embed,
+                                   event_log=event_log or svc.event_log)
 
 
 _build_lock = threading.Lock()
@@ -144,13 +145,11 @@ def _body() -> bytes:
 
 def _apply(parsed: ParsedMessage) -> dict:
     """Apply the events; 503 (the sender retries) when the event log or the broker is unreachable."""
-    from kombu.exceptions import OperationalError
-
     try:
         results = event_services().ingestor.apply_all(parsed.events)
     except EventLogUnavailable as exc:
         raise ApiError(503, "event_log_unavailable", str(exc)) from exc
-    except (OperationalError, ConnectionError, TimeoutError) as exc:
+    except (QueueUnavailable, ConnectionError, TimeoutError) as exc:
         raise ApiError(503, "broker_unavailable", f"could not queue the work: {exc}") from exc
     return {"results": [r.as_dict() for r in results], "test_events": parsed.test_events, "ignored": parsed.ignored}
 

@@ -6,6 +6,7 @@ from flask import Blueprint, jsonify
 
 from api.context import services
 from api.openapi import HealthOut, ReadyOut, Resp, spec
+from imagesearch.redis_state import connect
 
 bp = Blueprint("health", __name__)
 TAGS = ["operations"]
@@ -36,6 +37,4 @@ def readyz():
 
 
 def _ping_broker() -> None:
-    import redis
-
-    redis.Redis.from_url(services().settings.redis_url, socket_timeout=2).ping()
+    connect(services().settings.redis_url, timeout=2).ping()

@@ -69,7 +69,7 @@ def upload():
     record = ingest.accept(
         ingest.Upload(data=data, filename=file.filename or "", collection=_field("collection", DEFAULT_COLLECTION),
                       tenant=caller().tenant, external_id=_field("external_id"), tags=tuple(tags)),
-        settings=svc.settings, store=svc.store, blobs=svc.blobs, enqueue=svc.enqueue,
+        settings=svc.settings, store=svc.store, blobs=svc.blobs, enqueue=svc.enqueue_embed,
     )
     metrics.image_accepted()
     log.info("image accepted", extra={"image_id": record.id, "collection": record.collection, "bytes": len(data)})

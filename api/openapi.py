@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spectree import SpecTree
 from spectree import Response as Resp
 
+from imagesearch.vocab import SearchMode
 from schemas.api import MAX_K, MAX_TEXT, NAME_PATTERN, ErrorOut
 
 TITLE = "imagesearch API"
@@ -42,19 +43,6 @@ def _version() -> str:
         return "0"
 
 
-def _spectree_errors(req, resp, req_validation_error, instance, model_adapter) -> None:
-    """spectree ``before`` hook: its own validation errors in our error format (422)."""
-    if req_validation_error is None or resp is None:
-        return
-    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-               for e in req_validation_error.errors()]
-    where = ".".join(str(p) for p in details[0]["loc"]) if details else ""
-    message = f"{where or 'request'}: {details[0]['msg']}" if details else "invalid request"
-    resp.set_data(current_app.json.dumps(
-        {"error": {"code": "invalid_request", "message": message, "details": details}}))
-    resp.mimetype = "application/json"
-
-
 spec = SpecTree(
     "flask",
     title=TITLE,
@@ -63,7 +51,6 @@ spec = SpecTree(
     path="docs",
     validation_error_status=422,
     validation_error_model=ErrorOut,
-    before=_spectree_errors,
     # Component names are the model names (unique across schemas/ and this module).
     naming_strategy=lambda model: model.__name__,
     nested_naming_strategy=lambda _parent, child: child,
@@ -92,7 +79,7 @@ class SearchForm(BaseModel):
     file: bytes | None = Field(default=None, description="Query image (instead of text or image_id).")
     text: str | None = Field(default=None, max_length=MAX_TEXT)
     image_id: str | None = Field(default=None, max_length=128)
-    mode: Literal["image", "caption", "hybrid"] = "image"
+    mode: SearchMode = SearchMode.IMAGE
     k: int = Field(default=10, ge=1, le=MAX_K)
     collection: str | None = Field(default=None, pattern=NAME_PATTERN)
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0)

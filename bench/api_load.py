@@ -3,7 +3,7 @@
     .venv/bin/python bench/api_load.py            # 100,000 stored vectors, concurrency 1,2,4,8
     .venv/bin/python bench/api_load.py --quick    # 20,000 vectors, concurrency 1,4, shorter
 
-Starts gunicorn exactly as the Procfile and tests do (``imagesearch.procs.start_api``: 1 worker,
+Starts gunicorn exactly as the Procfile and tests do (``imagesearch.dev.procs.start_api``: 1 worker,
 4 threads) on a copy of the store that bench/query.py builds, with ViT-B-32 (random weights) as the
 query model and Redis db 9 as the broker (nothing is enqueued). Clients are threads with one
 ``requests.Session`` each, bounded by count and time, talking to 127.0.0.1 only.
@@ -41,7 +41,7 @@ import requests  # noqa: E402
 import torch  # noqa: E402
 
 from imagesearch.config import Settings  # noqa: E402
-from imagesearch.procs import start_api  # noqa: E402
+from imagesearch.dev.procs import start_api  # noqa: E402
 from imagesearch.search import Query, SearchService  # noqa: E402
 from imagesearch.stores.embedded import EmbeddedStore  # noqa: E402
 
@@ -54,7 +54,7 @@ def api_env(data_dir: Path, clip_dir: Path, prefix: str) -> dict[str, str]:
         "IMAGESEARCH_DATA_DIR": str(data_dir),
         "IMAGESEARCH_CLIP_MODEL_DIR": str(clip_dir),
         "IMAGESEARCH_REDIS_URL": "redis://127.0.0.1:6379/9",
-        "IMAGESEARCH_QUEUE_PREFIX": prefix,
+        "IMAGESEARCH_REDIS_NAMESPACE": prefix,
         "IMAGESEARCH_STORE": "embedded",
         "IMAGESEARCH_BLOB_BACKEND": "local",
         "IMAGESEARCH_DEVICE": "cpu",
@@ -196,7 +196,7 @@ def main() -> None:
         "benchmark": "api_load",
         "n": args.n,
         "k": args.k,
-        "server": "gunicorn api.wsgi:app -w 1 --threads 4 (imagesearch.procs.start_api)",
+        "server": "gunicorn api.wsgi:app -w 1 --threads 4 (imagesearch.dev.procs.start_api)",
         "api_omp_num_threads": env.get("OMP_NUM_THREADS", "1 (the API's default)"),
         "model": "ViT-B-32, random weights, fp32",
         "api_start_s": round(api_start_s, 2),

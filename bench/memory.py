@@ -4,7 +4,7 @@
     .venv/bin/python bench/memory.py --quick    # 20,000 vectors, 4 uploads
 
 Starts the API (gunicorn), one embed worker and one caption worker (Celery, -c 1) through
-``imagesearch.procs`` exactly as the tests and the demo do, with ViT-B-32 (random weights) as CLIP
+``imagesearch.dev.procs`` exactly as the tests and the demo do, with ViT-B-32 (random weights) as CLIP
 and a ViT-base + GPT-2 small VisionEncoderDecoder (random weights, bench/caption.py) as captioner;
 Redis db 9, a unique queue prefix. The data folder starts with the store bench/query.py builds
 (N image vectors), so the API's first search loads N vectors. Images are uploaded over HTTP, the
@@ -38,7 +38,7 @@ import query as query_bench  # noqa: E402
 
 import requests  # noqa: E402
 
-from imagesearch.procs import start_api, start_worker, wait_until  # noqa: E402
+from imagesearch.dev.procs import start_api, start_worker, wait_until  # noqa: E402
 
 STORE_PROBE = r"""
 import json, sys, time

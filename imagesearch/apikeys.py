@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from imagesearch.config import Settings
+from imagesearch.errors import InvalidInput
+from imagesearch.redis_state import Keyspace
 
 SCOPES = ("read", "write", "admin")
 KEY_PREFIX = "isk_"
@@ -38,19 +39,15 @@ def hash_key(key: str) -> str:
 
 
 class KeyRing:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
         self.client = client
-        self.hash_name = f"imagesearch:{prefix}api-keys"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "KeyRing":
-        return cls(redis.Redis.from_url(settings.redis_url), settings.queue_prefix)
+        self.hash_name = keys.api_keys
 
     def create(self, name: str, tenant: str, scopes: tuple[str, ...] = ("read", "write")) -> str:
         """Store a new key and return its plaintext (the only time it exists)."""
         unknown = set(scopes) - set(SCOPES)
         if unknown:
-            raise ValueError(f"unknown scopes: {sorted(unknown)}")
+            raise InvalidInput(f"unknown scopes: {sorted(unknown)}")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         entry = ApiKey(name=name, tenant=tenant, scopes=tuple(scopes), created_at=time.time())
         self.client.hset(self.hash_name, hash_key(key), json.dumps(asdict(entry)))
@@ -77,7 +74,7 @@ class KeyRing:
     def revoke(self, key_hash_prefix: str) -> int:
         """Revoke the keys whose hash starts with the given prefix (at least 8 characters)."""
         if len(key_hash_prefix) < 8:
-            raise ValueError("give at least 8 characters of the key hash")
+            raise InvalidInput("give at least 8 characters of the key hash")
         matches = [k.key_hash for k in self.list() if k.key_hash.startswith(key_hash_prefix)]
         if matches:
             self.client.hdel(self.hash_name, *matches)
@@ -87,16 +84,16 @@ class KeyRing:
 class RateLimiter:
     """A fixed one-minute window per caller, shared by every process through Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str, per_minute: int) -> None:
+    def __init__(self, client: redis.Redis, keys: Keyspace, per_minute: int) -> None:
         self.client = client
-        self.prefix = f"imagesearch:{prefix}rate:"
+        self.keys = keys
         self.per_minute = per_minute
 
     def hit(self, caller: str) -> tuple[bool, int, int]:
         """Count one request; returns (allowed, remaining, seconds until the window resets)."""
         now = time.time()
         window = int(now // 60)
-        key = f"{self.prefix}{caller}:{window}"
+        key = self.keys.rate_window(caller, window)
         pipe = self.client.pipeline()
         pipe.incr(key)
         pipe.expire(key, 120)

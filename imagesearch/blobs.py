@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Protocol
 
 from imagesearch.config import Settings
+from imagesearch.errors import ConfigurationError, InvalidInput, PermanentError, TooLarge, TransientError
 
 
-class BlobMissing(KeyError):
+class BlobMissing(PermanentError):
     """The blob does not exist (permanent for the task that wanted it)."""
 
 
-class BlobUnavailable(RuntimeError):
+class BlobUnavailable(TransientError):
     """The blob store cannot be reached right now (transient)."""
 
 
@@ -40,7 +41,7 @@ class LocalBlobStore:
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if self.root.resolve() not in path.parents:
-            raise ValueError(f"blob key escapes the store: {key!r}")
+            raise InvalidInput(f"blob key escapes the store: {key!r}")
         return path
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
@@ -66,7 +67,7 @@ class LocalBlobStore:
         except OSError as exc:
             raise BlobUnavailable(f"{key}: {exc}") from exc
         if max_bytes is not None and len(data) > max_bytes:
-            raise ValueError(f"blob {key} is larger than {max_bytes} bytes")
+            raise TooLarge(f"blob {key} is larger than {max_bytes} bytes")
         return data
 
     def delete(self, key: str) -> None:
@@ -101,7 +102,7 @@ class S3BlobStore:
         body = response["Body"]
         data = body.read() if max_bytes is None else body.read(max_bytes + 1)
         if max_bytes is not None and len(data) > max_bytes:
-            raise ValueError(f"blob {key} is larger than {max_bytes} bytes")
+            raise TooLarge(f"blob {key} is larger than {max_bytes} bytes")
         return data
 
     def delete(self, key: str) -> None:
@@ -114,6 +115,6 @@ class S3BlobStore:
 def open_blobs(settings: Settings) -> BlobStore:
     if settings.blob_backend == "s3":
         if not settings.s3_bucket:
-            raise ValueError("IMAGESEARCH_BLOB_BACKEND=s3 needs IMAGESEARCH_S3_BUCKET")
+            raise ConfigurationError("IMAGESEARCH_BLOB_BACKEND=s3 needs IMAGESEARCH_S3_BUCKET")
         return S3BlobStore(settings.s3_bucket, settings.s3_prefix, settings.s3_endpoint_url)
     return LocalBlobStore(settings.blob_dir)

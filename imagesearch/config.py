@@ -6,22 +6,30 @@ the same thing everywhere. ``.env.example`` documents the values the offline Pro
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imagesearch.redis_state import Keyspace
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_", env_file=".env", extra="ignore")
+    # An empty variable means unset (compose renders `${VAR:-}` as ""; a Path would parse it as ".").
+    model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_", env_file=".env", extra="ignore",
+                                      env_ignore_empty=True)
 
     # Where the embedded store and the local blob folder live.
     data_dir: Path = Path("./data")
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # Prefixes every Celery queue name, so several deployments (or test runs) can share one Redis.
-    queue_prefix: str = ""
+    # Namespace of all Redis state (queue names and service keys), so several deployments (or test
+    # runs) can share one Redis.
+    redis_namespace: str = ""
+    # Deprecated alias of REDIS_NAMESPACE (it always named more than the queues); read for one release.
+    queue_prefix: str | None = None
 
     store: Literal["embedded", "opensearch"] = "embedded"
     # How long the embedded store waits for another process's write lock before giving up
@@ -98,7 +106,6 @@ class Settings(BaseSettings):
 
     # Search.
     rrf_k: int = Field(default=60, ge=1)
-    max_k: int = 100
 
     # S3 events (issue 4)
     # The SQS queue the listener polls (S3 notifications sent directly, through SNS, or EventBridge).
@@ -132,8 +139,19 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         return self.data_dir / "store.sqlite3"
 
-    def queue(self, name: str) -> str:
-        return f"{self.queue_prefix}{name}"
+    @property
+    def keys(self) -> Keyspace:
+        """Every Redis key and queue name, under ``redis_namespace``."""
+        return Keyspace(self.redis_namespace)
+
+    @model_validator(mode="after")
+    def _adopt_deprecated_queue_prefix(self) -> "Settings":
+        if self.queue_prefix is not None:
+            warnings.warn("IMAGESEARCH_QUEUE_PREFIX is deprecated: set IMAGESEARCH_REDIS_NAMESPACE",
+                          DeprecationWarning, stacklevel=2)
+            if not self.redis_namespace:
+                self.redis_namespace = self.queue_prefix
+        return self
 
 
 @lru_cache(maxsize=1)

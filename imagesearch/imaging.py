@@ -11,12 +11,14 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imagesearch.errors import PermanentError
+
 Image.init()
 # Formats Pillow can open here, from a fixed allowlist (no EPS/PSD/... parsers exposed to uploads).
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF", "HEIF"}) & set(Image.OPEN)
 
 
-class InvalidImage(ValueError):
+class InvalidImage(PermanentError):
     """The bytes are not an image this service accepts. Permanent: retrying cannot help."""
 
 

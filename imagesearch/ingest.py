@@ -12,12 +12,13 @@ from typing import Callable
 from imagesearch import imaging
 from imagesearch.blobs import BlobStore, original_key, thumbnail_key
 from imagesearch.config import Settings
+from imagesearch.errors import TooLarge
 from imagesearch.records import DEFAULT_COLLECTION, DEFAULT_TENANT, ImageRecord, content_hash, upload_id
 from imagesearch.stores.base import Store
 
 
-class UploadTooLarge(ValueError):
-    pass
+class UploadTooLarge(TooLarge):
+    """An upload over ``MAX_UPLOAD_BYTES``."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from imagesearch.redis_state import Keyspace, connect, queue_depths
+
 if TYPE_CHECKING:  # pragma: no cover
     from imagesearch.config import Settings
 
@@ -36,7 +38,6 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 # operator set): a child process started with a different IMAGESEARCH_DATA_DIR derives its own.
 _DERIVED_ENV = "IMAGESEARCH_METRICS_DIR_DERIVED"
 
-STAGES = ("embed", "caption")
 OUTCOMES = ("done", "failed", "retried", "skipped", "gave_up", "dead_letter")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 SEARCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -153,8 +154,8 @@ def observe_search(mode: str, seconds: float) -> None:
 class QueueDepthCollector:
     """``imagesearch_queue_depth{queue}``: messages waiting in Redis, read at scrape time."""
 
-    def __init__(self, redis_url: str, queues: dict[str, str], timeout: float = 2.0) -> None:
-        self.redis_url, self.queues, self.timeout = redis_url, queues, timeout
+    def __init__(self, redis_url: str, keys: Keyspace, timeout: float = 2.0) -> None:
+        self.redis_url, self.keys, self.timeout = redis_url, keys, timeout
 
     def collect(self) -> Iterable:
         from prometheus_client.core import GaugeMetricFamily
@@ -163,23 +164,17 @@ class QueueDepthCollector:
         depth = GaugeMetricFamily("imagesearch_queue_depth", "Messages waiting in each queue (Redis LLEN), "
                                   "read at scrape time.", labels=["queue"])
         try:
-            import redis
-
-            client = redis.Redis.from_url(self.redis_url, socket_timeout=self.timeout,
-                                          socket_connect_timeout=self.timeout)
+            client = connect(self.redis_url, timeout=self.timeout)
             try:
-                with client.pipeline(transaction=False) as pipe:
-                    for key in self.queues.values():
-                        pipe.llen(key)
-                    lengths = pipe.execute()
+                depths = queue_depths(client, self.keys)
             finally:
                 client.close()
         except Exception:  # noqa: BLE001 - a broker outage is reported as a metric, never a failed scrape
             up.add_metric([], 0)
             yield up
             return
-        for name, length in zip(self.queues, lengths):
-            depth.add_metric([name], int(length))
+        for stage, length in depths.items():
+            depth.add_metric([str(stage)], length)
         up.add_metric([], 1)
         yield up
         yield depth
@@ -193,7 +188,7 @@ def registry(settings: "Settings") -> object:
     directory = metrics_dir(settings)
     reg = CollectorRegistry()
     MultiProcessCollector(reg, path=str(directory))
-    reg.register(QueueDepthCollector(settings.redis_url, {stage: settings.queue(stage) for stage in STAGES}))
+    reg.register(QueueDepthCollector(settings.redis_url, settings.keys))
     return reg
 
 

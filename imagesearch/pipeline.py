@@ -16,16 +16,19 @@ import torch
 from PIL import Image
 
 from imagesearch import imaging
-from imagesearch.blobs import BlobMissing, BlobStore, BlobUnavailable, thumbnail_key
+from imagesearch.blobs import BlobMissing, BlobStore, thumbnail_key
 from imagesearch.config import Settings
+from imagesearch.errors import PermanentError, TransientError
 from imagesearch.models import Captioner, ClipEncoder
 from imagesearch.records import ImageRecord
 from imagesearch.sources import read_original
-from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, Store, StoreUnavailable
+from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, Store
+from imagesearch.vocab import CaptionStatus, Status
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (BlobUnavailable, StoreUnavailable, ConnectionError, TimeoutError)
+# Besides the domain's own transient errors: a socket that failed below our adapters.
+TRANSIENT_ERRORS = (TransientError, ConnectionError, TimeoutError)
 
 
 @dataclass
@@ -47,7 +50,7 @@ def _sort_error(image_id: str, exc: BaseException, outcome: BatchOutcome) -> Non
     """File a per-image error as permanent (failed) or transient (retry); re-raise anything else."""
     if isinstance(exc, BlobMissing):
         outcome.failed[image_id] = "stored image is missing"
-    elif isinstance(exc, ValueError):  # InvalidImage, or larger than allowed
+    elif isinstance(exc, PermanentError):  # InvalidImage, or larger than allowed
         outcome.failed[image_id] = str(exc)
     elif isinstance(exc, TRANSIENT_ERRORS):
         outcome.retry[image_id] = f"{type(exc).__name__}: {exc}"
@@ -125,9 +128,9 @@ def embed_batch(ids: list[str], *, settings: Settings, store: Store, blobs: Blob
             record = records.get(image_id)
             if record is None:
                 outcome.skipped.append(image_id)  # deleted since it was queued
-            elif record.status == "indexed" and record.image_model == clip.identity:
+            elif record.status == Status.INDEXED and record.image_model == clip.identity:
                 outcome.skipped.append(image_id)  # a redelivery: already done
-                if record.caption_status == "pending":
+                if record.caption_status == CaptionStatus.PENDING:
                     outcome.follow_up.append(image_id)
             else:
                 todo.append(record)
@@ -147,9 +150,9 @@ def caption_batch(ids: list[str], *, settings: Settings, store: Store, blobs: Bl
         todo: list[ImageRecord] = []
         for image_id in dict.fromkeys(ids):
             record = records.get(image_id)
-            if record is None or record.status != "indexed" or not record.thumb_key:
+            if record is None or record.status != Status.INDEXED or not record.thumb_key:
                 outcome.skipped.append(image_id)
-            elif record.caption_status == "done" and record.caption_model == captioner.identity \
+            elif record.caption_status == CaptionStatus.DONE and record.caption_model == captioner.identity \
                     and record.text_model == clip.identity:
                 outcome.skipped.append(image_id)
             else:

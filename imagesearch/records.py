@@ -6,11 +6,10 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
 
-Status = Literal["queued", "indexed", "failed"]
-CaptionStatus = Literal["pending", "done", "failed"]
-VectorField = Literal["image", "caption"]
+from imagesearch.vocab import CaptionStatus, Status, VectorField
+
+__all__ = ["CaptionStatus", "ImageRecord", "Status", "VectorField", "content_hash", "source_id", "upload_id"]
 
 DEFAULT_COLLECTION = "default"
 DEFAULT_TENANT = "default"
@@ -26,10 +25,10 @@ class ImageRecord:
     tenant: str = DEFAULT_TENANT
     external_id: str | None = None
     tags: list[str] = field(default_factory=list)
-    status: Status = "queued"
+    status: Status = Status.QUEUED
     error: str | None = None
     caption: str | None = None
-    caption_status: CaptionStatus = "pending"
+    caption_status: CaptionStatus = CaptionStatus.PENDING
     thumb_key: str | None = None
     width: int | None = None
     height: int | None = None

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from imagesearch import imaging
 from imagesearch.config import Settings
+from imagesearch.errors import Conflict, NotFound, PermanentError
 from imagesearch.models import ClipEncoder
 from imagesearch.records import ImageRecord
 from imagesearch.stores.base import Filters, Store
-
-Mode = Literal["image", "caption", "hybrid"]
-MODES: tuple[Mode, ...] = ("image", "caption", "hybrid")
+from imagesearch.vocab import SearchMode, VectorField
 
 
-class QueryError(ValueError):
-    """The query cannot be answered as asked (unknown image id, image without a vector...)."""
+class QueryError(PermanentError):
+    """The query cannot be answered as asked."""
+
+
+class UnknownImage(QueryError, NotFound):
+    """A query by example names an image id that does not exist (for this tenant)."""
+
+
+class NoVectorYet(QueryError, Conflict):
+    """A query by example names an image the current model has not embedded yet."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class Query:
     text: str | None = None
     image: bytes | None = None
     image_id: str | None = None
-    mode: Mode = "image"
+    mode: SearchMode = SearchMode.IMAGE
     k: int = 10
     collection: str | None = None
     tenant: str | None = None
@@ -72,10 +78,10 @@ class SearchService:
         assert query.image_id is not None
         record = self.store.get(query.image_id)
         if record is None or (query.tenant is not None and record.tenant != query.tenant):
-            raise QueryError(f"unknown image id {query.image_id!r}")
-        stored = self.store.vector(query.image_id, "image")
+            raise UnknownImage(f"unknown image id {query.image_id!r}")
+        stored = self.store.vector(query.image_id, VectorField.IMAGE)
         if stored is None or stored[1] != self.clip.identity:
-            raise QueryError(f"image {query.image_id!r} has no vector from the current model yet "
+            raise NoVectorYet(f"image {query.image_id!r} has no vector from the current model yet "
                              f"(status: {record.status})")
         return stored[0]
 
@@ -85,17 +91,17 @@ class SearchService:
         encoded = time.perf_counter()
         filters = Filters(tenant=query.tenant, collection=query.collection, exclude_id=query.image_id)
         model = self.clip.identity
-        if query.mode == "hybrid":
+        if query.mode == SearchMode.HYBRID:
             depth = max(query.k * 3, 50)
             lists = [
-                [i for i, _ in self.store.knn("image", vector, depth, model, filters, query.min_score)],
-                [i for i, _ in self.store.knn("caption", vector, depth, model, filters, query.min_score)],
+                [i for i, _ in self.store.knn(VectorField.IMAGE, vector, depth, model, filters, query.min_score)],
+                [i for i, _ in self.store.knn(VectorField.CAPTION, vector, depth, model, filters, query.min_score)],
             ]
             if query.text:
                 lists.append([i for i, _ in self.store.keyword(query.text, depth, filters)])
             scored = rrf(lists, self.settings.rrf_k)[: query.k]
         else:
-            scored = self.store.knn(query.mode, vector, query.k, model, filters, query.min_score)
+            scored = self.store.knn(VectorField(query.mode), vector, query.k, model, filters, query.min_score)
         records = self.store.get_many(i for i, _ in scored)
         hits = [Hit(records[i], score) for i, score in scored if i in records]
         done = time.perf_counter()

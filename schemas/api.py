@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from imagesearch.vocab import CaptionStatus, SearchMode, Status
 
 MAX_K = 100
 MAX_TEXT = 1000
@@ -21,7 +22,7 @@ class SearchRequest(BaseModel):
     text: str | None = Field(default=None, max_length=MAX_TEXT)
     image: str | None = Field(default=None, description="base64-encoded image bytes")
     image_id: str | None = Field(default=None, max_length=128)
-    mode: Literal["image", "caption", "hybrid"] = "image"
+    mode: SearchMode = SearchMode.IMAGE
     k: int = Field(default=10, ge=1, le=MAX_K)
     collection: str | None = Field(default=None, pattern=NAME_PATTERN)
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
@@ -51,14 +52,14 @@ class SearchRequest(BaseModel):
 
 class AcceptedOut(BaseModel):
     id: str
-    status: Literal["queued", "indexed", "failed"]
+    status: Status
 
 
 class ImageOut(BaseModel):
     id: str
-    status: Literal["queued", "indexed", "failed"]
+    status: Status
     caption: str | None
-    caption_status: Literal["pending", "done", "failed"]
+    caption_status: CaptionStatus
     error: str | None
     collection: str
     external_id: str | None
@@ -86,7 +87,7 @@ class SearchHit(BaseModel):
 
 class SearchResponse(BaseModel):
     hits: list[SearchHit]
-    mode: Literal["image", "caption", "hybrid"]
+    mode: SearchMode
     model: str
     took_ms: float
 

@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements/torch.txt
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,dev]"
 # Chromium for the search page's browser test (tests/e2e/test_search_page.py drives it with
 # playwright; `playwright install` cannot download browsers here). The test skips without it.
 if [ ! -x /usr/bin/chromium ]; then

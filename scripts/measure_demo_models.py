@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from imagesearch import imaging, world  # noqa: E402
+from imagesearch import imaging  # noqa: E402
+from imagesearch.dev import world  # noqa: E402
 from imagesearch.config import Settings  # noqa: E402
 
 HELDOUT_SEED = 2  # training used world seed 1

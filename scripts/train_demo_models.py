@@ -1,4 +1,4 @@
-"""Train the DEMO CLIP and captioner on the procedural world (imagesearch.world), on CPU.
+"""Train the DEMO CLIP and captioner on the procedural world (imagesearch.dev.world), on CPU.
 
     .venv/bin/python scripts/train_demo_models.py            # both models -> models/demo/
     .venv/bin/python scripts/train_demo_models.py --only clip
@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable as a plain script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from imagesearch import imaging, world  # noqa: E402
+from imagesearch import imaging  # noqa: E402
+from imagesearch.dev import world  # noqa: E402
 
 log = logging.getLogger("train_demo_models")
 
@@ -57,7 +58,7 @@ IMAGE_SIZE = 64  # model input; the world draws 128 px and both preprocessors do
 PATCH = 8
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]  # ids 0..3: pad_id=0, eos_id=3 in the CLIP config
 CONTEXT_LENGTH = 24  # longest canonical caption is 12 tokens with BOS/EOS; room for user queries
-NOTE = ("DEMO model trained only on the procedural shapes world (imagesearch/world.py); "
+NOTE = ("DEMO model trained only on the procedural shapes world (imagesearch/dev/world.py); "
         "it knows nothing else. See models/demo/README.md.")
 
 CLIP_MODEL_CFG = {

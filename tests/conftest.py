@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from imagesearch import procs
-from imagesearch.procs import ManagedProcess, wait_until  # noqa: F401 - re-exported for tests
+from imagesearch.dev import procs
+from imagesearch.dev.procs import ManagedProcess, wait_until  # noqa: F401 - re-exported for tests
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_DB = int(os.environ.get("IMAGESEARCH_TEST_REDIS_DB", "12"))
@@ -24,13 +24,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # Set before any project module reads its settings (and before huggingface_hub reads
     # HF_HUB_OFFLINE at import), so in-process code and child processes agree.
     os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-    from imagesearch.models.tiny import build_tiny_models
+    from imagesearch.dev.tiny_models import build_tiny_models
 
     clip_dir, captioner_dir = build_tiny_models(_SESSION_DIR / "models")
     os.environ.update({
         "IMAGESEARCH_DATA_DIR": str(_SESSION_DIR / "data"),
         "IMAGESEARCH_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-        "IMAGESEARCH_QUEUE_PREFIX": f"test-{uuid.uuid4().hex[:8]}-",
+        "IMAGESEARCH_REDIS_NAMESPACE": f"test-{uuid.uuid4().hex[:8]}-",
         "IMAGESEARCH_CLIP_MODEL_DIR": str(clip_dir),
         "IMAGESEARCH_CAPTIONER_DIR": str(captioner_dir),
         "IMAGESEARCH_DEVICE": "cpu",

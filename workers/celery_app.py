@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from celery import Celery
 from celery.signals import setup_logging
 
 from imagesearch import logging_setup
-
 from imagesearch.config import Settings, get_settings
+from imagesearch.vocab import Stage
 
 EMBED_TASK = "imagesearch.embed"
 CAPTION_TASK = "imagesearch.caption"
 ISOLATED_TASK = "imagesearch.isolated"
+TASK_OF_STAGE = {Stage.EMBED: EMBED_TASK, Stage.CAPTION: CAPTION_TASK}
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -29,10 +32,10 @@ def make_celery(settings: Settings) -> Celery:
                                   "unacked_mutex_expire": min(300, settings.visibility_timeout_seconds)},
         broker_connection_retry_on_startup=True,
         task_routes={
-            EMBED_TASK: {"queue": settings.queue("embed")},
-            CAPTION_TASK: {"queue": settings.queue("caption")},
+            EMBED_TASK: {"queue": settings.keys.queue(Stage.EMBED)},
+            CAPTION_TASK: {"queue": settings.keys.queue(Stage.CAPTION)},
         },
-        task_default_queue=settings.queue("default"),
+        task_default_queue=settings.keys.queue("default"),
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
@@ -60,7 +63,20 @@ def check_visibility_timeout(settings: Settings) -> None:
 app = make_celery(get_settings())
 
 
+@lru_cache(maxsize=8)
+def _app_for_broker(redis_url: str, namespace: str) -> Celery:
+    return make_celery(get_settings().model_copy(update={"redis_url": redis_url, "redis_namespace": namespace}))
+
+
+def celery_app_for(settings: Settings) -> Celery:
+    """The worker's app for the process's own settings; another broker or namespace gets its own app."""
+    own = get_settings()
+    if (settings.redis_url, settings.redis_namespace) == (own.redis_url, own.redis_namespace):
+        return app
+    return _app_for_broker(settings.redis_url, settings.redis_namespace)
+
+
 @setup_logging.connect
-def _json_logs(**_kwargs) -> None:
+def _json_logs(**_kwargs: object) -> None:
     """Celery's own lines and ours, one JSON object per line (imagesearch/logging_setup.py)."""
     logging_setup.configure(get_settings())

@@ -164,15 +164,10 @@ class S3Listener:
 def build(settings: Settings) -> S3Listener:
     import boto3
 
-    from imagesearch.blobs import open_blobs
-    from imagesearch.s3ingest import RedisEventLog
-    from imagesearch.stores import open_store
-    from workers.enqueue import enqueue_embed
+    from wiring import build_services
 
-    ingestor = S3Ingestor(settings=settings, store=open_store(settings), blobs=open_blobs(settings),
-                          enqueue=enqueue_embed, event_log=RedisEventLog.from_settings(settings))
     sqs = boto3.client("sqs")
-    return S3Listener(sqs=sqs, queue_url=settings.sqs_queue_url, ingestor=ingestor,
+    return S3Listener(sqs=sqs, queue_url=settings.sqs_queue_url, ingestor=build_services(settings).s3_ingestor,
                       batch_size=settings.sqs_batch_size, wait_seconds=settings.sqs_wait_seconds,
                       visibility_timeout=settings.sqs_visibility_timeout_seconds)
 

@@ -19,35 +19,36 @@ from celery import bootsteps
 
 from imagesearch.config import Settings, get_settings
 from imagesearch.requeue import requeue_stale
-from imagesearch.stores import Store, open_store
+from imagesearch.services import Services
+from imagesearch.vocab import Stage
+from wiring import build_services
 
 log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
-def _store() -> Store:
-    return open_store(get_settings())
+def _services() -> Services:
+    return build_services(get_settings())
 
 
 def sweep(app: Any, settings: Settings, interval: float) -> list[str]:
     """One pass: nothing while embed messages wait, or another worker holds the lock."""
-    from workers.enqueue import enqueue_embed  # the Celery app imports this module
-
-    period = settings.requeue_stale_after_seconds
+    svc = _services()
+    keys, period = settings.keys, settings.requeue_stale_after_seconds
     with app.connection_for_write() as conn:
         client = conn.default_channel.client
-        if int(client.llen(settings.queue("embed"))) > 0:
+        if int(client.llen(keys.queue(Stage.EMBED))) > 0:
             return []
-        if not client.set(settings.queue("requeue-sweep-lock"), "1", nx=True, ex=max(1, int(interval))):
+        if not client.set(keys.requeue_sweep_lock, "1", nx=True, ex=max(1, int(interval))):
             return []
 
         def send_once(image_id: str) -> bool:
-            if not client.set(settings.queue(f"requeued:{image_id}"), "1", nx=True, ex=2 * period):
+            if not client.set(keys.requeued(image_id), "1", nx=True, ex=2 * period):
                 return False
-            enqueue_embed(image_id)
+            svc.queue.enqueue(Stage.EMBED, image_id)
             return True
 
-        return requeue_stale(_store(), send_once, older_than_seconds=period)
+        return requeue_stale(svc.store, send_once, older_than_seconds=period)
 
 
 def _guarded_sweep(app: Any, settings: Settings, interval: float) -> None:
@@ -69,7 +70,7 @@ class RequeueStale(bootsteps.StartStopStep):
     def start(self, consumer: Any) -> None:
         settings = get_settings()
         queues = {q.name for q in getattr(getattr(consumer, "task_consumer", None), "queues", None) or []}
-        if settings.requeue_stale_after_seconds <= 0 or settings.queue("embed") not in queues:
+        if settings.requeue_stale_after_seconds <= 0 or settings.keys.queue(Stage.EMBED) not in queues:
             return
         interval = max(1.0, settings.requeue_stale_after_seconds / 10)
         self.tref = consumer.timer.call_repeatedly(interval, _guarded_sweep, (consumer.app, settings, interval))

@@ -8,21 +8,19 @@ single-image messages and hands a list to the task when ``*_flush_every`` arrive
 from __future__ import annotations
 
 import logging
-import random
 import time
 from functools import lru_cache
-from typing import Callable
 
 from celery_batches import SimpleRequest
 
 from imagesearch import logging_setup, metrics, pipeline
-from imagesearch.blobs import open_blobs
+from imagesearch.backoff import equal_jitter
 from imagesearch.config import get_settings
-from imagesearch.models import get_captioner, get_clip
-from imagesearch.stores import open_store
+from imagesearch.services import Services
+from imagesearch.vocab import Stage
+from wiring import build_services
 from workers.batches import ReliableBatches
 from workers.celery_app import CAPTION_TASK, EMBED_TASK, ISOLATED_TASK, app, check_visibility_timeout
-from workers.deliveries import DeliveryLedger
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -30,31 +28,28 @@ check_visibility_timeout(settings)
 
 
 @lru_cache(maxsize=1)
-def _resources():
-    """Opened once per worker process, after the fork."""
-    return open_store(settings), open_blobs(settings), DeliveryLedger.from_settings(settings)
+def _services() -> Services:
+    """Built once per worker process, after the fork; each service opens on first use."""
+    return build_services(settings)
 
 
 def _backoff(attempt: int) -> float:
-    # Exponential with full jitter: retries from many workers do not arrive in lockstep.
-    ceiling = min(settings.retry_backoff_max_seconds, settings.retry_backoff_seconds * 2 ** attempt)
-    return random.uniform(ceiling / 2, ceiling)
+    return equal_jitter(attempt, base=settings.retry_backoff_seconds, cap=settings.retry_backoff_max_seconds)
 
 
-def _run(stage: str) -> Callable[[list[str]], pipeline.BatchOutcome]:
-    store, blobs, _ = _resources()
-    if stage == "embed":
-        return lambda ids: pipeline.embed_batch(ids, settings=settings, store=store, blobs=blobs,
-                                                clip=get_clip(settings))
-    return lambda ids: pipeline.caption_batch(ids, settings=settings, store=store, blobs=blobs,
-                                              captioner=get_captioner(settings), clip=get_clip(settings))
+def _run(stage: Stage, ids: list[str]) -> pipeline.BatchOutcome:
+    svc = _services()
+    if stage == Stage.EMBED:
+        return pipeline.embed_batch(ids, settings=settings, store=svc.store, blobs=svc.blobs, clip=svc.clip)
+    return pipeline.caption_batch(ids, settings=settings, store=svc.store, blobs=svc.blobs,
+                                  captioner=svc.captioner, clip=svc.clip)
 
 
-def _guarded(stage: str, ids: list[str]) -> pipeline.BatchOutcome:
+def _guarded(stage: Stage, ids: list[str]) -> pipeline.BatchOutcome:
     """An unexpected error must not acknowledge the batch as done: retry every id instead."""
     started = time.perf_counter()
     try:
-        outcome = _run(stage)(ids)
+        outcome = _run(stage, ids)
     except Exception as exc:  # noqa: BLE001 - anything unforeseen becomes a bounded retry
         log.exception("%s batch crashed", stage)
         outcome = pipeline.BatchOutcome(retry={i: f"{type(exc).__name__}: {exc}" for i in ids})
@@ -62,12 +57,12 @@ def _guarded(stage: str, ids: list[str]) -> pipeline.BatchOutcome:
     return outcome
 
 
-def _settle(stage: str, attempts: dict[str, int], outcome: pipeline.BatchOutcome) -> None:
+def _settle(stage: Stage, attempts: dict[str, int], outcome: pipeline.BatchOutcome) -> None:
     """Follow-up work, then re-send transient failures with backoff, or fail them past the limit."""
-    store, _, _ = _resources()
+    store = _services().store
     for image_id in outcome.follow_up:
         caption.apply_async((image_id,))
-    task = embed if stage == "embed" else caption
+    task = _TASKS[stage]
     for image_id, error in outcome.retry.items():
         attempt = attempts.get(image_id, 0)
         if attempt < settings.max_retries:
@@ -84,13 +79,13 @@ def _settle(stage: str, attempts: dict[str, int], outcome: pipeline.BatchOutcome
              len(outcome.failed), len(outcome.retry), len(outcome.skipped))
 
 
-def _handle(stage: str, requests: list[SimpleRequest]) -> bool:
+def _handle(stage: Stage, requests: list[SimpleRequest]) -> bool:
     with logging_setup.log_context(stage=stage, task_ids=[r.id for r in requests],
                                    image_ids=[str(r.args[0]) for r in requests if r.args]):
         return _handle_batch(stage, requests)
 
 
-def _handle_batch(stage: str, requests: list[SimpleRequest]) -> bool:
+def _handle_batch(stage: Stage, requests: list[SimpleRequest]) -> bool:
     """Process a batch; True when every message is accounted for (done, failed, or re-sent).
 
     False makes :class:`ReliableBatches` requeue the messages instead of acknowledging them."""
@@ -99,27 +94,27 @@ def _handle_batch(stage: str, requests: list[SimpleRequest]) -> bool:
         _process(stage, attempts)
     except Exception:  # noqa: BLE001 - e.g. the store or Redis unreachable before the batch could start
         log.exception("%s batch could not run; re-sending its %d messages", stage, len(attempts))
-        task = embed if stage == "embed" else caption
+        task = _TASKS[stage]
         try:
             for image_id, attempt in attempts.items():
                 task.apply_async((image_id,), {"attempt": attempt + 1}, countdown=_backoff(attempt))
             # The batch returned: these deliveries did not kill the worker.
-            DeliveryLedger.from_settings(settings).settle(stage, list(attempts))
+            _services().ledger.settle(stage, list(attempts))
         except Exception:  # noqa: BLE001
             log.exception("re-sending failed too; the messages go back to the queue")
             return False
     return True
 
 
-def _process(stage: str, attempts: dict[str, int]) -> None:
-    _, _, ledger = _resources()
+def _process(stage: Stage, attempts: dict[str, int]) -> None:
+    ledger = _services().ledger
     ids = list(attempts)
     started = ledger.begin(stage, ids)
     # An image whose previous delivery never returned may be what killed the worker: process it
     # alone, so it cannot take the rest of a batch down with it again.
     suspects = [i for i in ids if started[i] > 1]
     for image_id in suspects:
-        isolated.apply_async((stage, image_id, attempts[image_id]), queue=settings.queue(stage))
+        isolated.apply_async((stage, image_id, attempts[image_id]), queue=settings.keys.queue(stage))
     ids = [i for i in ids if started[i] == 1]
     if ids:
         _settle(stage, attempts, _guarded(stage, ids))
@@ -129,24 +124,24 @@ def _process(stage: str, attempts: dict[str, int]) -> None:
 @app.task(base=ReliableBatches, name=EMBED_TASK, acks_late=True, flush_every=settings.embed_flush_every,
           flush_interval=settings.batch_flush_seconds)
 def embed(requests: list[SimpleRequest]) -> bool:
-    return _handle("embed", requests)
+    return _handle(Stage.EMBED, requests)
 
 
 @app.task(base=ReliableBatches, name=CAPTION_TASK, acks_late=True, flush_every=settings.caption_batch_size,
           flush_interval=settings.batch_flush_seconds)
 def caption(requests: list[SimpleRequest]) -> bool:
-    return _handle("caption", requests)
+    return _handle(Stage.CAPTION, requests)
 
 
 @app.task(name=ISOLATED_TASK, acks_late=True, reject_on_worker_lost=True)
 def isolated(stage: str, image_id: str, attempt: int = 0) -> None:
     """One suspect image on its own; past ``max_deliveries`` unfinished starts it becomes a dead letter."""
     with logging_setup.log_context(stage=stage, task_id=isolated.request.id, image_id=image_id):
-        _isolated(stage, image_id, attempt)
+        _isolated(Stage(stage), image_id, attempt)
 
 
-def _isolated(stage: str, image_id: str, attempt: int) -> None:
-    store, _, ledger = _resources()
+def _isolated(stage: Stage, image_id: str, attempt: int) -> None:
+    store, ledger = _services().store, _services().ledger
     started = ledger.begin(stage, [image_id])[image_id]
     if started > settings.max_deliveries:
         reason = f"the worker died {started - 1} times while processing this image"
@@ -159,3 +154,6 @@ def _isolated(stage: str, image_id: str, attempt: int) -> None:
         return
     _settle(stage, {image_id: attempt}, _guarded(stage, [image_id]))
     ledger.settle(stage, [image_id])
+
+
+_TASKS = {Stage.EMBED: embed, Stage.CAPTION: caption}

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import torch
 
+from imagesearch.errors import TransientError
 
-class ModelUnavailable(RuntimeError):
+
+class ModelUnavailable(TransientError):
     """Model files could not be found locally nor downloaded; the message says how to fix it."""
 
 

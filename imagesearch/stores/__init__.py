@@ -1,6 +1,7 @@
 """Vector + metadata stores behind one interface (:class:`imagesearch.stores.base.Store`)."""
 
 from imagesearch.config import Settings
+from imagesearch.errors import ConfigurationError
 from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, Store
 
 
@@ -14,7 +15,7 @@ def open_store(settings: Settings) -> Store:
         from imagesearch.stores.opensearch import OpenSearchStore
 
         return OpenSearchStore.from_settings(settings)
-    raise ValueError(f"unknown store {settings.store!r}")
+    raise ConfigurationError(f"unknown store {settings.store!r}")
 
 
 __all__ = ["CaptionUpdate", "ImageVectorUpdate", "Store", "open_store"]

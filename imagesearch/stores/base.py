@@ -7,10 +7,11 @@ from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 
+from imagesearch.errors import TransientError
 from imagesearch.records import ImageRecord, VectorField
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(TransientError):
     """The store cannot be reached right now. Transient: the operation may be retried."""
 
 

@@ -12,7 +12,7 @@ from tests.conftest import ROOT, child_env
 def test_eval_on_a_small_procedural_set(redis_client, data_dir, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "imagesearch.cli", "eval", "--procedural", "16", "--seed", "3", "--out", str(out)],
+        [sys.executable, "-m", "cli", "eval", "--procedural", "16", "--seed", "3", "--out", str(out)],
         cwd=ROOT, env=child_env(data_dir), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "R@1" in result.stdout and "chance" in result.stdout

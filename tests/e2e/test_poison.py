@@ -16,7 +16,7 @@ from imagesearch.config import Settings
 from imagesearch.stores.embedded import EmbeddedStore
 from tests.conftest import ROOT, child_env, jpeg, start_worker, wait_until
 from tests.support.crash_hook import MARKER
-from workers.enqueue import enqueue_embed
+from tests.support.broker import enqueue_embed
 
 
 def _poison_jpeg() -> bytes:
@@ -27,7 +27,7 @@ def _poison_jpeg() -> bytes:
 
 
 def _cli(data_dir, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "imagesearch.cli", *args], cwd=ROOT, env=child_env(data_dir),
+    result = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=child_env(data_dir),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout

@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from imagesearch import evaluate, procs, world
-from imagesearch.client import ApiClient
-from imagesearch.demo import DEMO_MODELS
+from imagesearch.dev import evaluate, procs, world
+from imagesearch.dev.client import ApiClient
+from imagesearch.dev.demo import DEMO_MODELS
 from tests.conftest import child_env
 
 HELDOUT_SEED = 2

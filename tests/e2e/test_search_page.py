@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from imagesearch import world
-from imagesearch.procs import ROOT
+from imagesearch.dev import world
+from tests.conftest import ROOT
 from tests.conftest import start_api, start_worker
 
 CHROMIUM = Path("/usr/bin/chromium")

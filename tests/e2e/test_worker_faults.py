@@ -9,7 +9,7 @@ from imagesearch.blobs import LocalBlobStore
 from imagesearch.config import Settings
 from imagesearch.stores.embedded import EmbeddedStore
 from tests.conftest import jpeg, start_worker, wait_until
-from workers.enqueue import enqueue_embed
+from tests.support.broker import enqueue_embed
 
 
 def test_transient_blob_error_is_retried_then_indexed(redis_client, data_dir):
@@ -126,7 +126,7 @@ def test_store_locked_for_a_while_then_tasks_retry_and_complete(redis_client, da
 
 def _redis_server(tmp_path) -> tuple[list[str], str]:
     """Command line and URL of a private Redis (AOF, fsync always) on a free port."""
-    from imagesearch import procs
+    from imagesearch.dev import procs
 
     port = procs.free_port()
     redis_dir = tmp_path / "redis"
@@ -207,4 +207,4 @@ def test_redis_restart_during_ingestion_loses_nothing(data_dir, tmp_path):
 def _prefix() -> str:
     import os
 
-    return os.environ["IMAGESEARCH_QUEUE_PREFIX"]
+    return os.environ["IMAGESEARCH_REDIS_NAMESPACE"]

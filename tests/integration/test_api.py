@@ -39,7 +39,7 @@ def _upload(client, data: bytes, **fields):
 
 
 def test_upload_is_stored_recorded_and_enqueued(client, settings, redis_client):
-    queue = settings.queue("embed")
+    queue = settings.keys.queue("embed")
     before = redis_client.llen(queue)
     response = _upload(client, jpeg(), collection="shop", tags="a,b", external_id="sku-1")
     assert response.status_code == 202

@@ -12,27 +12,33 @@ import pytest
 
 from api import create_app
 from imagesearch.apikeys import KeyRing, hash_key
+from imagesearch.redis_state import connect
 from imagesearch.config import Settings
 from imagesearch.models import get_clip
 from imagesearch.pipeline import embed_batch
 from tests.conftest import ROOT, child_env, jpeg
+from imagesearch.taskqueue import MemoryTaskQueue
+
+
+def _keyring(settings: Settings) -> KeyRing:
+    return KeyRing(connect(settings.redis_url), settings.keys)
 
 
 @pytest.fixture
 def settings(data_dir, redis_client):
     # Its own queue prefix: its own keys and dead letters, whatever other tests leave in Redis.
     return Settings(data_dir=data_dir, auth="keys", rate_limit_per_minute=1000,
-                    queue_prefix=f"auth-{uuid.uuid4().hex[:8]}-")
+                    redis_namespace=f"auth-{uuid.uuid4().hex[:8]}-")
 
 
 @pytest.fixture
 def app(settings):
-    return create_app(settings, enqueue=lambda _: None)
+    return create_app(settings, queue=MemoryTaskQueue())
 
 
 @pytest.fixture
 def keys(settings):
-    ring = KeyRing.from_settings(settings)
+    ring = _keyring(settings)
     return {
         "alice": ring.create("alice-app", "alice"),
         "bob": ring.create("bob-app", "bob"),
@@ -59,7 +65,7 @@ def test_keys_are_required_and_stored_hashed(app, keys, settings, redis_client):
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert client.post("/v1/search", json={"text": "x"}, headers=_auth("isk_forged")).status_code == 401
     assert client.get("/healthz").status_code == 200  # health stays open
-    stored = redis_client.hgetall(KeyRing.from_settings(settings).hash_name)
+    stored = redis_client.hgetall(_keyring(settings).hash_name)
     assert hash_key(keys["alice"]).encode() in stored
     assert all(key.encode() not in b"".join(list(stored) + list(stored.values())) for key in keys.values())
 
@@ -98,9 +104,9 @@ def test_scopes(app, keys):
 
 def test_rate_limit_is_shared_across_app_instances(data_dir, redis_client):
     settings = Settings(data_dir=data_dir, auth="keys", rate_limit_per_minute=5,
-                        queue_prefix="ratelimit-test-")
-    key = KeyRing.from_settings(settings).create("burst", "t")
-    first, second = (create_app(settings, enqueue=lambda _: None).test_client() for _ in range(2))
+                        redis_namespace="ratelimit-test-")
+    key = _keyring(settings).create("burst", "t")
+    first, second = (create_app(settings, queue=MemoryTaskQueue()).test_client() for _ in range(2))
     codes = [(first if i % 2 else second).get("/v1/images/nope", headers=_auth(key)).status_code for i in range(8)]
     assert codes.count(404) == 5 and codes[5:] == [429, 429, 429]
     limited = first.get("/v1/images/nope", headers=_auth(key))
@@ -112,15 +118,14 @@ def test_rate_limit_is_shared_across_app_instances(data_dir, redis_client):
     ("0.0.0.0", "auto", False), (None, "auto", False), ("0.0.0.0", "open", True), ("127.0.0.1", "keys", False),
 ])
 def test_open_mode_only_on_loopback_by_default(data_dir, bind_host, auth, is_open):
-    client = create_app(Settings(data_dir=data_dir, bind_host=bind_host, auth=auth),
-                        enqueue=lambda _: None).test_client()
+    client = create_app(Settings(data_dir=data_dir, bind_host=bind_host, auth=auth), queue=MemoryTaskQueue()).test_client()
     status = client.get("/v1/images/nope").status_code
     assert status == (404 if is_open else 401)
 
 
 def test_keys_cli_create_list_revoke(data_dir, redis_client):
     def cli(*args):
-        result = subprocess.run([sys.executable, "-m", "imagesearch.cli", "keys", *args], cwd=ROOT,
+        result = subprocess.run([sys.executable, "-m", "cli", "keys", *args], cwd=ROOT,
                                 env=child_env(data_dir), capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
@@ -130,4 +135,4 @@ def test_keys_cli_create_list_revoke(data_dir, redis_client):
     listed = cli("list")
     assert "acme-web" in listed and "tenant=acme" in listed and key not in listed
     assert cli("revoke", hash_key(key)[:12]) == "revoked 1 key(s)"
-    assert KeyRing.from_settings(Settings()).lookup(key) is None
+    assert _keyring(Settings()).lookup(key) is None

@@ -14,7 +14,7 @@ from tests.conftest import ROOT, child_env, jpeg
 
 
 def _cli(data_dir, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imagesearch.cli", *args], cwd=ROOT, env=child_env(data_dir),
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=child_env(data_dir),
                           capture_output=True, text=True, timeout=120)
 
 

@@ -14,6 +14,7 @@ from imagesearch.config import Settings
 from imagesearch.models import get_clip
 from imagesearch.pipeline import embed_batch
 from imagesearch.records import source_id
+from imagesearch.redis_state import Keyspace
 from imagesearch.s3ingest import RedisEventLog
 from imagesearch.stores.embedded import EmbeddedStore
 from tests.conftest import jpeg
@@ -24,9 +25,9 @@ def world(data_dir, aws_env, redis_client):
     bucket = f"rec-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=bucket)
-    settings = Settings(data_dir=data_dir, queue_prefix=f"rec-{uuid.uuid4().hex[:6]}-")
+    settings = Settings(data_dir=data_dir, redis_namespace=f"rec-{uuid.uuid4().hex[:6]}-")
     store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
-    return bucket, s3, settings, store, blobs, RedisEventLog(redis_client, settings.queue_prefix)
+    return bucket, s3, settings, store, blobs, RedisEventLog(redis_client, settings.keys)
 
 
 def test_reconcile_requeues_missing_and_stuck_and_removes_orphans(world):
@@ -67,7 +68,7 @@ def test_reconcile_a_folder_mirrored_into_a_collection(data_dir, redis_client, t
     folder.mkdir()
     for name in ("one.jpg", "two.jpg"):
         (folder / name).write_bytes(jpeg())
-    events = RedisEventLog(redis_client, "fold-")
+    events = RedisEventLog(redis_client, Keyspace("fold-"))
     sent: list[str] = []
     run_backfill(str(folder), settings=settings, store=store, blobs=blobs, enqueue=sent.append, event_log=events,
                  collection="pics")

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from api import create_app
 from imagesearch.config import Settings
+from imagesearch.taskqueue import MemoryTaskQueue
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
@@ -29,7 +30,7 @@ search_bodies = st.fixed_dictionaries({}, optional={
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, redis_client):
-    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("props")), enqueue=lambda _: None)
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("props")), queue=MemoryTaskQueue())
     return app.test_client()
 
 

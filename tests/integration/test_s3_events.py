@@ -30,6 +30,10 @@ from imagesearch.sources import parse_s3_uri, read_original, reset_s3_client, s3
 from imagesearch.stores.base import ImageVectorUpdate
 from imagesearch.stores.embedded import EmbeddedStore
 from tests.conftest import ROOT, child_env, jpeg
+from imagesearch.errors import TooLarge
+from imagesearch.redis_state import Keyspace
+from imagesearch.taskqueue import MemoryTaskQueue, QueueUnavailable
+from imagesearch.vocab import Stage
 
 SEQ = "0055AED6DCD90281E5"
 
@@ -249,7 +253,7 @@ def test_property_garbage_never_raises_anything_but_event_format_error(doc):
 
 @pytest.fixture
 def event_log(redis_client):
-    return RedisEventLog(redis_client, prefix=f"test-{uuid.uuid4().hex[:8]}-")
+    return RedisEventLog(redis_client, Keyspace(f"test-{uuid.uuid4().hex[:8]}-"))
 
 
 @pytest.fixture
@@ -426,7 +430,7 @@ def test_read_original_limits_and_errors(bucket, monkeypatch, tmp_path):
     s3.put_object(Bucket=bucket, Key="page.jpg", Body=b"<html>", ContentType="text/html")
     blobs = LocalBlobStore(tmp_path)
     assert len(read_original(s3_uri(bucket, "x.jpg"), blobs, 1000)) == 1000
-    with pytest.raises(ValueError, match="limit is 999"):
+    with pytest.raises(TooLarge, match="limit is 999"):
         read_original(s3_uri(bucket, "x.jpg"), blobs, 999)
     with pytest.raises(BlobMissing):
         read_original(s3_uri(bucket, "gone.jpg"), blobs, 1000)
@@ -452,9 +456,10 @@ def test_read_original_limits_and_errors(bucket, monkeypatch, tmp_path):
 def webhook_app(tmp_path, event_log):
     from api import create_app, events
 
-    sent: list[str] = []
+    queue = MemoryTaskQueue()
     settings = Settings(data_dir=tmp_path / "data", s3_webhook_token="s3cret")
-    app = create_app(settings, enqueue=sent.append)
+    app = create_app(settings, queue=queue)
+    sent = queue.sent[Stage.EMBED]
     events.configure(app, event_log=event_log)
     return app.test_client(), sent
 
@@ -495,7 +500,7 @@ def test_webhook_bad_input_is_a_json_4xx(webhook_app, body):
 def test_webhook_is_off_without_a_token(tmp_path):
     from api import create_app, events
 
-    app = create_app(Settings(data_dir=tmp_path), enqueue=lambda _id: None)
+    app = create_app(Settings(data_dir=tmp_path), queue=MemoryTaskQueue())
     response = app.test_client().post("/v1/events/s3", json=s3_event(s3_record("a.jpg")))
     assert response.status_code == 403 and response.json["error"]["code"] == "webhook_disabled"
 
@@ -594,30 +599,32 @@ def test_backfill_cli_reports_progress(bucket, tmp_path, aws_env):
     for i in range(3):
         s3.put_object(Bucket=bucket, Key=f"cli/{i}.jpg", Body=jpeg(), ContentType="image/jpeg")
     env = child_env(tmp_path / "data", **aws_env)
-    command = [sys.executable, "-m", "imagesearch.cli", "backfill", f"s3://{bucket}/cli/", "--no-wait"]
+    command = [sys.executable, "-m", "cli", "backfill", f"s3://{bucket}/cli/", "--no-wait"]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "listed 3, enqueued 3" in result.stdout and "enqueued" in result.stderr  # tqdm bars on stderr
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert "listed 3, enqueued 0, unchanged 3" in again.stdout
-    bad = subprocess.run([sys.executable, "-m", "imagesearch.cli", "backfill", str(tmp_path / "missing")], cwd=ROOT,
+    bad = subprocess.run([sys.executable, "-m", "cli", "backfill", str(tmp_path / "missing")], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "neither" in bad.stderr
-    assert os.environ.get("IMAGESEARCH_QUEUE_PREFIX")  # the messages went to this run's own queue
+    assert os.environ.get("IMAGESEARCH_REDIS_NAMESPACE")  # the messages went to this run's own queue
 
 
 def test_webhook_answers_503_when_the_broker_is_down_and_a_retry_sends_the_task(tmp_path, event_log):
     from api import create_app, events
 
     broker_up = [False]
-    sent: list[str] = []
 
-    def enqueue(image_id: str) -> None:
-        if not broker_up[0]:
-            raise ConnectionError("broker unreachable")
-        sent.append(image_id)
+    class Queue(MemoryTaskQueue):
+        def enqueue(self, stage: Stage, image_id: str) -> None:
+            if not broker_up[0]:
+                raise QueueUnavailable("broker unreachable")
+            super().enqueue(stage, image_id)
 
-    app = create_app(Settings(data_dir=tmp_path / "data", s3_webhook_token="t"), enqueue=enqueue)
+    queue = Queue()
+    sent = queue.sent[Stage.EMBED]
+    app = create_app(Settings(data_dir=tmp_path / "data", s3_webhook_token="t"), queue=queue)
     events.configure(app, event_log=event_log)
     client = app.test_client()
     body = s3_event(s3_record("retry me.jpg"))

@@ -20,6 +20,8 @@ from imagesearch.config import Settings
 from imagesearch.records import source_id
 from imagesearch.s3events import SnsVerificationError, SnsVerifier, check_sns_url, string_to_sign
 from imagesearch.s3ingest import MemoryEventLog
+from imagesearch.taskqueue import MemoryTaskQueue
+from imagesearch.vocab import Stage
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:image-events"
 CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem"
@@ -185,10 +187,11 @@ def sns_app(tmp_path, signer):
     from api import create_app, events
 
     _, pem = signer
-    sent: list[str] = []
+    queue = MemoryTaskQueue()
+    sent = queue.sent[Stage.EMBED]
     confirmed: list[str] = []
     app = create_app(Settings(data_dir=tmp_path / "data", sns_topic_allowlist=f"{TOPIC}, arn:aws:sns:x:1:other"),
-                     enqueue=sent.append)
+                     queue=queue)
 
     def http_get(url: str) -> int:
         confirmed.append(url)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from imagesearch import world
+from imagesearch.dev import world
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "models" / "demo"

@@ -14,9 +14,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from imagesearch.redis_state import Keyspace
+from imagesearch.taskqueue import MemoryTaskQueue
 from prometheus_client.parser import text_string_to_metric_families
 
-from imagesearch.procs import ROOT
+from tests.conftest import ROOT
 
 OBSERVE = """
 from imagesearch import metrics
@@ -87,7 +90,7 @@ def test_explicit_folder_wins_and_derived_folders_are_per_data_dir(tmp_path):
 
 def test_queue_depth_is_read_from_redis_at_scrape_time(tmp_path, redis_client):
     prefix = f"metrics-{uuid.uuid4().hex[:8]}-"
-    env = _env(tmp_path / "data", IMAGESEARCH_QUEUE_PREFIX=prefix)
+    env = _env(tmp_path / "data", IMAGESEARCH_REDIS_NAMESPACE=prefix)
     redis_client.rpush(prefix + "embed", *[b"m"] * 3)
     redis_client.rpush(prefix + "caption", b"m")
     try:
@@ -104,7 +107,7 @@ def test_queue_depth_is_read_from_redis_at_scrape_time(tmp_path, redis_client):
 def test_broker_down_is_a_metric_not_a_failed_scrape(tmp_path):
     from imagesearch import metrics
 
-    collected = {f.name: f for f in metrics.QueueDepthCollector("redis://127.0.0.1:1/0", {"embed": "x"},
+    collected = {f.name: f for f in metrics.QueueDepthCollector("redis://127.0.0.1:1/0", Keyspace("x"),
                                                                 timeout=0.5).collect()}
     assert collected["imagesearch_broker_up"].samples[0].value == 0
     assert "imagesearch_queue_depth" not in collected
@@ -115,7 +118,7 @@ def test_api_serves_metrics_and_counts_uploads_and_searches(data_dir, redis_clie
     from imagesearch.config import Settings
     from tests.conftest import jpeg
 
-    client = create_app(Settings(data_dir=data_dir), enqueue=lambda image_id: None).test_client()
+    client = create_app(Settings(data_dir=data_dir), queue=MemoryTaskQueue()).test_client()
 
     def scrape() -> dict:
         response = client.get("/metrics")
@@ -162,7 +165,7 @@ def test_api_logs_carry_the_request_and_image_ids(data_dir, redis_client):
     from imagesearch.config import Settings
     from tests.conftest import jpeg
 
-    client = create_app(Settings(data_dir=data_dir), enqueue=lambda image_id: None).test_client()
+    client = create_app(Settings(data_dir=data_dir), queue=MemoryTaskQueue()).test_client()
     stream = io.StringIO()
     handler = logging_setup.configure(stream=stream)  # replaces the app's handler for this test
     try:

@@ -42,7 +42,7 @@ def test_short_text_encoding_equals_the_full_context(settings):
 
 
 def test_identity_changes_with_the_weights(tmp_path):
-    from imagesearch.models.tiny import build_tiny_clip
+    from imagesearch.dev.tiny_models import build_tiny_clip
 
     a = load_clip(ClipSpec("x", "y", build_tiny_clip(tmp_path / "a", seed=1), "cpu"))
     b = load_clip(ClipSpec("x", "y", build_tiny_clip(tmp_path / "b", seed=2), "cpu"))

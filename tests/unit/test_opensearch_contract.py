@@ -22,9 +22,10 @@ import base64
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
@@ -35,21 +36,15 @@ from imagesearch.config import Settings
 from imagesearch.records import ImageRecord
 from imagesearch.stores import open_store
 from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate, StoreUnavailable
-from imagesearch.stores.opensearch import (
-    CAPTION_SCRIPT,
-    FAILED_SCRIPT,
-    IMAGE_SCRIPT,
-    OpenSearchStore,
-    StoreRejected,
-    build_client,
-)
-from imagesearch.stores.opensearch_mapping import (
+from imagesearch.stores.opensearch import OpenSearchStore, StoreRejected, build_client
+from imagesearch.stores.opensearch.mapping import (
     TEMPLATE_PATH,
     index_body,
     index_name,
     model_slug,
     score_to_cosine,
 )
+from imagesearch.stores.opensearch.records import CAPTION_SCRIPT, FAILED_SCRIPT, IMAGE_SCRIPT
 
 from .opensearch_spec import SPEC_ROOT, OpenSearchSpec, SpecViolation, parse_ndjson
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from imagesearch import evaluate as ev
+from imagesearch.dev import evaluate as ev
 
 
 def test_metrics_on_a_known_ranking():

@@ -10,7 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagesearch.config import Settings
-from imagesearch.procs import ROOT
+from tests.conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("settings_table", ROOT / "scripts" / "settings_table.py")
 settings_table = importlib.util.module_from_spec(_spec)

@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from imagesearch import world
+from imagesearch.dev import world
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import threading
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from imagesearch.blobs import BlobMissing, BlobStore, BlobUnavailable
+from imagesearch.errors import InvalidInput, TooLarge
 from imagesearch.imaging import InvalidImage
 
 _KEY_SAFE = "/!$&'()*+,;=:@"  # besides letters, digits and -._~: everything else is percent-encoded
@@ -37,7 +38,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str, str | None]:
     """(bucket, key, version) of an ``s3://`` URI written by :func:`s3_uri`."""
     parts = urlsplit(uri)
     if parts.scheme != "s3" or not parts.netloc or len(parts.path) < 2:
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+        raise InvalidInput(f"not an s3://bucket/key URI: {uri!r}")
     version = parse_qs(parts.query).get("versionId", [None])[0] if parts.query else None
     return parts.netloc, unquote(parts.path[1:], errors="strict"), version
 
@@ -78,7 +79,7 @@ def read_s3_object(bucket: str, key: str, version: str | None, max_bytes: int) -
     try:
         length = response.get("ContentLength")
         if length is not None and length > max_bytes:
-            raise ValueError(f"{what} is {length} bytes, the limit is {max_bytes}")
+            raise TooLarge(f"{what} is {length} bytes, the limit is {max_bytes}")
         content_type = response.get("ContentType")
         if not is_image_content_type(content_type):
             raise InvalidImage(f"{what} has content type {content_type!r}, not an image")
@@ -95,7 +96,7 @@ def read_s3_object(bucket: str, key: str, version: str | None, max_bytes: int) -
     finally:
         body.close()
     if received > max_bytes:
-        raise ValueError(f"{what} is larger than {max_bytes} bytes")
+        raise TooLarge(f"{what} is larger than {max_bytes} bytes")
     return b"".join(chunks)
 
 

@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from imagesearch.client import ApiClient
+from imagesearch.dev.client import ApiClient
+from imagesearch.vocab import SearchMode
 
-MODES = ("image", "caption", "hybrid")
+MODES = tuple(SearchMode)
 CUTOFFS = (1, 5, 10)
 
 

@@ -414,7 +414,7 @@ def write_dataset(folder: Path | str, n: int, seed: int) -> list[Sample]:
     return samples
 
 
-if __name__ == "__main__":  # python -m imagesearch.world OUT_DIR [N] [SEED]
+if __name__ == "__main__":  # python -m imagesearch.dev.world OUT_DIR [N] [SEED]
     import sys
 
     target = Path(sys.argv[1])

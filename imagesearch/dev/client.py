@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from imagesearch.procs import wait_until
+from imagesearch.dev.procs import wait_until
 
 
 @dataclass

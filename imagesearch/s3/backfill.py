@@ -33,6 +33,7 @@ from pathlib import Path
 
 from imagesearch import ingest
 from imagesearch.blobs import BlobStore
+from imagesearch.errors import InvalidInput
 from imagesearch.config import Settings
 from imagesearch.imaging import InvalidImage
 from imagesearch.records import DEFAULT_COLLECTION, DEFAULT_TENANT, content_hash, upload_id
@@ -90,11 +91,11 @@ def parse_source(source: str) -> tuple[str, str, str]:
         rest = source[len("s3://"):]
         bucket, _, prefix = rest.partition("/")
         if not bucket:
-            raise ValueError(f"no bucket in {source!r}")
+            raise InvalidInput(f"no bucket in {source!r}")
         return "s3", bucket, prefix
     path = Path(source).expanduser()
     if not path.is_dir():
-        raise ValueError(f"{source!r} is neither s3://bucket/prefix nor a folder")
+        raise InvalidInput(f"{source!r} is neither s3://bucket/prefix nor a folder")
     return "folder", str(path.resolve()), ""
 
 

@@ -35,8 +35,10 @@ from typing import ContextManager, Literal, Protocol
 
 from imagesearch import ingest
 from imagesearch.blobs import BlobStore
+from imagesearch.errors import TransientError
 from imagesearch.config import Settings
 from imagesearch.records import DEFAULT_TENANT, ImageRecord, source_id
+from imagesearch.redis_state import Keyspace
 from imagesearch.s3events import ObjectEvent, compare_sequencers
 from imagesearch.sources import is_image_content_type, parse_s3_uri, s3_uri
 from imagesearch.stores.base import Store
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 Action = Literal["queued", "requeued", "unchanged", "failed", "removed", "absent", "stale", "ignored"]
 
 
-class EventLogUnavailable(RuntimeError):
+class EventLogUnavailable(TransientError):
     """The event log (Redis) cannot be reached, or an object stayed locked too long. Transient."""
 
 
@@ -132,28 +134,22 @@ return 0
 class RedisEventLog:
     """The event log in Redis: a hash per object (expiring after ``ttl_seconds``) and a lock key."""
 
-    def __init__(self, client, prefix: str = "", ttl_seconds: int = 15 * 24 * 3600,
+    def __init__(self, client, keys: Keyspace, ttl_seconds: int = 15 * 24 * 3600,
                  lock_seconds: float = 30.0, lock_wait_seconds: float = 30.0) -> None:
         self.client = client
-        self.prefix = f"{prefix}s3events:"
+        self.keys = keys
         self.ttl_seconds = ttl_seconds
         self.lock_seconds = lock_seconds
         self.lock_wait_seconds = lock_wait_seconds
         self._record = client.register_script(_RECORD_LUA)
         self._unlock = client.register_script(_UNLOCK_LUA)
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "RedisEventLog":
-        import redis
-
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=10)
-        return cls(client, settings.queue_prefix, settings.s3_event_log_ttl_seconds)
 
     @contextmanager
     def lock(self, object_id: str) -> Iterator[None]:
         import redis
 
-        key, token = f"{self.prefix}lock:{object_id}", uuid.uuid4().hex
+        key, token = self.keys.s3_event_lock(object_id), uuid.uuid4().hex
         deadline = time.monotonic() + self.lock_wait_seconds
         try:
             while not self.client.set(key, token, nx=True, px=int(self.lock_seconds * 1000)):
@@ -174,7 +170,7 @@ class RedisEventLog:
         import redis
 
         try:
-            raw = self.client.hgetall(f"{self.prefix}seq:{object_id}")
+            raw = self.client.hgetall(self.keys.s3_event_sequencer(object_id))
         except redis.RedisError as exc:
             raise EventLogUnavailable(f"event log: {exc}") from exc
         if not raw:
@@ -189,7 +185,7 @@ class RedisEventLog:
         args = [sequencer.upper() if sequencer else "", kind, repr(event_time) if event_time is not None else "",
                 self.ttl_seconds]
         try:
-            return bool(self._record(keys=[f"{self.prefix}seq:{object_id}"], args=args))
+            return bool(self._record(keys=[self.keys.s3_event_sequencer(object_id)], args=args))
         except redis.RedisError as exc:
             raise EventLogUnavailable(f"event log: {exc}") from exc
 

@@ -1,7 +1,7 @@
 """Starting and stopping the service's own processes (API, workers) from Python.
 
-Used by ``imagesearch demo`` and by the tests, so both run the processes exactly as the
-Procfile does.
+Used by ``imagesearch demo`` and by the tests, so both run the processes with the same command
+lines as the Procfile (``imagesearch serve``, ``imagesearch worker <stages>``).
 """
 
 from __future__ import annotations
@@ -19,18 +19,22 @@ from typing import Callable, Iterator, TypeVar
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+
+
+def imagesearch_command(*args: str) -> list[str]:
+    """``imagesearch ARGS`` with this interpreter, so a child runs the same installation."""
+    return [sys.executable, "-m", "cli", *args]
 
 
 class ManagedProcess:
     """A child in its own process group with output in a log file; ``close`` stops and reaps it."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> None:
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         self._out = log.open("wb")
-        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT,
+        self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=self._out, stderr=subprocess.STDOUT,
                                       start_new_session=True)
 
     def output(self) -> str:
@@ -87,10 +91,8 @@ def free_port() -> int:
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: tuple[str, ...] = ("embed", "caption"),
                  timeout: float = 120, extra_args: tuple[str, ...] = ()) -> ManagedProcess:
-    prefix = env.get("IMAGESEARCH_QUEUE_PREFIX", "")
-    args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel", "INFO",
-            "-Q", ",".join(prefix + q for q in queues), "-c", "1", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            "--without-gossip", "--without-mingle", *extra_args]
+    args = imagesearch_command("worker", ",".join(queues), "--concurrency", "1", "--name", f"{name}-{uuid.uuid4().hex[:6]}@%h",
+                               "--without-gossip", "--without-mingle", *extra_args)
     proc = ManagedProcess(args, env, log_dir / f"{name}.log")
     try:
         proc.wait_for_output("ready.", timeout)
@@ -103,9 +105,8 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: tuple[st
 def start_api(env: dict[str, str], log_dir: Path, name: str = "api", port: int = 0,
               timeout: float = 120) -> tuple[ManagedProcess, str]:
     port = port or free_port()
-    env = {**env, "IMAGESEARCH_BIND_HOST": "127.0.0.1"}
-    args = [sys.executable, "-m", "gunicorn", "api.wsgi:app", "-b", f"127.0.0.1:{port}", "-w", "1",
-            "--threads", "4", "--timeout", "120"]
+    args = imagesearch_command("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                               "--threads", "4")
     proc = ManagedProcess(args, env, log_dir / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
 

@@ -12,14 +12,17 @@ import socket
 import time
 from pathlib import Path
 
-from imagesearch import procs, world
-from imagesearch.client import ApiClient
+from imagesearch.dev import procs, world
+from imagesearch.dev.client import ApiClient
 from imagesearch.config import get_settings
+from imagesearch.vocab import SearchMode
 from imagesearch.models.captioner import CAPTIONER_FILES
 from imagesearch.models.clip import CLIP_FILES
 from imagesearch.models.loading import ModelUnavailable, require_files
 
-DEMO_MODELS = procs.ROOT / "models" / "demo"
+# The trained demo models ship in the repository, not in the package: the demo runs from a checkout
+# (scripts/demo.sh changes to its root); IMAGESEARCH_DEMO_MODELS points elsewhere.
+DEMO_MODELS = Path(os.environ.get("IMAGESEARCH_DEMO_MODELS", "models/demo")).resolve()
 DEFAULT_QUERIES = ("one red circle", "two blue squares", "a green star on the left", "three yellow triangles")
 
 
@@ -45,7 +48,7 @@ def choose_models(data_dir: Path) -> tuple[dict[str, str], str]:
         return ({"IMAGESEARCH_CLIP_MODEL_DIR": str(DEMO_MODELS / "clip"),
                  "IMAGESEARCH_CAPTIONER_DIR": str(DEMO_MODELS / "captioner")},
                 "DEMO models: tiny CLIP and captioner trained offline on the procedural shapes world only")
-    from imagesearch.models.tiny import UNTRAINED_NOTE, build_tiny_models
+    from imagesearch.dev.tiny_models import UNTRAINED_NOTE, build_tiny_models
 
     clip_dir, captioner_dir = build_tiny_models(data_dir / "untrained-models")
     return ({"IMAGESEARCH_CLIP_MODEL_DIR": str(clip_dir), "IMAGESEARCH_CAPTIONER_DIR": str(captioner_dir)},
@@ -76,7 +79,7 @@ def stack_env(data_dir: Path) -> tuple[dict[str, str], str]:
     _check_redis(settings.redis_url)
     data_dir.mkdir(parents=True, exist_ok=True)
     model_env, label = choose_models(data_dir)
-    env = dict(os.environ, IMAGESEARCH_DATA_DIR=str(data_dir), PYTHONPATH=str(procs.ROOT), **model_env)
+    env = dict(os.environ, IMAGESEARCH_DATA_DIR=str(data_dir), **model_env)
     env.setdefault("IMAGESEARCH_QUEUE_PREFIX", f"local-{os.getpid()}-")
     return env, label
 
@@ -98,7 +101,7 @@ def run_demo(images: int, queries: list[str], keep_running: bool, port: int) -> 
                 f"\r  indexed and captioned: {done}/{total}", end="", flush=True))
             print(f"  ({time.monotonic() - started:.1f} s)")
             for text in queries or DEFAULT_QUERIES:
-                for mode in ("image", "caption", "hybrid"):
+                for mode in SearchMode:
                     body, _ = client.search(text=text, mode=mode, k=3)
                     _print(text, mode, body, truth)
             print(f"\nmodels: {label}")

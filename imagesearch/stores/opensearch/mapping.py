@@ -1,11 +1,7 @@
 """What an OpenSearch index of image records looks like: its body, its name, and its scores.
 
-The body of every index comes from ``schemas/opensearch/index_template.json`` (settings and
-mappings, a valid ``PUT /<index>`` body as it stands); only the vector fields' ``dimension`` and
-``engine`` and the ``_meta`` block are filled in per index. The template's ``space_type`` is
-``innerproduct``: every vector the models produce is L2-normalised, so the inner product *is* the
-cosine similarity, with no normalisation work at index or query time, and it is available on both
-engines (faiss in every 2.x release, lucene from 2.13; faiss only gained ``cosinesimil`` in 2.19).
+The design (template, ``innerproduct`` space, versioned names) is described in ARCHITECTURE.md,
+"OpenSearch store", Index layout.
 """
 
 from __future__ import annotations
@@ -15,20 +11,27 @@ import hashlib
 import json
 import re
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from typing import Any, Literal
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "schemas" / "opensearch" / "index_template.json"
-VECTOR_FIELDS = {"image": "image_vector", "caption": "caption_vector"}
+import numpy as np
+
+from imagesearch.vocab import VectorField
+
+# Package data, so that an installed wheel finds it as well as a source checkout.
+TEMPLATE_PATH: Traversable = files("schemas") / "opensearch" / "index_template.json"
+VECTOR_FIELDS: dict[str, str] = {VectorField.IMAGE: "image_vector", VectorField.CAPTION: "caption_vector"}
 # The model identity stored with each vector kind: knn is restricted to vectors of one model.
-MODEL_FIELDS = {"image": "image_model", "caption": "text_model"}
-ENGINES = ("faiss", "lucene")
+MODEL_FIELDS: dict[str, str] = {VectorField.IMAGE: "image_model", VectorField.CAPTION: "text_model"}
+Engine = Literal["faiss", "lucene"]
+ENGINES: tuple[Engine, ...] = ("faiss", "lucene")
 SCHEMA_VERSION = 1
 
 
 @lru_cache(maxsize=1)
 def _template() -> dict[str, Any]:
-    return json.loads(TEMPLATE_PATH.read_text())
+    return json.loads(TEMPLATE_PATH.read_text(encoding="utf-8"))
 
 
 def template() -> dict[str, Any]:
@@ -37,7 +40,7 @@ def template() -> dict[str, Any]:
 
 
 def space_type() -> str:
-    return _template()["mappings"]["properties"]["image_vector"]["method"]["space_type"]
+    return _template()["mappings"]["properties"][VECTOR_FIELDS[VectorField.IMAGE]]["method"]["space_type"]
 
 
 def vector_properties(dim: int, engine: str) -> dict[str, Any]:
@@ -103,6 +106,11 @@ def index_version(prefix: str, name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def json_vector(vector: np.ndarray) -> list[float]:
+    """float32 values as JSON numbers (each float32 is exactly representable as a double)."""
+    return np.asarray(vector, dtype=np.float32).ravel().tolist()
+
+
 # -- scores -------------------------------------------------------------------------------------
 # OpenSearch turns a k-NN distance into a positive score. For ``innerproduct`` (faiss and lucene
 # alike): score = 1 + ip when ip > 0, else 1 / (1 - ip). For ``cosinesimil``: score = (1 + cos)/2.
@@ -116,4 +124,3 @@ def score_to_cosine(score: float, space: str | None = None) -> float:
     if space == "cosinesimil":
         return 2.0 * score - 1.0
     raise ValueError(f"no cosine conversion for space type {space!r}")
-

@@ -34,6 +34,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Literal
 from urllib.parse import unquote_plus, urlsplit
 
+from imagesearch.errors import PermanentError
+
 Kind = Literal["created", "removed"]
 
 MAX_KEY_BYTES = 1024  # S3's limit for an object key (UTF-8)
@@ -41,7 +43,7 @@ _MAX_DEPTH = 4
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
 
 
-class EventFormatError(ValueError):
+class EventFormatError(PermanentError):
     """The message is not an S3 event in any format this service understands."""
 
 
@@ -299,7 +301,7 @@ _SIGNED_FIELDS = {
 _MAX_CERT_BYTES = 64 * 1024
 
 
-class SnsVerificationError(ValueError):
+class SnsVerificationError(PermanentError):
     """The envelope is not provably from SNS for an allowed topic. ``code`` says which check failed."""
 
     def __init__(self, code: str, message: str) -> None:

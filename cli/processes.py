@@ -1,0 +1,71 @@
+"""Commands that run the service's processes: ``serve``, ``worker``, ``s3-listener``, ``demo``.
+
+These are the one spelling of each process: the Procfile, compose, the Dockerfiles and the test
+harness (``imagesearch.dev.procs``) all run them. Each execs the real server, so signals from the
+process manager reach it directly and the CLI imports neither Flask nor Celery.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from imagesearch.config import get_settings
+from imagesearch.vocab import Stage
+
+
+def _exec(args: list[str]) -> None:
+    """Replace this process, so signals from the process manager reach the server directly."""
+    os.execvp(args[0], args)
+
+
+def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
+          port: int = typer.Option(int(os.environ.get("PORT", 8000)), help="Port (default $PORT or 8000)."),
+          workers: int = typer.Option(2, help="gunicorn worker processes."),
+          threads: int = typer.Option(4, help="Threads per worker.")) -> None:
+    """Run the HTTP API under gunicorn. Bound to a loopback address, API keys are optional by default."""
+    os.environ["IMAGESEARCH_BIND_HOST"] = host
+    _exec([sys.executable, "-m", "gunicorn", "api.wsgi:app", "-b", f"{host}:{port}", "-w", str(workers),
+           "--threads", str(threads), "--timeout", "120", "--access-logfile", "-"])
+
+
+def worker(ctx: typer.Context,
+           stages: str = typer.Argument(..., help="The stage whose queue to consume: embed, caption, or both "
+                                                  "as embed,caption."),
+           concurrency: int = typer.Option(1, help="Worker processes (each loads its own model)."),
+           name: str = typer.Option("", help="Celery node name (default: <stages>@<host>).")) -> None:
+    """Run a Celery worker for one stage's queue (or several); further options go to `celery worker`."""
+    try:
+        chosen = list(dict.fromkeys(Stage(s.strip()) for s in stages.split(",") if s.strip()))
+    except ValueError:
+        raise typer.BadParameter(f"stages are among {', '.join(Stage)}, comma-separated") from None
+    if not chosen:
+        raise typer.BadParameter(f"name a stage: {', '.join(Stage)}")
+    keys = get_settings().keys
+    _exec([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+           "-Q", ",".join(keys.queue(stage) for stage in chosen), "-c", str(concurrency),
+           "-n", name or f"{'+'.join(chosen)}@%h", "--loglevel", "INFO", *ctx.args])
+
+
+def s3_listener() -> None:
+    """Long-poll IMAGESEARCH_SQS_QUEUE_URL and index the objects S3 notifications name."""
+    _exec([sys.executable, "-m", "workers.s3_listener"])
+
+
+def demo(images: int = typer.Option(60, help="How many sample images to index."),
+         query: list[str] = typer.Option([], "--query", "-q", help="Queries to run (repeatable)."),
+         keep_running: bool = typer.Option(False, help="Leave the API and workers running afterwards."),
+         port: int = typer.Option(0, help="API port (0: a free one).")) -> None:
+    """Start the API and both workers, index sample images, and print search results."""
+    from imagesearch.dev.demo import run_demo
+
+    raise typer.Exit(run_demo(images=images, queries=query, keep_running=keep_running, port=port))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(worker)
+    app.command("s3-listener")(s3_listener)
+    app.command()(demo)

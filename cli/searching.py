@@ -1,0 +1,94 @@
+"""Commands that query: ``search`` (through a running API) and ``eval`` (recall on a labelled set)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imagesearch.config import get_settings
+from imagesearch.vocab import SearchMode
+
+
+def search(text: str = typer.Argument(..., help="What to look for."),
+           mode: SearchMode = typer.Option(SearchMode.IMAGE, help="Which scheme ranks the hits."),
+           k: int = typer.Option(10, min=1, max=100),
+           collection: Optional[str] = typer.Option(None),
+           api: str = typer.Option("http://127.0.0.1:8000", envvar="IMAGESEARCH_API_URL", help="API base URL.")) -> None:
+    """Search through the running API and print the hits."""
+    import requests
+
+    body: dict[str, object] = {"text": text, "mode": str(mode), "k": k}
+    if collection:
+        body["collection"] = collection
+    response = requests.post(f"{api}/v1/search", json=body, timeout=60)
+    if response.status_code != 200:
+        typer.echo(response.text, err=True)
+        raise typer.Exit(1)
+    _print_hits(text, response.json())
+
+
+def evaluate(dataset: Optional[Path] = typer.Argument(None, help="Folder with images/ and queries.jsonl or "
+                                                                 "captions.jsonl."),
+             procedural: int = typer.Option(0, help="Instead of DATASET: generate a held-out procedural set "
+                                                    "of this many images."),
+             seed: int = typer.Option(2, help="Seed of the procedural set (the demo models were trained on seed 1)."),
+             api: Optional[str] = typer.Option(None, help="Evaluate a running API instead of starting one."),
+             out: Path = typer.Option(Path("eval-report"), help="Folder for report.json and chart.png."),
+             modes: str = typer.Option(",".join(SearchMode), help="Comma-separated modes.")) -> None:
+    """Index a labelled set through the real pipeline and report Recall@1/5/10, MRR, nDCG@10 and latency."""
+    from imagesearch.dev import evaluate as ev
+    from imagesearch.dev.client import ApiClient
+
+    settings = get_settings()
+    if procedural:
+        dataset = settings.data_dir.resolve() / f"eval-world-{seed}-{procedural}"
+        if not (dataset / "queries.jsonl").is_file():
+            from imagesearch.dev import world
+
+            world.write_dataset(dataset, procedural, seed)
+    if dataset is None:
+        raise typer.BadParameter("give a DATASET folder or --procedural N")
+    labelled = ev.load_labelled_set(dataset)
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    if not set(chosen) <= set(SearchMode):
+        raise typer.BadParameter(f"modes must be among {', '.join(SearchMode)}")
+    collection = f"eval-{uuid.uuid4().hex[:8]}"
+    typer.echo(f"{len(labelled.images)} images, {len(labelled.queries)} queries from {dataset}")
+
+    def progress(done: int, total: int) -> None:
+        typer.echo(f"\r  indexed: {done}/{total}", nl=False)
+
+    if api:
+        report = ev.run(ApiClient(api), labelled, collection, chosen, progress)
+    else:
+        from imagesearch.dev import procs
+        from imagesearch.dev.demo import stack_env
+
+        data_dir = settings.data_dir.resolve() / "eval"
+        env, label = stack_env(data_dir)
+        typer.echo(f"models: {label}")
+        with procs.local_stack(env, data_dir / "logs") as base:
+            report = ev.run(ApiClient(base), labelled, collection, chosen, progress)
+    typer.echo("")
+    typer.echo(ev.render_table(report))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report.to_json(), indent=2))
+    ev.write_chart(report, out / "chart.png")
+    typer.echo(f"wrote {out / 'report.json'} and {out / 'chart.png'}")
+
+
+def _print_hits(query: str, body: dict) -> None:
+    typer.echo(f'"{query}"  ({body["mode"]} mode, {body["took_ms"]:.0f} ms)')
+    if not body["hits"]:
+        typer.echo("    (no hits)")
+    for rank, hit in enumerate(body["hits"], start=1):
+        typer.echo(f"  {rank:>2}. {hit['score']:+.3f}  {hit['caption'] or '':<48} {hit['source']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(search)
+    app.command("eval")(evaluate)

@@ -1,0 +1,91 @@
+"""The services one process shares: store, blob storage, task queue, models, Redis state.
+
+Built by the composition root (``wiring.build_services``), which picks the task queue
+implementation; everything here is domain code. Each service is opened on first use, so a
+process opens only what it needs, and after any fork (Celery's prefork pool, gunicorn).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import redis
+
+from imagesearch.apikeys import KeyRing, RateLimiter
+from imagesearch.blobs import BlobStore, open_blobs
+from imagesearch.config import Settings
+from imagesearch.deliveries import DeliveryLedger
+from imagesearch.redis_state import connect
+from imagesearch.s3ingest import RedisEventLog, S3Ingestor
+from imagesearch.stores import Store, open_store
+from imagesearch.taskqueue import TaskQueue
+from imagesearch.vocab import Stage
+
+if TYPE_CHECKING:  # the models import torch: a CLI command or the S3 listener need not pay for it
+    from imagesearch.models import Captioner, ClipEncoder
+    from imagesearch.search import SearchService
+
+# A request or an event handler fails fast on an unreachable Redis instead of hanging a thread.
+_REDIS_TIMEOUT_S = 10.0
+
+
+class Services:
+    def __init__(self, settings: Settings, queue: TaskQueue) -> None:
+        self.settings = settings
+        self.queue = queue
+
+    def enqueue_embed(self, image_id: str) -> None:
+        """The embed stage's enqueue, as the one-argument callable ingestion functions take."""
+        self.queue.enqueue(Stage.EMBED, image_id)
+
+    @cached_property
+    def store(self) -> Store:
+        return open_store(self.settings)
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        return open_blobs(self.settings)
+
+    @property
+    def clip(self) -> ClipEncoder:
+        from imagesearch.models import get_clip
+
+        return get_clip(self.settings)  # loaded once per process, on first use
+
+    @property
+    def captioner(self) -> Captioner:
+        from imagesearch.models import get_captioner
+
+        return get_captioner(self.settings)
+
+    @cached_property
+    def searcher(self) -> SearchService:
+        from imagesearch.search import SearchService
+
+        return SearchService(self.settings, self.store, self.clip)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return connect(self.settings.redis_url, timeout=_REDIS_TIMEOUT_S)
+
+    @cached_property
+    def ledger(self) -> DeliveryLedger:
+        return DeliveryLedger(self.redis, self.settings.keys)
+
+    @cached_property
+    def keyring(self) -> KeyRing:
+        return KeyRing(self.redis, self.settings.keys)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        return RateLimiter(self.redis, self.settings.keys, self.settings.rate_limit_per_minute)
+
+    @cached_property
+    def event_log(self) -> RedisEventLog:
+        return RedisEventLog(self.redis, self.settings.keys, self.settings.s3_event_log_ttl_seconds)
+
+    @cached_property
+    def s3_ingestor(self) -> S3Ingestor:
+        return S3Ingestor(settings=self.settings, store=self.store, blobs=self.blobs, enqueue=self.enqueue_embed,
+                          event_log=self.event_log)

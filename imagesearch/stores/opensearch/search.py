@@ -1,0 +1,130 @@
+"""Queries over the read alias: kNN and BM25 bodies, their hits, counts, and stale queued records.
+Why the filter sits inside the ``knn`` clause and how scores become cosines: ARCHITECTURE.md,
+"OpenSearch store", Search and Index layout.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from opensearchpy import exceptions as os_errors
+
+from imagesearch.records import VectorField
+from imagesearch.stores.base import Filters
+from imagesearch.stores.opensearch.lifecycle import IndexLifecycle
+from imagesearch.stores.opensearch.mapping import MODEL_FIELDS, VECTOR_FIELDS, json_vector, score_to_cosine
+from imagesearch.vocab import CaptionStatus, Status
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class SearchOperations(IndexLifecycle):
+    """The search part of :class:`~imagesearch.stores.opensearch.OpenSearchStore`."""
+
+    _space: str  # the vector space type, which decides how a score maps back to a cosine
+
+    def vector(self, image_id: str, field: VectorField) -> tuple[np.ndarray, str] | None:
+        vector_field, model_field = VECTOR_FIELDS[field], MODEL_FIELDS[field]
+        try:
+            doc = self.retrying.call(self.client.get, index=self._read, id=image_id,
+                                     _source_includes=[vector_field, model_field])
+        except os_errors.NotFoundError:
+            return None
+        source = doc.get("_source") or {}
+        if not doc.get("found") or source.get(vector_field) is None:
+            return None
+        return np.asarray(source[vector_field], dtype=np.float32), source.get(model_field)
+
+    def knn(self, field: VectorField, query: np.ndarray, k: int, model: str, filters: Filters,
+            min_score: float | None = None) -> list[tuple[str, float]]:
+        """Approximate (HNSW) neighbours; the filter sits inside the ``knn`` clause, so it is
+        applied while searching (efficient filtering) and ``k`` results survive it."""
+        if k <= 0:
+            return []
+        vector_field = VECTOR_FIELDS[field]
+        body = {
+            "size": k,
+            "_source": False,
+            "query": {"knn": {vector_field: {
+                "vector": json_vector(query), "k": k,
+                "filter": _filter(filters, {"term": {MODEL_FIELDS[field]: model}}),
+            }}},
+        }
+        try:
+            hits = self._search(body)
+        except os_errors.RequestError:
+            state = self._load_state()
+            if state is not None and state.dim is None:
+                return []  # no vector has been written yet: the field does not exist
+            raise
+        out = []
+        for hit in hits:
+            cosine = score_to_cosine(float(hit["_score"]), self._space)
+            if min_score is None or cosine >= min_score:
+                out.append((hit["_id"], cosine))
+        return out
+
+    def keyword(self, text: str, k: int, filters: Filters) -> list[tuple[str, float]]:
+        """BM25 on the caption (``english`` analyzer), same filters as knn."""
+        if k <= 0 or not _WORD.search(text):
+            return []
+        query = _filter(filters)
+        query["bool"]["must"] = [{"match": {"caption": {"query": text}}}]
+        hits = self._search({"size": k, "_source": False, "query": query})
+        return [(hit["_id"], float(hit["_score"])) for hit in hits]
+
+    def counts(self) -> dict[str, int]:
+        out = {str(status): 0 for status in Status} | {"caption_pending": 0}
+        body = {
+            "size": 0,
+            "aggs": {
+                "status": {"terms": {"field": "status", "size": 10}},
+                "caption_pending": {"filter": {"bool": {"filter": [
+                    {"term": {"status": Status.INDEXED}}, {"term": {"caption_status": CaptionStatus.PENDING}}]}}},
+            },
+        }
+        try:
+            resp = self.retrying.call(self.client.search, index=self._read, body=body)
+        except os_errors.NotFoundError:
+            return out
+        for bucket in resp["aggregations"]["status"]["buckets"]:
+            out[bucket["key"]] = bucket["doc_count"]
+        out["caption_pending"] = resp["aggregations"]["caption_pending"]["doc_count"]
+        return out
+
+    def stale_queued(self, before: float, limit: int = 1000) -> list[str]:
+        body = {
+            "size": limit,
+            "_source": False,
+            "query": {"bool": {"filter": [{"term": {"status": Status.QUEUED}},
+                                          {"range": {"updated_at": {"lt": int(before * 1000)}}}]}},
+            "sort": ["updated_at"],  # ascending: oldest first
+        }
+        try:
+            resp = self.retrying.call(self.client.search, index=self._read, body=body)
+        except os_errors.NotFoundError:
+            return []
+        return [hit["_id"] for hit in resp["hits"]["hits"]]
+
+    def _search(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            resp = self.retrying.call(self.client.search, index=self._read, body=body,
+                                      allow_partial_search_results=False)
+        except os_errors.NotFoundError:
+            return []
+        return resp["hits"]["hits"]
+
+
+def _filter(filters: Filters, *clauses: dict[str, Any]) -> dict[str, Any]:
+    """The ``bool`` filter every search applies: indexed records, the caller's tenant and
+    collection, and ``exclude_id`` left out."""
+    terms = [{"term": {"status": Status.INDEXED}}, *clauses]
+    for name, value in (("tenant", filters.tenant), ("collection", filters.collection)):
+        if value is not None:
+            terms.append({"term": {name: value}})
+    query: dict[str, Any] = {"filter": terms}
+    if filters.exclude_id is not None:
+        query["must_not"] = [{"term": {"id": filters.exclude_id}}]
+    return {"bool": query}

@@ -1,0 +1,43 @@
+"""The vocabularies: every fixed set of names the service speaks, in one place.
+
+They are ``StrEnum``s, so a member compares equal to its string, serialises as that string in
+JSON, SQL and OpenSearch documents, and pydantic models accept either.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SearchMode(StrEnum):
+    IMAGE = "image"      # query text -> CLIP image vectors
+    CAPTION = "caption"  # query text -> CLIP text vectors of generated captions
+    HYBRID = "hybrid"    # both kNN lists and BM25 on captions, fused
+
+
+class Status(StrEnum):
+    """Where a record stands in the embed stage."""
+
+    QUEUED = "queued"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+class CaptionStatus(StrEnum):
+    """Where a record stands in the caption stage."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Stage(StrEnum):
+    """A worker stage; each has its own queue and its own processes."""
+
+    EMBED = "embed"
+    CAPTION = "caption"
+
+
+class VectorField(StrEnum):
+    IMAGE = "image"
+    CAPTION = "caption"

@@ -20,7 +20,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = None) -> Flask:
     """The API over the settings' services; ``queue`` replaces the Celery task queue (tests)."""
     settings = settings or get_settings()
-    logging_setup.configure(settings)
+    logging_setup.configure()
     domain_metrics.configure(settings)  # before any metric is created: picks the multiprocess folder
     app = Flask(__name__)
     # Werkzeug refuses bodies past this before reading them (413), so a huge upload costs nothing.

@@ -26,9 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.context import services
 from api.errors import ApiError
 from api.openapi import Resp, spec
-from imagesearch.s3events import (EventFormatError, ParsedMessage, SnsVerificationError, SnsVerifier, check_sns_url,
-                                  parse_notification)
-from imagesearch.s3ingest import EventLog, EventLogUnavailable, S3Ingestor
+from imagesearch.s3.event_log import EventLog, EventLogUnavailable
+from imagesearch.s3.events import EventFormatError, ParsedMessage, parse_notification
+from imagesearch.s3.ingest import S3Ingestor
+from imagesearch.s3.sns import SnsVerificationError, SnsVerifier, check_sns_url
 from imagesearch.taskqueue import QueueUnavailable
 from schemas.api import ErrorOut
 
@@ -37,7 +38,7 @@ bp = Blueprint("events", __name__, url_prefix="/v1/events")
 TAGS = ["events"]
 
 
-# --- documentation models (the views parse the bodies themselves: see imagesearch.s3events) ------
+# --- documentation models (the views parse the bodies themselves: see imagesearch.s3.events) -----
 
 class S3EventIn(BaseModel):
     """An S3 event notification (``Records``), an EventBridge S3 event, or an SNS envelope of either."""

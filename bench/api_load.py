@@ -34,16 +34,15 @@ if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import query as query_bench  # noqa: E402
+import common
+import query as query_bench
+import requests
+import torch
 
-import requests  # noqa: E402
-import torch  # noqa: E402
-
-from imagesearch.config import Settings  # noqa: E402
-from imagesearch.dev.procs import start_api  # noqa: E402
-from imagesearch.search import Query, SearchService  # noqa: E402
-from imagesearch.stores.embedded import EmbeddedStore  # noqa: E402
+from imagesearch.config import Settings
+from imagesearch.dev.procs import start_api
+from imagesearch.search import Query, SearchService
+from imagesearch.stores.embedded import EmbeddedStore
 
 QUERIES = query_bench.QUERIES
 

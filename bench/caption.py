@@ -25,71 +25,34 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from imagesearch import imaging, pipeline
+from imagesearch.blobs import LocalBlobStore, thumbnail_key
+from imagesearch.config import Settings
+from imagesearch.dev.tiny_models import build_captioner
+from imagesearch.models.captioner import CaptionerSpec, load_captioner
+from imagesearch.records import ImageRecord
+from imagesearch.stores.base import ImageVectorUpdate
+from imagesearch.stores.embedded import EmbeddedStore
 
-from imagesearch import imaging, pipeline  # noqa: E402
-from imagesearch.blobs import LocalBlobStore, thumbnail_key  # noqa: E402
-from imagesearch.config import Settings  # noqa: E402
-from imagesearch.models.captioner import CaptionerSpec, load_captioner  # noqa: E402
-from imagesearch.records import ImageRecord  # noqa: E402
-from imagesearch.stores.base import ImageVectorUpdate  # noqa: E402
-from imagesearch.stores.embedded import EmbeddedStore  # noqa: E402
-
-VOCAB = 50257  # GPT-2's
+VOCAB = 50257  # GPT-2's, with the 4 special tokens of build_captioner
 
 
 def captioner_dir(max_new_tokens: int, seed: int = 0) -> Path:
     """ViT-base + GPT-2 small VisionEncoderDecoder, random weights, fixed caption length (cached)."""
-    directory = common.CACHE / f"vit-gpt2-random-v2-{seed}-len{max_new_tokens}"
+    directory = common.CACHE / f"vit-gpt2-random-v3-{seed}-len{max_new_tokens}"
     if (directory / "model.safetensors").exists():
         return directory
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        PreTrainedTokenizerFast,
-        VisionEncoderDecoderConfig,
-        VisionEncoderDecoderModel,
-        ViTConfig,
-        ViTImageProcessor,
-        ViTModel,
-    )
-
-    torch.manual_seed(seed)
-    # A word-level vocabulary of GPT-2's size (no network for GPT-2's BPE files); decoding cost
-    # is negligible next to generation, and the LM head has GPT-2's real shape.
-    specials = ["<|endoftext|>", "[PAD]"]
-    vocab = {t: i for i, t in enumerate(specials + [f"w{i}" for i in range(VOCAB - len(specials))])}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.decoder = decoders.WordPiece(prefix="##")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="<|endoftext|>",
-                                        bos_token="<|endoftext|>", eos_token="<|endoftext|>")
-    eos = vocab["<|endoftext|>"]
-    encoder = ViTModel(ViTConfig(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12,
-                                 num_attention_heads=12, intermediate_size=3072))  # with the pooler, as vit-gpt2 has
-    decoder = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
-                                         add_cross_attention=True, bos_token_id=eos, eos_token_id=eos,
-                                         pad_token_id=vocab["[PAD]"]))
-    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-    model = VisionEncoderDecoderModel(config=config, encoder=encoder, decoder=decoder)
-    for cfg in (model.config, model.generation_config):
-        cfg.decoder_start_token_id = eos
-        cfg.bos_token_id = eos
-        cfg.eos_token_id = eos
-        cfg.pad_token_id = vocab["[PAD]"]
-    model.generation_config.max_length = None
-    # Random weights would stop at an arbitrary step; force every caption to the full length.
-    model.generation_config.min_new_tokens = max_new_tokens
     tmp = directory.with_name(directory.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(tmp)
-    (tmp / "NOTE.txt").write_text("ViT-base + GPT-2 small architecture, RANDOM weights (benchmark only)\n")
+    # A word-level vocabulary of GPT-2's size (no network for GPT-2's BPE files); decoding cost
+    # is negligible next to generation, and the LM head has GPT-2's real shape. The encoder is
+    # ViT-base/16 at 224 px with the pooler, as vit-gpt2 has.
+    build_captioner(tmp, [f"w{i}" for i in range(VOCAB - 4)], seed=seed, image_size=224, width=768, layers=12,
+                    heads=12, intermediate=3072, positions=1024, min_new_tokens=max_new_tokens,
+                    note="ViT-base + GPT-2 small architecture, RANDOM weights (benchmark only)")
     tmp.rename(directory)
     return directory
 
@@ -137,8 +100,10 @@ def main() -> None:
     def reset() -> None:
         for record in records:
             store.put(record)
-        store.set_image_vectors([ImageVectorUpdate(r.id, r.content_hash, np.zeros(512, np.float32), clip.identity,
-                                                   thumbnail_key(r.id), 256, 192) for r in records])
+        store.set_image_vectors([ImageVectorUpdate(id=r.id, content_hash=r.content_hash,
+                                                   vector=np.zeros(512, np.float32), model=clip.identity,
+                                                   thumb_key=thumbnail_key(r.id), width=256, height=192)
+                                 for r in records])
 
     def batched() -> float:
         started = time.perf_counter()
@@ -173,7 +138,8 @@ def main() -> None:
         for name in order:
             seconds = {"batched": batched, "single": single, "worker": worker}[name]()
             times[name].append(seconds)
-            common.log(f"rep {rep} {name}: {(len(singles) if name == 'single' else len(images)) / seconds:.2f} captions/s")
+            count = len(singles) if name == "single" else len(images)
+            common.log(f"rep {rep} {name}: {count / seconds:.2f} captions/s")
     counts = {"batched": len(images), "single": len(singles), "worker": len(images)}
     rate = {k: [counts[k] / s for s in v] for k, v in times.items()}
     result = {

@@ -28,7 +28,6 @@ JSON). The repo root is put on sys.path, so the package need not be installed.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import queue
@@ -39,54 +38,26 @@ import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # puts the repo root on sys.path
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
 # -- inputs --------------------------------------------------------------------------------------
-
-def _photo(args) -> bytes:
-    width, height, seed = args
-    from PIL import Image, ImageDraw, ImageFilter
-
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(30, 226, size=(4, 5, 3), dtype=np.uint8)
-    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(image)
-    for _ in range(12):
-        x, y = rng.integers(0, width), rng.integers(0, height)
-        r = int(rng.integers(max(2, min(width, height) // 20), max(3, min(width, height) // 4)))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-    image = image.filter(ImageFilter.GaussianBlur(radius=1))
-    pixels = np.asarray(image, dtype=np.int16)
-    tex = rng.normal(0, 9, size=(height // 4 + 1, width // 4 + 1, 1)).astype(np.float32)
-    tex = np.repeat(np.repeat(tex, 4, axis=0), 4, axis=1)[:height, :width]
-    noise = rng.normal(0, 4.5, size=(height, width, 3)).astype(np.float32)
-    out = io.BytesIO()
-    Image.fromarray(np.clip(pixels + tex + noise, 0, 255).astype(np.uint8)).save(out, format="JPEG", quality=90)
-    return out.getvalue()
-
 
 def make_jpegs(unique: int, width: int, height: int, processes: int) -> list[bytes]:
     import multiprocessing as mp
 
     jobs = [(width, height, seed) for seed in range(unique)]
     if processes <= 1:
-        return [_photo(j) for j in jobs]
+        return [common.photo_jpeg(*j) for j in jobs]
     with mp.get_context("fork").Pool(processes) as pool:
-        return pool.map(_photo, jobs, chunksize=4)
+        return pool.starmap(common.photo_jpeg, jobs, chunksize=4)
 
 
 # -- model ---------------------------------------------------------------------------------------
@@ -107,7 +78,8 @@ def build_model_dir(directory: Path, name: str, smoke: bool) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "open_clip_config.json").write_text(json.dumps(
         {"model_cfg": cfg, "preprocess_cfg": {"mean": list(MEAN), "std": list(STD)}, "note": "random weights"}))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "open_clip_model.safetensors"))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(directory / "open_clip_model.safetensors"))
     return directory
 
 
@@ -117,7 +89,9 @@ class DirectEncoder:
     def __init__(self, directory: Path, device: torch.device, dtype: torch.dtype) -> None:
         import open_clip
 
-        weights = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32") if device.type == "cuda" else "fp32"
+        weights = "fp32"
+        if device.type == "cuda":
+            weights = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
         self.model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{directory}", device=device,
                                                                  precision=weights)
         self.model.eval()
@@ -134,9 +108,10 @@ def load_encoder(directory: Path, device: torch.device, precision: str):
     try:
         from imagesearch.models.clip import ClipSpec, load_clip
 
-        return load_clip(ClipSpec("ViT-B-32", "", directory, device.type, precision)), "imagesearch.models.clip.load_clip"
+        encoder = load_clip(ClipSpec("ViT-B-32", "", directory, device.type, precision))
+        return encoder, "imagesearch.models.clip.load_clip"
     except ImportError as exc:
-        log(f"project loader unavailable ({exc}); using open_clip directly")
+        common.log(f"project loader unavailable ({exc}); using open_clip directly")
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
         return DirectEncoder(directory, device, dtype), f"open_clip direct (project import failed: {exc})"
 
@@ -176,8 +151,9 @@ class Sink:
                 return
             ids, vectors = item
             try:
-                done = self.store.set_image_vectors([self.update(i, "h", v, self.identity, "", 1152, 864)
-                                                     for i, v in zip(ids, vectors)])
+                done = self.store.set_image_vectors([
+                    self.update(id=i, content_hash="h", vector=v, model=self.identity, thumb_key="", width=1152,
+                                height=864) for i, v in zip(ids, vectors)])
                 self.written += len(done)
             except BaseException as exc:  # noqa: BLE001 - re-raised in close()
                 self.error = exc
@@ -391,7 +367,8 @@ def run_nvjpeg_procs(procs, jpegs, model_dir, precision, device, batch, size, tm
             except queue.Empty:
                 dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
                 if dead or time.monotonic() > deadline:
-                    raise RuntimeError(f"multi-process run failed (exit codes {dead}, or past {timeout:.0f}s)")
+                    raise RuntimeError(
+                        f"multi-process run failed (exit codes {dead}, or past {timeout:.0f}s)") from None
     finally:
         for w in workers:
             w.join(10)
@@ -435,11 +412,12 @@ def main() -> None:
     t0 = time.perf_counter()
     unique = make_jpegs(args.unique, args.width, args.height, min(16, os.cpu_count() or 1))
     jpegs = [unique[i % len(unique)] for i in range(args.images)]
-    log(f"{len(unique)} JPEGs of {args.width}x{args.height} ({np.mean([len(b) for b in unique]) / 1e3:.0f} kB avg) "
+    mean_bytes = int(np.mean([len(b) for b in unique]))
+    common.log(f"{len(unique)} JPEGs of {args.width}x{args.height} ({mean_bytes / 1e3:.0f} kB avg) "
         f"in {time.perf_counter() - t0:.1f}s")
     model_dir = build_model_dir(tmp / "vit-b-32-random", "ViT-B-32", args.smoke)
     encoder, loader = load_encoder(model_dir, device, args.precision)
-    log(f"model loaded via {loader} on {device}")
+    common.log(f"model loaded via {loader} on {device}")
 
     # Warm-up: kernels, cuDNN/cuBLAS heuristics, the nvJPEG decoder, the allocator.
     for b in batches:
@@ -464,18 +442,18 @@ def main() -> None:
                     else:
                         sink = Sink(tmp / f"store-{rep}-{b}-{path}.sqlite3", ids, encoder.identity)
                         if rep == 0 and path == "nvjpeg":  # first nvJPEG call creates the decoder
-                            run_nvjpeg(jpegs[:b], ids[:b], encoder, Sink(tmp / "warm.sqlite3", ids[:b], encoder.identity),
-                                       b, device, size, decode_device)
+                            warm = Sink(tmp / "warm.sqlite3", ids[:b], encoder.identity)
+                            run_nvjpeg(jpegs[:b], ids[:b], encoder, warm, b, device, size, decode_device)
                         if path == "nvjpeg":
                             seconds = run_nvjpeg(jpegs, ids, encoder, sink, b, device, size, decode_device)
                         else:
                             seconds = run_pil(jpegs, ids, encoder, sink, b, device, size, workers)
                     rate = args.images / seconds
                     results.setdefault(key, {"runs_img_s": []})["runs_img_s"].append(round(rate, 1))
-                    log(f"rep {rep} {key}: {rate:,.0f} img/s")
+                    common.log(f"rep {rep} {key}: {rate:,.0f} img/s")
                 except Exception as exc:  # noqa: BLE001 - reported in the JSON, other paths go on
                     results.setdefault(key, {"runs_img_s": []})["error"] = f"{type(exc).__name__}: {exc}"[:500]
-                    log(f"rep {rep} {key}: FAILED {exc}")
+                    common.log(f"rep {rep} {key}: FAILED {exc}")
     for value in results.values():
         if value["runs_img_s"]:
             value["img_s"] = float(np.median(value["runs_img_s"]))
@@ -493,7 +471,7 @@ def main() -> None:
         "benchmark": "gpu_ingest",
         "smoke": args.smoke,
         "images_per_run": args.images,
-        "jpeg": f"{args.width}x{args.height} q90, {len(unique)} distinct, mean {int(np.mean([len(b) for b in unique]))} B",
+        "jpeg": f"{args.width}x{args.height} q90, {len(unique)} distinct, mean {mean_bytes} B",
         "model": "ViT-B-32 random weights" if not args.smoke else "tiny CLIP (smoke)",
         "model_loader": loader,
         "precision": args.precision,

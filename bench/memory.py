@@ -31,14 +31,13 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import api_load  # noqa: E402
-import caption as caption_bench  # noqa: E402
-import query as query_bench  # noqa: E402
+import api_load
+import caption as caption_bench
+import common
+import query as query_bench
+import requests
 
-import requests  # noqa: E402
-
-from imagesearch.dev.procs import start_api, start_worker, wait_until  # noqa: E402
+from imagesearch.dev.procs import start_api, start_worker, wait_until
 
 STORE_PROBE = r"""
 import json, sys, time

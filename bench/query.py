@@ -35,33 +35,61 @@ if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from imagesearch.config import Settings  # noqa: E402
-from imagesearch.records import ImageRecord  # noqa: E402
-from imagesearch.search import Query, SearchService  # noqa: E402
-from imagesearch.stores.base import Filters, ImageVectorUpdate  # noqa: E402
-from imagesearch.stores.embedded import EmbeddedStore  # noqa: E402
+from imagesearch.config import Settings
+from imagesearch.records import ImageRecord
+from imagesearch.search import Query, SearchService
+from imagesearch.stores.base import Filters, ImageVectorUpdate
+from imagesearch.stores.embedded import EmbeddedStore
 
 DIM = 512
-QUERIES = [
-    "two children running on a beach", "a red car parked in front of a house", "dog", "sunset over the mountains",
-    "a bowl of fruit on a wooden table", "people dancing at a wedding", "snow covered trees in a forest",
-    "a cat sleeping on a sofa", "city skyline at night with lights", "an old man reading a newspaper in the park",
-    "birthday cake with candles", "a bicycle leaning against a brick wall", "boats in a harbour",
-    "green field with cows", "a woman in a yellow dress holding an umbrella in the rain", "coffee", "mountain lake",
-    "a plate of pasta with tomato sauce and basil", "kids playing football", "an airplane in a blue sky",
-    "the eiffel tower", "a close-up of a flower with a bee", "crowd at a concert", "a white horse",
-    "graduation ceremony with caps in the air", "a laptop on a desk next to a cup of tea", "christmas tree",
-    "surfers riding a large wave at sunrise", "a family picnic under a tree", "street market with vegetables",
-    "black and white portrait of a smiling girl", "a train crossing a bridge", "two red circles",
-    "fireworks", "a baby laughing", "hiking trail through autumn leaves", "a lighthouse on a rocky coast",
-    "our holiday in italy 2019, the beach near the hotel with the blue umbrellas", "bride", "skiing",
-]
+# One query a line; cycled in this order (the first five warm both paths).
+QUERIES = """
+two children running on a beach
+a red car parked in front of a house
+dog
+sunset over the mountains
+a bowl of fruit on a wooden table
+people dancing at a wedding
+snow covered trees in a forest
+a cat sleeping on a sofa
+city skyline at night with lights
+an old man reading a newspaper in the park
+birthday cake with candles
+a bicycle leaning against a brick wall
+boats in a harbour
+green field with cows
+a woman in a yellow dress holding an umbrella in the rain
+coffee
+mountain lake
+a plate of pasta with tomato sauce and basil
+kids playing football
+an airplane in a blue sky
+the eiffel tower
+a close-up of a flower with a bee
+crowd at a concert
+a white horse
+graduation ceremony with caps in the air
+a laptop on a desk next to a cup of tea
+christmas tree
+surfers riding a large wave at sunrise
+a family picnic under a tree
+street market with vegetables
+black and white portrait of a smiling girl
+a train crossing a bridge
+two red circles
+fireworks
+a baby laughing
+hiking trail through autumn leaves
+a lighthouse on a rocky coast
+our holiday in italy 2019, the beach near the hotel with the blue umbrellas
+bride
+skiing
+""".strip().splitlines()
 
 
 def build_store(path: Path, n: int, identity: str, seed: int = 0) -> float:
@@ -77,7 +105,8 @@ def build_store(path: Path, n: int, identity: str, seed: int = 0) -> float:
                                   content_hash="h" + image_id))
         vectors = rng.standard_normal((len(ids), DIM), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        store.set_image_vectors([ImageVectorUpdate(i, "h" + i, v, identity, f"thumbs/{i}.jpg", 640, 480)
+        store.set_image_vectors([ImageVectorUpdate(id=i, content_hash="h" + i, vector=v, model=identity,
+                                                   thumb_key=f"thumbs/{i}.jpg", width=640, height=480)
                                  for i, v in zip(ids, vectors)])
     store.close()
     return time.perf_counter() - started

@@ -52,7 +52,7 @@ class _Progress:
         self.check()
 
     def check(self, force: bool = False) -> None:
-        from imagesearch.backfill import count_done
+        from imagesearch.s3.backfill import count_done
 
         if not self.pending or (not force and time.monotonic() - self._checked < 2.0):
             return
@@ -85,7 +85,7 @@ def backfill(source: str = typer.Argument(..., help="s3://bucket/prefix or a loc
              requeue: bool = typer.Option(False, "--requeue",
                                           help="Send images still queued with the same content again.")) -> None:
     """Enqueue every image of an S3 prefix or a folder not indexed yet; Ctrl-C and run again to resume."""
-    from imagesearch.backfill import run_backfill
+    from imagesearch.s3.backfill import run_backfill
 
     svc = build_services()
     progress = _Progress(svc.store)
@@ -115,7 +115,7 @@ def reconcile(source: str = typer.Argument(..., help="s3://bucket/prefix or a lo
               collection: Optional[str] = typer.Option(None, help="The collection the folder fills (folders)."),
               dry_run: bool = typer.Option(False, "--dry-run", help="Only report the orphans.")) -> None:
     """Compare a source with the index: queue what is missing or stuck, remove what is orphaned."""
-    from imagesearch import reconcile as rc
+    from imagesearch.s3 import reconcile as rc
 
     svc = build_services()
     try:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from imagesearch.config import Settings
 from imagesearch.errors import ConfigurationError, InvalidInput, PermanentError, TooLarge, TransientError
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
 
 
 class BlobMissing(PermanentError):
@@ -75,46 +78,60 @@ class LocalBlobStore:
 
 
 class S3BlobStore:
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
-        import boto3
+    """Blobs under ``prefix`` in ``bucket``, through the one S3 client (:mod:`imagesearch.s3.client`)."""
 
+    def __init__(self, bucket: str, prefix: str = "", settings: Settings | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix
-        self.client = boto3.client("s3", endpoint_url=endpoint_url)
+        self.settings = settings
+
+    # Imported here, not at the top: the S3 client module builds on this module's error types, and
+    # a process with local blob storage never loads boto3.
+    @property
+    def client(self) -> BaseClient:
+        """Looked up per call, so a store opened before a fork never uses the parent's client."""
+        from imagesearch.s3.client import s3_client
+
+        return s3_client(self.settings)
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        from imagesearch.s3.client import call_errors, classify
+
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, ContentType=content_type)
-        except Exception as exc:  # botocore's errors share no useful base for transient vs permanent
-            raise BlobUnavailable(f"s3 put {key}: {exc}") from exc
+        except call_errors() as exc:
+            raise classify(exc, f"s3 put {key}", writing=True) from exc
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
-        from botocore.exceptions import ClientError
+        from imagesearch.s3.client import call_errors, classify
 
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise BlobMissing(key) from exc
-            raise BlobUnavailable(f"s3 get {key}: {exc}") from exc
-        except Exception as exc:
-            raise BlobUnavailable(f"s3 get {key}: {exc}") from exc
+        except call_errors() as exc:
+            raise classify(exc, f"s3 get {key}") from exc
         body = response["Body"]
-        data = body.read() if max_bytes is None else body.read(max_bytes + 1)
+        try:
+            data = body.read() if max_bytes is None else body.read(max_bytes + 1)
+        except call_errors() as exc:  # the connection broke mid-body
+            raise BlobUnavailable(f"s3 get {key}: reading failed: {exc}") from exc
+        finally:
+            body.close()
         if max_bytes is not None and len(data) > max_bytes:
             raise TooLarge(f"blob {key} is larger than {max_bytes} bytes")
         return data
 
     def delete(self, key: str) -> None:
+        from imagesearch.s3.client import call_errors, classify
+
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
-        except Exception as exc:
-            raise BlobUnavailable(f"s3 delete {key}: {exc}") from exc
+        except call_errors() as exc:
+            raise classify(exc, f"s3 delete {key}", writing=True) from exc
 
 
 def open_blobs(settings: Settings) -> BlobStore:
     if settings.blob_backend == "s3":
         if not settings.s3_bucket:
             raise ConfigurationError("IMAGESEARCH_BLOB_BACKEND=s3 needs IMAGESEARCH_S3_BUCKET")
-        return S3BlobStore(settings.s3_bucket, settings.s3_prefix, settings.s3_endpoint_url)
+        return S3BlobStore(settings.s3_bucket, settings.s3_prefix, settings)
     return LocalBlobStore(settings.blob_dir)

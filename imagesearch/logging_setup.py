@@ -5,8 +5,6 @@ A line carries the time, level, logger, message, process id, whatever the code b
 
     {"ts": "2025-01-01T12:00:00.123Z", "level": "INFO", "logger": "api.images", "message": "image accepted",
      "pid": 4242, "request_id": "3f2a...", "image_id": "8c1e..."}
-
-``log_format = "text"`` (when the settings have it) keeps a human-readable line instead.
 """
 
 from __future__ import annotations
@@ -68,32 +66,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure(*, stream: Any = None, level: str = "INFO") -> logging.Handler:
+    """Install one JSON handler on the root logger (idempotent: a second call replaces the first).
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields = {**_context.get(), **{k: v for k, v in vars(record).items()
-                                       if k not in _STANDARD and not k.startswith("_")}}
-        return line + "".join(f" {k}={v}" for k, v in fields.items())
-
-
-def configure(settings: Any = None, *, stream: Any = None) -> logging.Handler:
-    """Install one handler on the root logger (idempotent: a second call replaces the first).
-
-    ``settings.log_format`` ("json" or "text") and ``settings.log_level`` are used when the
-    settings class has them; otherwise JSON at INFO. Handlers installed by others (a test runner's
-    capture, for example) are left alone.
+    Handlers installed by others (a test runner's capture, for example) are left alone.
     """
-    fmt = str(getattr(settings, "log_format", "json") or "json").lower()
-    level = str(getattr(settings, "log_level", "INFO") or "INFO").upper()
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
             root.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(TextFormatter() if fmt == "text" else JsonFormatter())
+    handler.setFormatter(JsonFormatter())
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(level)

@@ -21,7 +21,7 @@ from imagesearch.config import Settings
 from imagesearch.errors import PermanentError, TransientError
 from imagesearch.models import Captioner, ClipEncoder
 from imagesearch.records import ImageRecord
-from imagesearch.sources import read_original
+from imagesearch.s3.sources import read_original
 from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, Store
 from imagesearch.vocab import CaptionStatus, Status
 
@@ -110,8 +110,10 @@ def _embed_todo(todo: list[ImageRecord], settings: Settings, store: Store, blobs
             for prepared, vector in zip(ready, vectors):
                 key = thumbnail_key(prepared.record.id)
                 blobs.put(key, prepared.thumbnail, "image/jpeg")
-                updates.append(ImageVectorUpdate(prepared.record.id, prepared.record.content_hash, vector,
-                                                 clip.identity, key, *prepared.size))
+                width, height = prepared.size
+                updates.append(ImageVectorUpdate(id=prepared.record.id, content_hash=prepared.record.content_hash,
+                                                 vector=vector, model=clip.identity, thumb_key=key, width=width,
+                                                 height=height))
             written = set(store.set_image_vectors(updates))
             for update in updates:
                 (outcome.done if update.id in written else outcome.skipped).append(update.id)
@@ -162,7 +164,7 @@ def caption_batch(ids: list[str], *, settings: Settings, store: Store, blobs: Bl
             captions = captioner.caption([image for _, image in loaded])
             vectors = clip.encode_texts(captions)
             updates = [
-                CaptionUpdate(record.id, record.content_hash, caption, vector, captioner.identity, clip.identity)
+                CaptionUpdate(id=record.id, content_hash=record.content_hash, caption=caption, vector=vector, caption_model=captioner.identity, text_model=clip.identity)
                 for (record, _), caption, vector in zip(loaded, captions, vectors)
             ]
             written = set(store.set_captions(updates))

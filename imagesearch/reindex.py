@@ -77,7 +77,7 @@ def _copy(records: list[ImageRecord], target: AliasedStore, *, settings: Setting
     reuse = [r for r in records if r.id in done and r.caption is not None and r.caption_model == cap.identity]
     if reuse:
         vectors = clip.encode_texts([r.caption for r in reuse])
-        target.set_captions([CaptionUpdate(r.id, r.content_hash, r.caption, v, cap.identity, clip.identity)
+        target.set_captions([CaptionUpdate(id=r.id, content_hash=r.content_hash, caption=r.caption, vector=v, caption_model=cap.identity, text_model=clip.identity)
                              for r, v in zip(reuse, vectors)])
     fresh = [i for i in outcome.done if i not in {r.id for r in reuse}]
     if fresh:

@@ -17,7 +17,8 @@ from imagesearch.blobs import BlobStore, open_blobs
 from imagesearch.config import Settings
 from imagesearch.deliveries import DeliveryLedger
 from imagesearch.redis_state import connect
-from imagesearch.s3ingest import RedisEventLog, S3Ingestor
+from imagesearch.s3.event_log import RedisEventLog
+from imagesearch.s3.ingest import S3Ingestor
 from imagesearch.stores import Store, open_store
 from imagesearch.taskqueue import TaskQueue
 from imagesearch.vocab import Stage

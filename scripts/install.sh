@@ -11,6 +11,12 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements/torch.txt
 .venv/bin/python -m pip install -q -e ".[test,dev]"
+# docker-compose (Debian's, v1) renders docker/compose.yaml offline for tests/unit/test_deployment_files.py;
+# no Docker engine is needed for `docker-compose config`.
+if ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose \
+      >/dev/null; } || echo "install.sh: could not install docker-compose; the compose tests will be skipped" >&2
+fi
 # Chromium for the search page's browser test (tests/e2e/test_search_page.py drives it with
 # playwright; `playwright install` cannot download browsers here). The test skips without it.
 if [ ! -x /usr/bin/chromium ]; then

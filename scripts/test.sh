@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# The layers (import-linter contracts in pyproject.toml) and the linter, before the suite.
+.venv/bin/lint-imports
+.venv/bin/ruff check .
 set +e
 .venv/bin/python -m pytest -q "$@"
 status=$?

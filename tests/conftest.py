@@ -24,7 +24,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # Set before any project module reads its settings (and before huggingface_hub reads
     # HF_HUB_OFFLINE at import), so in-process code and child processes agree.
     os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    from imagesearch.config import Settings
     from imagesearch.dev.tiny_models import build_tiny_models
+
+    # Settings in tests come from the environment set here and from arguments, never from a
+    # developer's .env in the working directory.
+    Settings.model_config["env_file"] = None
 
     clip_dir, captioner_dir = build_tiny_models(_SESSION_DIR / "models")
     os.environ.update({

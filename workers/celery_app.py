@@ -79,4 +79,4 @@ def celery_app_for(settings: Settings) -> Celery:
 @setup_logging.connect
 def _json_logs(**_kwargs: object) -> None:
     """Celery's own lines and ours, one JSON object per line (imagesearch/logging_setup.py)."""
-    logging_setup.configure(get_settings())
+    logging_setup.configure()

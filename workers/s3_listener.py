@@ -2,7 +2,7 @@
 
 ``python -m workers.s3_listener`` (the Procfile's ``s3-listener``). Messages may hold S3
 notifications sent directly, wrapped by SNS, or EventBridge "Object Created"/"Object Deleted"
-events (see :mod:`imagesearch.s3events`); each is applied by :class:`imagesearch.s3ingest.S3Ingestor`.
+events (see :mod:`imagesearch.s3.events`); each is applied by :class:`imagesearch.s3.ingest.S3Ingestor`.
 
 Delivery: a message is deleted only after its work was done (records written, tasks sent). While a
 batch is being handled a background thread keeps extending the messages' visibility
@@ -18,11 +18,16 @@ import logging
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from imagesearch.backoff import equal_jitter
 from imagesearch.config import Settings, get_settings
-from imagesearch.s3events import EventFormatError, parse_notification
-from imagesearch.s3ingest import S3Ingestor
+from imagesearch.s3.events import EventFormatError, parse_notification
+from imagesearch.s3.ingest import S3Ingestor
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
 
 log = logging.getLogger("imagesearch.s3_listener")
 
@@ -30,7 +35,7 @@ log = logging.getLogger("imagesearch.s3_listener")
 class VisibilityKeeper(threading.Thread):
     """Extends the visibility of in-flight messages every ``timeout / 3`` seconds until released."""
 
-    def __init__(self, sqs, queue_url: str, timeout: int) -> None:
+    def __init__(self, sqs: BaseClient, queue_url: str, timeout: int) -> None:
         super().__init__(name="sqs-visibility", daemon=True)
         self.sqs, self.queue_url, self.timeout = sqs, queue_url, timeout
         self._handles: dict[str, str] = {}  # message id -> receipt handle
@@ -67,8 +72,8 @@ class VisibilityKeeper(threading.Thread):
 
 
 class S3Listener:
-    def __init__(self, *, sqs, queue_url: str, ingestor: S3Ingestor, batch_size: int = 10, wait_seconds: int = 20,
-                 visibility_timeout: int = 60) -> None:
+    def __init__(self, *, sqs: BaseClient, queue_url: str, ingestor: S3Ingestor, batch_size: int = 10,
+                 wait_seconds: int = 20, visibility_timeout: int = 60) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.ingestor = ingestor
@@ -80,7 +85,7 @@ class S3Listener:
         self.handled = 0
         self.failed = 0
 
-    def stop(self, *_args) -> None:
+    def stop(self, *_args: object) -> None:
         if not self._stopping.is_set():
             log.info("stopping after the current batch")
         self._stopping.set()
@@ -97,7 +102,7 @@ class S3Listener:
                     errors = 0
                 except Exception as exc:  # noqa: BLE001 - SQS unreachable: back off, keep running
                     errors += 1
-                    delay = min(60.0, 2.0 ** min(errors, 6))
+                    delay = equal_jitter(errors - 1, base=2.0, cap=60.0)
                     log.warning("receiving from SQS failed (%s); retrying in %.0f s", exc, delay)
                     self._stopping.wait(delay)
         finally:
@@ -176,7 +181,7 @@ def main() -> int:
     from imagesearch import logging_setup
 
     settings = get_settings()
-    logging_setup.configure(settings)
+    logging_setup.configure()
     if not settings.sqs_queue_url:
         print("IMAGESEARCH_SQS_QUEUE_URL is not set: nothing to listen to", file=sys.stderr)
         return 2

@@ -48,6 +48,16 @@ def build_tiny_clip(directory: Path, seed: int = 0, embed_dim: int = 64) -> Path
 
 def build_tiny_captioner(directory: Path, seed: int = 0) -> Path:
     """Write a transformers VisionEncoderDecoder folder (ViT encoder, GPT-2 decoder, word tokenizer)."""
+    return build_captioner(directory, sorted(set(_VOCAB_WORDS)), seed=seed)
+
+
+def build_captioner(directory: Path, words: list[str], *, seed: int = 0, image_size: int = 64, width: int = 64,
+                    layers: int = 2, heads: int = 2, intermediate: int = 128, positions: int = 64,
+                    note: str = UNTRAINED_NOTE, min_new_tokens: int | None = None) -> Path:
+    """A VisionEncoderDecoder with random weights, saved with save_pretrained: ViT encoder (16 px
+    patches) and GPT-2 decoder with cross-attention, both ``layers`` deep and ``width`` wide, and a
+    word-level tokenizer over ``words`` plus [PAD] [UNK] [BOS] [EOS]. ``min_new_tokens`` makes every
+    caption that long (random weights would otherwise stop at an arbitrary step)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import (
         GPT2Config,
@@ -62,7 +72,7 @@ def build_tiny_captioner(directory: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     specials = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
-    vocab = {token: i for i, token in enumerate(specials + sorted(set(_VOCAB_WORDS)))}
+    vocab = {token: i for i, token in enumerate(specials + list(words))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
@@ -74,11 +84,11 @@ def build_tiny_captioner(directory: Path, seed: int = 0) -> Path:
     )
 
     encoder = ViTModel(
-        ViTConfig(image_size=64, patch_size=16, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=128)
+        ViTConfig(image_size=image_size, patch_size=16, hidden_size=width, num_hidden_layers=layers,
+                  num_attention_heads=heads, intermediate_size=intermediate)
     )
     decoder = GPT2LMHeadModel(
-        GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=64, n_layer=2, n_head=2,
+        GPT2Config(vocab_size=len(vocab), n_positions=positions, n_embd=width, n_layer=layers, n_head=heads,
                    add_cross_attention=True, bos_token_id=vocab["[BOS]"], eos_token_id=vocab["[EOS]"],
                    pad_token_id=vocab["[PAD]"])
     )
@@ -90,11 +100,13 @@ def build_tiny_captioner(directory: Path, seed: int = 0) -> Path:
         cfg.eos_token_id = vocab["[EOS]"]
         cfg.pad_token_id = vocab["[PAD]"]
     model.generation_config.max_length = None
+    if min_new_tokens is not None:
+        model.generation_config.min_new_tokens = min_new_tokens
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(directory)
-    (directory / "NOTE.txt").write_text(UNTRAINED_NOTE + "\n")
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(directory)
+    (directory / "NOTE.txt").write_text(note + "\n")
     return directory
 
 

@@ -39,6 +39,7 @@ class CaptionerSpec:
     device: str
     max_length: int
     num_beams: int
+    precision: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "CaptionerSpec":
@@ -48,6 +49,7 @@ class CaptionerSpec:
             settings.device,
             settings.caption_max_length,
             settings.caption_num_beams,
+            settings.precision,
         )
 
 
@@ -91,8 +93,11 @@ def load_captioner(spec: CaptionerSpec) -> Captioner:
     else:
         source = spec.name
         identity = f"captioner:{spec.name}"
+    dtype = pick_dtype(device, spec.precision)
+    if device.type == "cpu" and dtype == torch.float16:
+        dtype = torch.float32  # CPUs have no fast fp16 kernels (as for CLIP: see models/clip.py)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=pick_dtype(device)).to(device)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype).to(device)
         image_processor = AutoImageProcessor.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as exc:  # transformers raises OSError/ValueError for network and files alike

@@ -1,7 +1,7 @@
 """Bulk backfill: enqueue every image of an S3 prefix or a local folder that is not indexed yet.
 
 * ``s3://bucket/prefix``: objects are listed (ListObjectsV2, key order) and each one goes through
-  the same :class:`imagesearch.s3ingest.S3Ingestor` as live events, as a "created" event with the
+  the same :class:`imagesearch.s3.ingest.S3Ingestor` as live events, as a "created" event with the
   listed etag, size and LastModified. So the record is the one an event would have written (same
   id, same ``s3://`` blob key), an object already indexed with the same etag is skipped, and a
   listing older than an event already applied (say, the object was deleted meanwhile) is dropped.
@@ -30,16 +30,23 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imagesearch import ingest
 from imagesearch.blobs import BlobStore
-from imagesearch.errors import InvalidInput
 from imagesearch.config import Settings
+from imagesearch.errors import InvalidInput
 from imagesearch.imaging import InvalidImage
 from imagesearch.records import DEFAULT_COLLECTION, DEFAULT_TENANT, content_hash, upload_id
-from imagesearch.s3events import ObjectEvent
-from imagesearch.s3ingest import EventLog, S3Ingestor
+from imagesearch.s3.client import call_errors, classify
+from imagesearch.s3.client import s3_client as shared_s3_client
+from imagesearch.s3.event_log import EventLog
+from imagesearch.s3.events import ObjectEvent
+from imagesearch.s3.ingest import S3Ingestor
 from imagesearch.stores.base import Store
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +109,7 @@ def parse_source(source: str) -> tuple[str, str, str]:
 def run_backfill(source: str, *, settings: Settings, store: Store, blobs: BlobStore, enqueue: Callable[[str], None],
                  event_log: EventLog, collection: str | None = None, restart: bool = False, requeue: bool = False,
                  on_item: Callable[[BackfillStats], None] | None = None, save_every: int = 100,
-                 s3_client=None) -> BackfillStats:
+                 s3_client: BaseClient | None = None) -> BackfillStats:
     """Enqueue what is missing; resumable (see the module docstring). Ctrl-C saves the checkpoint."""
     kind, where, prefix = parse_source(source)
     canonical = f"s3://{where}/{prefix}" if kind == "s3" else where
@@ -140,7 +147,7 @@ def run_backfill(source: str, *, settings: Settings, store: Store, blobs: BlobSt
 
 def _s3_items(bucket: str, prefix: str, start_after: str | None, settings: Settings, store: Store, blobs: BlobStore,
               enqueue: Callable[[str], None], event_log: EventLog, collection: str | None, requeue: bool,
-              client) -> Iterator[tuple[str, str, str | None]]:
+              client: BaseClient | None) -> Iterator[tuple[str, str, str | None]]:
     if collection:
         settings = settings.model_copy(update={"s3_collection": collection, "s3_collection_map": {}})
     ingestor = S3Ingestor(settings=settings, store=store, blobs=blobs, enqueue=enqueue, event_log=event_log)
@@ -151,16 +158,22 @@ def _s3_items(bucket: str, prefix: str, start_after: str | None, settings: Setti
         yield event.key, outcome, result.id
 
 
-def list_s3_objects(bucket: str, prefix: str = "", start_after: str | None = None, client=None) -> Iterator[ObjectEvent]:
+def list_s3_objects(bucket: str, prefix: str = "", start_after: str | None = None,
+                    client: BaseClient | None = None) -> Iterator[ObjectEvent]:
     """Every object under the prefix, in key order, as a "created" event (etag, size, LastModified)."""
-    if client is None:
-        from imagesearch.sources import s3_client
-
-        client = s3_client()
+    client = client or shared_s3_client()
     request = {"Bucket": bucket, "Prefix": prefix, "PaginationConfig": {"PageSize": 1000}}
     if start_after:
         request["StartAfter"] = start_after
-    for page in client.get_paginator("list_objects_v2").paginate(**request):
+    pages = iter(client.get_paginator("list_objects_v2").paginate(**request))
+    while True:
+        # Only the listing call is classified, not the consumer's work between pages.
+        try:
+            page = next(pages, None)
+        except call_errors() as exc:
+            raise classify(exc, f"listing s3://{bucket}/{prefix}") from exc
+        if page is None:
+            return
         for obj in page.get("Contents", []):
             modified = obj.get("LastModified")
             yield ObjectEvent(bucket=bucket, key=obj["Key"], kind="created", size=obj.get("Size"),

@@ -4,13 +4,9 @@
   reader of the bucket sees, one image per key; a new version of a key replaces the record (its
   ``blob_key`` then names that version, ``s3://bucket/key?versionId=...``, and its ``content_hash``
   is ``etag:version``). Every delivery of an event for a key lands on the same record.
-* **Order.** S3 delivers at least once and in no particular order. The last event applied per object
-  is kept in an :class:`EventLog` (Redis by default: the broker every process already reaches, and
-  shared by listeners and API processes on any machine, unlike a SQLite file). An event older than
-  the last one applied (by ``sequencer``, compared as AWS documents; by event time when an event
-  has no sequencer, as with MinIO or moto) is dropped, so an older put never resurrects a deleted
-  object. Events for one object are applied under a short per-object lock; the log is written with
-  an atomic compare-and-set so it never moves backwards even if a lock expired.
+* **Order.** An event older than the last one applied to its object, as the
+  :mod:`~imagesearch.s3.event_log` records it, is dropped ("stale"), so an older put never
+  resurrects a deleted object.
 * **Duplicates.** A created event whose etag matches the record's is "unchanged": an indexed or
   failed record is left alone; a queued one is sent to the embed queue again (sending may have
   failed the first time; the embed task ignores ids it already indexed).
@@ -24,170 +20,24 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import ContextManager, Literal, Protocol
+from typing import Literal
 
 from imagesearch import ingest
 from imagesearch.blobs import BlobStore
-from imagesearch.errors import TransientError
 from imagesearch.config import Settings
 from imagesearch.records import DEFAULT_TENANT, ImageRecord, source_id
-from imagesearch.redis_state import Keyspace
-from imagesearch.s3events import ObjectEvent, compare_sequencers
-from imagesearch.sources import is_image_content_type, parse_s3_uri, s3_uri
+from imagesearch.s3.event_log import EventLog, LogEntry
+from imagesearch.s3.events import ObjectEvent, compare_sequencers
+from imagesearch.s3.sources import is_image_content_type, parse_s3_uri, s3_uri
 from imagesearch.stores.base import Store
 
 log = logging.getLogger(__name__)
 
 Action = Literal["queued", "requeued", "unchanged", "failed", "removed", "absent", "stale", "ignored"]
-
-
-class EventLogUnavailable(TransientError):
-    """The event log (Redis) cannot be reached, or an object stayed locked too long. Transient."""
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    sequencer: str | None
-    kind: str
-    time: float | None
-
-
-class EventLog(Protocol):
-    def lock(self, object_id: str) -> ContextManager[None]: ...
-
-    def last(self, object_id: str) -> LogEntry | None: ...
-
-    def record(self, object_id: str, sequencer: str | None, kind: str, event_time: float | None) -> bool:
-        """Store the event unless the log already holds a later one (atomic); True when stored."""
-
-
-def _newer(entry: LogEntry | None, sequencer: str | None, event_time: float | None) -> bool:
-    """Whether an event (sequencer, time) may replace ``entry`` in the log (same rule as the Lua script)."""
-    if entry is None:
-        return True
-    if sequencer:
-        return not entry.sequencer or compare_sequencers(sequencer, entry.sequencer) >= 0
-    if entry.sequencer:
-        return False  # an event without a sequencer never overrides one that has it
-    return entry.time is None or event_time is None or event_time >= entry.time
-
-
-class MemoryEventLog:
-    """The event log for one process (tests, a single-process setup)."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, LogEntry] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    @contextmanager
-    def lock(self, object_id: str) -> Iterator[None]:
-        with self._guard:
-            lock = self._locks.setdefault(object_id, threading.Lock())
-        with lock:
-            yield
-
-    def last(self, object_id: str) -> LogEntry | None:
-        return self._entries.get(object_id)
-
-    def record(self, object_id: str, sequencer: str | None, kind: str, event_time: float | None) -> bool:
-        with self._guard:
-            if not _newer(self._entries.get(object_id), sequencer, event_time):
-                return False
-            self._entries[object_id] = LogEntry(sequencer, kind, event_time)
-            return True
-
-
-# Compare-and-set: store (seq, kind, time) unless the entry holds a later event. Sequencers are
-# compared as AWS documents (right-pad the shorter with zeros, then compare as strings; callers
-# send upper-case hex); events without a sequencer compare by time and never replace one with it.
-_RECORD_LUA = """
-local cur_seq = redis.call('HGET', KEYS[1], 'seq')
-local new_seq = ARGV[1]
-if cur_seq and cur_seq ~= '' then
-  if new_seq == '' then return 0 end
-  local width = math.max(#cur_seq, #new_seq)
-  local a = cur_seq .. string.rep('0', width - #cur_seq)
-  local b = new_seq .. string.rep('0', width - #new_seq)
-  if a > b then return 0 end
-elseif new_seq == '' then
-  local cur_time = redis.call('HGET', KEYS[1], 'time')
-  if cur_time and cur_time ~= '' and ARGV[3] ~= '' and tonumber(cur_time) > tonumber(ARGV[3]) then return 0 end
-end
-redis.call('HSET', KEYS[1], 'seq', new_seq, 'kind', ARGV[2], 'time', ARGV[3])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return 1
-"""
-_UNLOCK_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-class RedisEventLog:
-    """The event log in Redis: a hash per object (expiring after ``ttl_seconds``) and a lock key."""
-
-    def __init__(self, client, keys: Keyspace, ttl_seconds: int = 15 * 24 * 3600,
-                 lock_seconds: float = 30.0, lock_wait_seconds: float = 30.0) -> None:
-        self.client = client
-        self.keys = keys
-        self.ttl_seconds = ttl_seconds
-        self.lock_seconds = lock_seconds
-        self.lock_wait_seconds = lock_wait_seconds
-        self._record = client.register_script(_RECORD_LUA)
-        self._unlock = client.register_script(_UNLOCK_LUA)
-
-
-    @contextmanager
-    def lock(self, object_id: str) -> Iterator[None]:
-        import redis
-
-        key, token = self.keys.s3_event_lock(object_id), uuid.uuid4().hex
-        deadline = time.monotonic() + self.lock_wait_seconds
-        try:
-            while not self.client.set(key, token, nx=True, px=int(self.lock_seconds * 1000)):
-                if time.monotonic() > deadline:
-                    raise EventLogUnavailable(f"object {object_id} stayed locked for {self.lock_wait_seconds:.0f} s")
-                time.sleep(0.02)
-        except redis.RedisError as exc:
-            raise EventLogUnavailable(f"event log: {exc}") from exc
-        try:
-            yield
-        finally:
-            try:
-                self._unlock(keys=[key], args=[token])
-            except redis.RedisError:
-                log.warning("could not release the lock on %s; it expires in %.0f s", object_id, self.lock_seconds)
-
-    def last(self, object_id: str) -> LogEntry | None:
-        import redis
-
-        try:
-            raw = self.client.hgetall(self.keys.s3_event_sequencer(object_id))
-        except redis.RedisError as exc:
-            raise EventLogUnavailable(f"event log: {exc}") from exc
-        if not raw:
-            return None
-        values = {k.decode(): v.decode() for k, v in raw.items()}
-        return LogEntry(values.get("seq") or None, values.get("kind", ""),
-                        float(values["time"]) if values.get("time") else None)
-
-    def record(self, object_id: str, sequencer: str | None, kind: str, event_time: float | None) -> bool:
-        import redis
-
-        args = [sequencer.upper() if sequencer else "", kind, repr(event_time) if event_time is not None else "",
-                self.ttl_seconds]
-        try:
-            return bool(self._record(keys=[self.keys.s3_event_sequencer(object_id)], args=args))
-        except redis.RedisError as exc:
-            raise EventLogUnavailable(f"event log: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,21 @@ compares the source with the index and repairs both directions:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from imagesearch import ingest
-from imagesearch.backfill import BackfillStats, list_folder, list_s3_objects, parse_source, run_backfill
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings
 from imagesearch.records import DEFAULT_COLLECTION, upload_id
+from imagesearch.s3.backfill import BackfillStats, list_folder, list_s3_objects, parse_source, run_backfill
+from imagesearch.s3.event_log import EventLog
 from imagesearch.stores.base import Store
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +43,9 @@ def _s3_key(source: str, bucket: str) -> str | None:
     return source[len(head):] if source.startswith(head) else None
 
 
-def find_orphans(source: str, *, store: Store, collection: str | None = None, s3_client=None) -> list[str]:
+def find_orphans(source: str, *, store: Store, collection: str | None = None,
+                 s3_client: BaseClient | None = None) -> list[str]:
+    """Ids of the records whose source object (or file) is gone."""
     kind, where, prefix = parse_source(source)
     if kind == "s3":
         present = {event.key for event in list_s3_objects(where, prefix, client=s3_client)}
@@ -56,8 +63,10 @@ def find_orphans(source: str, *, store: Store, collection: str | None = None, s3
 
 
 def reconcile(source: str, *, settings: Settings, store: Store, blobs: BlobStore, enqueue: Callable[[str], None],
-              event_log, collection: str | None = None, dry_run: bool = False, s3_client=None,
+              event_log: EventLog, collection: str | None = None, dry_run: bool = False,
+              s3_client: BaseClient | None = None,
               on_item: Callable[[BackfillStats], None] | None = None) -> ReconcileReport:
+    """Remove the orphans, then backfill with ``requeue`` on (``dry_run``: only find the orphans)."""
     report = ReconcileReport()
     report.orphans = find_orphans(source, store=store, collection=collection, s3_client=s3_client)
     if dry_run:

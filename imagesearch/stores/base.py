@@ -15,7 +15,7 @@ class StoreUnavailable(TransientError):
     """The store cannot be reached right now. Transient: the operation may be retried."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImageVectorUpdate:
     id: str
     content_hash: str  # only the version of the image that was embedded is updated
@@ -26,7 +26,7 @@ class ImageVectorUpdate:
     height: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CaptionUpdate:
     id: str
     content_hash: str

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from imagesearch.records import source_id
-from imagesearch.s3ingest import ApplyResult
+from imagesearch.s3.ingest import ApplyResult
 from tests.conftest import ManagedProcess, child_env, jpeg, start_api, start_worker, wait_until
 
 WAIT = 120

@@ -7,15 +7,15 @@ import uuid
 import boto3
 import pytest
 
-from imagesearch import reconcile
-from imagesearch.backfill import run_backfill
 from imagesearch.blobs import LocalBlobStore
 from imagesearch.config import Settings
 from imagesearch.models import get_clip
 from imagesearch.pipeline import embed_batch
 from imagesearch.records import source_id
 from imagesearch.redis_state import Keyspace
-from imagesearch.s3ingest import RedisEventLog
+from imagesearch.s3 import reconcile
+from imagesearch.s3.backfill import run_backfill
+from imagesearch.s3.event_log import RedisEventLog
 from imagesearch.stores.embedded import EmbeddedStore
 from tests.conftest import jpeg
 

@@ -18,22 +18,24 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from imagesearch.backfill import Checkpoint, count_done, list_folder, run_backfill
 from imagesearch.blobs import BlobMissing, BlobUnavailable, LocalBlobStore
 from imagesearch.config import Settings
+from imagesearch.errors import TooLarge
 from imagesearch.imaging import InvalidImage
 from imagesearch.records import source_id
-from imagesearch.s3events import (MAX_KEY_BYTES, EventFormatError, ObjectEvent, compare_sequencers,
-                                  normalize_sequencer, parse_notification)
-from imagesearch.s3ingest import MemoryEventLog, RedisEventLog, S3Ingestor, object_id
-from imagesearch.sources import parse_s3_uri, read_original, reset_s3_client, s3_uri
+from imagesearch.redis_state import Keyspace
+from imagesearch.s3.backfill import Checkpoint, count_done, list_folder, run_backfill
+from imagesearch.s3.client import reset_s3_client
+from imagesearch.s3.event_log import MemoryEventLog, RedisEventLog
+from imagesearch.s3.events import (MAX_KEY_BYTES, EventFormatError, ObjectEvent, compare_sequencers,
+                                   normalize_sequencer, parse_notification)
+from imagesearch.s3.ingest import S3Ingestor, object_id
+from imagesearch.s3.sources import parse_s3_uri, read_original, s3_uri
 from imagesearch.stores.base import ImageVectorUpdate
 from imagesearch.stores.embedded import EmbeddedStore
-from tests.conftest import ROOT, child_env, jpeg
-from imagesearch.errors import TooLarge
-from imagesearch.redis_state import Keyspace
 from imagesearch.taskqueue import MemoryTaskQueue, QueueUnavailable
 from imagesearch.vocab import Stage
+from tests.conftest import ROOT, child_env, jpeg
 
 SEQ = "0055AED6DCD90281E5"
 
@@ -277,7 +279,7 @@ def _event(key="a.jpg", kind="created", sequencer=SEQ, etag="e1", version=None, 
 def _mark_indexed(store, image_id: str) -> None:
     record = store.get(image_id)
     vector = np.ones(4, dtype=np.float32) / 2
-    assert store.set_image_vectors([ImageVectorUpdate(image_id, record.content_hash, vector, "m", "t", 1, 1)])
+    assert store.set_image_vectors([ImageVectorUpdate(id=image_id, content_hash=record.content_hash, vector=vector, model="m", thumb_key="t", width=1, height=1)])
 
 
 def test_created_event_writes_a_queued_record_and_enqueues(ingest_env):

@@ -18,8 +18,8 @@ from cryptography.x509.oid import NameOID
 
 from imagesearch.config import Settings
 from imagesearch.records import source_id
-from imagesearch.s3events import SnsVerificationError, SnsVerifier, check_sns_url, string_to_sign
-from imagesearch.s3ingest import MemoryEventLog
+from imagesearch.s3.event_log import MemoryEventLog
+from imagesearch.s3.sns import SnsVerificationError, SnsVerifier, check_sns_url, string_to_sign
 from imagesearch.taskqueue import MemoryTaskQueue
 from imagesearch.vocab import Stage
 

@@ -78,12 +78,12 @@ def vec(*values: float) -> np.ndarray:
 
 
 def index(store: Store, image_id: str, vector: np.ndarray, model: str = MODEL, content_hash: str = "h1") -> None:
-    assert store.set_image_vectors([ImageVectorUpdate(image_id, content_hash, vector, model, f"thumbs/{image_id}",
-                                                      64, 48)]) == [image_id]
+    assert store.set_image_vectors([ImageVectorUpdate(id=image_id, content_hash=content_hash, vector=vector, model=model, thumb_key=f"thumbs/{image_id}",
+                                                      width=64, height=48)]) == [image_id]
 
 
 def caption(store: Store, image_id: str, text: str, vector: np.ndarray, content_hash: str = "h1") -> None:
-    assert store.set_captions([CaptionUpdate(image_id, content_hash, text, vector, "cap:v1", MODEL)]) == [image_id]
+    assert store.set_captions([CaptionUpdate(id=image_id, content_hash=content_hash, caption=text, vector=vector, caption_model="cap:v1", text_model=MODEL)]) == [image_id]
 
 
 def ids(results: list[tuple[str, float]]) -> list[str]:
@@ -134,8 +134,8 @@ def test_set_captions(store: Store) -> None:
 
 def test_updates_only_touch_the_version_that_was_processed(store: Store) -> None:
     store.put(rec("a", content_hash="new"))
-    assert store.set_image_vectors([ImageVectorUpdate("a", "old", vec(1), MODEL, "t", 1, 1)]) == []
-    assert store.set_captions([CaptionUpdate("a", "old", "stale", vec(1), "cap", MODEL)]) == []
+    assert store.set_image_vectors([ImageVectorUpdate(id="a", content_hash="old", vector=vec(1), model=MODEL, thumb_key="t", width=1, height=1)]) == []
+    assert store.set_captions([CaptionUpdate(id="a", content_hash="old", caption="stale", vector=vec(1), caption_model="cap", text_model=MODEL)]) == []
     store.set_failed("a", "old", "embed", "stale failure")
     got = store.get("a")
     assert (got.status, got.caption, got.error) == ("queued", None, None)
@@ -147,8 +147,8 @@ def test_deleted_records_are_never_resurrected(store: Store) -> None:
     removed = store.delete("a")
     assert removed is not None and removed.id == "a" and removed.blob_key == "originals/a"
     assert store.delete("a") is None
-    assert store.set_image_vectors([ImageVectorUpdate("a", "h1", vec(1), MODEL, "t", 1, 1)]) == []
-    assert store.set_captions([CaptionUpdate("a", "h1", "x", vec(1), "cap", MODEL)]) == []
+    assert store.set_image_vectors([ImageVectorUpdate(id="a", content_hash="h1", vector=vec(1), model=MODEL, thumb_key="t", width=1, height=1)]) == []
+    assert store.set_captions([CaptionUpdate(id="a", content_hash="h1", caption="x", vector=vec(1), caption_model="cap", text_model=MODEL)]) == []
     store.set_failed("a", "h1", "embed", "late")
     assert store.get("a") is None
     assert store.knn("image", vec(1), 5, MODEL, Filters()) == []

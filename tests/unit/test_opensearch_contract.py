@@ -504,7 +504,7 @@ def test_first_index_without_a_dimension_gets_vector_fields_from_the_first_vecto
     assert created["settings"]["index"]["knn"] is True  # static: must be set at creation
     assert "model" not in created["mappings"]["_meta"]
 
-    assert store.set_image_vectors([ImageVectorUpdate("img1", "hash1", unit(1, 2, 3, 4, 5, 6), MODEL, "t", 4, 3)]) \
+    assert store.set_image_vectors([ImageVectorUpdate(id="img1", content_hash="hash1", vector=unit(1, 2, 3, 4, 5, 6), model=MODEL, thumb_key="t", width=4, height=3)]) \
         == ["img1"]
     (put_mapping,) = fake.sent("PUT", "/imagesearch-write/_mapping")
     six = dict(KNN_VECTOR, dimension=6)
@@ -513,7 +513,7 @@ def test_first_index_without_a_dimension_gets_vector_fields_from_the_first_vecto
         "_meta": {"schema_version": 1, "engine": "faiss", "space_type": "innerproduct", "model": MODEL, "dim": 6},
     }
     # Known now: the next vector write goes straight to the bulk request.
-    store.set_image_vectors([ImageVectorUpdate("img1", "hash1", unit(1, 2, 3, 4, 5, 6), MODEL, "t", 4, 3)])
+    store.set_image_vectors([ImageVectorUpdate(id="img1", content_hash="hash1", vector=unit(1, 2, 3, 4, 5, 6), model=MODEL, thumb_key="t", width=4, height=3)])
     assert len(fake.sent("PUT", "/imagesearch-write/_mapping")) == 1
 
 
@@ -634,9 +634,9 @@ def test_set_image_vectors_is_a_conditional_painless_update(store: OpenSearchSto
         "deleted": (404, {"type": "document_missing_exception", "reason": "[deleted]: document missing"}),
     }))
     done = store.set_image_vectors([
-        ImageVectorUpdate("img1", "hash1", vector, MODEL, "thumbs/img1.jpg", 640, 480),
-        ImageVectorUpdate("reuploaded", "old-hash", vector, MODEL, "thumbs/r.jpg", 10, 10),
-        ImageVectorUpdate("deleted", "hash3", vector, MODEL, "thumbs/d.jpg", 10, 10),
+        ImageVectorUpdate(id="img1", content_hash="hash1", vector=vector, model=MODEL, thumb_key="thumbs/img1.jpg", width=640, height=480),
+        ImageVectorUpdate(id="reuploaded", content_hash="old-hash", vector=vector, model=MODEL, thumb_key="thumbs/r.jpg", width=10, height=10),
+        ImageVectorUpdate(id="deleted", content_hash="hash3", vector=vector, model=MODEL, thumb_key="thumbs/d.jpg", width=10, height=10),
     ])
     assert done == ["img1"]
     (bulk,) = fake.sent("POST", "/_bulk")
@@ -666,9 +666,9 @@ def test_partial_bulk_failure_records_the_400_and_retries_the_429(
             bulk_answer(),  # the 429 item again: fine now
             bulk_answer())  # the failure of the 400 item
     done = store.set_image_vectors([
-        ImageVectorUpdate("ok", "h-ok", unit(1, 0, 0, 0), MODEL, "t/ok", 1, 1),
-        ImageVectorUpdate("bad", "h-bad", unit(1, 0, 0), MODEL, "t/bad", 1, 1),
-        ImageVectorUpdate("busy", "h-busy", unit(0, 1, 0, 0), MODEL, "t/busy", 1, 1),
+        ImageVectorUpdate(id="ok", content_hash="h-ok", vector=unit(1, 0, 0, 0), model=MODEL, thumb_key="t/ok", width=1, height=1),
+        ImageVectorUpdate(id="bad", content_hash="h-bad", vector=unit(1, 0, 0), model=MODEL, thumb_key="t/bad", width=1, height=1),
+        ImageVectorUpdate(id="busy", content_hash="h-busy", vector=unit(0, 1, 0, 0), model=MODEL, thumb_key="t/busy", width=1, height=1),
     ])
     assert sorted(done) == ["busy", "ok"]
     first, retry, failure = fake.sent("POST", "/_bulk")
@@ -693,7 +693,7 @@ def test_whole_bulk_requests_answered_429_or_5xx_are_retried_with_backoff(
         answers.append((status, error_body(kind, "busy", status)))
     answers.append(bulk_answer())
     fake.on("POST", "/_bulk", *answers)
-    assert store.set_captions([CaptionUpdate("img1", "hash1", "a cat", unit(1, 1, 0, 0), "cap:v1", MODEL)]) == ["img1"]
+    assert store.set_captions([CaptionUpdate(id="img1", content_hash="hash1", caption="a cat", vector=unit(1, 1, 0, 0), caption_model="cap:v1", text_model=MODEL)]) == ["img1"]
     bodies = [r.raw for r in fake.sent("POST", "/_bulk")]
     assert len(bodies) == len(statuses) and len(set(bodies)) == 1  # the same request each time
     caps = [min(2.0, 0.5 * 2 ** n) for n in range(len(sleeps))]
@@ -714,7 +714,7 @@ def test_item_level_503_and_409_are_retried(store: OpenSearchStore, fake: FakeOp
             bulk_answer({"a": (503, {"type": "unavailable_shards_exception", "reason": "primary not active"}),
                          "b": (409, {"type": "version_conflict_engine_exception", "reason": "conflict"})}),
             bulk_answer())
-    assert store.set_captions([CaptionUpdate(i, "h", "c", unit(1, 0, 0, 0), "cap", MODEL) for i in "ab"]) == ["a", "b"]
+    assert store.set_captions([CaptionUpdate(id=i, content_hash="h", caption="c", vector=unit(1, 0, 0, 0), caption_model="cap", text_model=MODEL) for i in "ab"]) == ["a", "b"]
     assert [len(r.pairs()) for r in fake.sent("POST", "/_bulk")] == [2, 2]
 
 
@@ -727,7 +727,7 @@ def test_a_dropped_bulk_connection_is_retried(store: OpenSearchStore, fake: Fake
 
 def test_vectors_of_another_model_are_written_with_a_warning(store: OpenSearchStore, fake: FakeOpenSearch,
                                                               caplog: pytest.LogCaptureFixture) -> None:
-    update = ImageVectorUpdate("img1", "hash1", unit(1, 0, 0, 0), "clip:newer", "t", 1, 1)
+    update = ImageVectorUpdate(id="img1", content_hash="hash1", vector=unit(1, 0, 0, 0), model="clip:newer", thumb_key="t", width=1, height=1)
     assert store.set_image_vectors([update]) == ["img1"]  # knn filters by model: no silent mix
     store.set_image_vectors([update])
     warnings = [r for r in caplog.records if "run a reindex" in r.getMessage()]
@@ -746,8 +746,8 @@ def test_set_captions_update_and_400_marks_caption_failed(store: OpenSearchStore
     fake.on("POST", "/_bulk", bulk_answer({"img2": (400, {"type": "illegal_argument_exception", "reason": "bad"})}),
             bulk_answer())
     vector = unit(0, 0, 1, 1)
-    assert store.set_captions([CaptionUpdate("img1", "hash1", "a cat on a sofa", vector, "cap:v1", MODEL),
-                               CaptionUpdate("img2", "hash2", "x", vector, "cap:v1", MODEL)]) == ["img1"]
+    assert store.set_captions([CaptionUpdate(id="img1", content_hash="hash1", caption="a cat on a sofa", vector=vector, caption_model="cap:v1", text_model=MODEL),
+                               CaptionUpdate(id="img2", content_hash="hash2", caption="x", vector=vector, caption_model="cap:v1", text_model=MODEL)]) == ["img1"]
     first, failure = fake.sent("POST", "/_bulk")
     (_, body), _ = first.pairs()
     assert body["script"]["source"] == CAPTION_SCRIPT
@@ -1062,8 +1062,8 @@ def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchS
     fake.on("POST", "/_aliases", (200, {"acknowledged": True}))
     store = make_store(fake)
     store.put(record())
-    store.set_image_vectors([ImageVectorUpdate("img1", "hash1", unit(1, 2, 3, 4), MODEL, "t", 1, 1)])
-    store.set_captions([CaptionUpdate("img1", "hash1", "a cat", unit(4, 3, 2, 1), "cap", MODEL)])
+    store.set_image_vectors([ImageVectorUpdate(id="img1", content_hash="hash1", vector=unit(1, 2, 3, 4), model=MODEL, thumb_key="t", width=1, height=1)])
+    store.set_captions([CaptionUpdate(id="img1", content_hash="hash1", caption="a cat", vector=unit(4, 3, 2, 1), caption_model="cap", text_model=MODEL)])
     store.set_failed("img1", "hash1", "caption", "boom")
     store.knn("image", unit(1, 1, 1, 1), 5, MODEL, Filters(tenant="t", collection="c", exclude_id="x"), 0.2)
     store.keyword("cat", 5, Filters(tenant="t"))

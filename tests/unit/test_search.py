@@ -28,9 +28,9 @@ def service(tmp_path):
     for name, rgb in colours.items():
         store.put(ImageRecord(id=name, blob_key="k", content_hash="h", collection="c1" if name != "blue" else "c2"))
         vector = clip.encode_images([Image.new("RGB", (64, 64), rgb)])[0]
-        store.set_image_vectors([ImageVectorUpdate(name, "h", vector, clip.identity, "t", 64, 64)])
+        store.set_image_vectors([ImageVectorUpdate(id=name, content_hash="h", vector=vector, model=clip.identity, thumb_key="t", width=64, height=64)])
         caption = f"a {name} picture"
-        store.set_captions([CaptionUpdate(name, "h", caption, clip.encode_texts([caption])[0], "cap", clip.identity)])
+        store.set_captions([CaptionUpdate(id=name, content_hash="h", caption=caption, vector=clip.encode_texts([caption])[0], caption_model="cap", text_model=clip.identity)])
     return SearchService(settings, store, clip)
 
 

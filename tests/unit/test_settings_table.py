@@ -30,42 +30,51 @@ def test_every_setting_is_in_the_table_and_documented():
     rows = {row["name"]: row for row in settings_table.rows()}
     assert list(rows) == list(Settings.model_fields)
     undocumented = sorted(name for name, row in rows.items() if not row["description"])
-    assert not undocumented, (f"settings without a description: {undocumented}; add a comment above the field "
-                              f"in imagesearch/config.py (or Field(description=...)), then {FIX}")
+    assert not undocumented, (f"settings without a description: {undocumented}; add Field(description=...) to "
+                              f"the field in imagesearch/config.py, then {FIX}")
     assert rows["data_dir"]["variable"] == "IMAGESEARCH_DATA_DIR"
 
 
-def test_rendering_of_types_defaults_and_comments():
-    source = '''
-class Settings(BaseSettings):
-    # Section heading
-    # Where things live.
-    data_dir: Path = Path("./data")
-    mode: Literal["a", "b"] = "a"
-    # How many, at most.
-    count: int = Field(default=3, ge=1, le=9)  # per batch
-    ratio: float | None = None
-    flag: bool = False
-'''
+def test_the_description_is_the_fields_own():
+    for name, field in Settings.model_fields.items():
+        assert field.description, name
+    assert not hasattr(settings_table, "DESCRIPTIONS")  # no second source of wording
 
-    class Fake(BaseSettings):
-        model_config = SettingsConfigDict(env_prefix="APP_")
-        data_dir: Path = Path("./data")
-        mode: Literal["a", "b"] = "a"
-        count: int = Field(default=3, ge=1, le=9)
-        ratio: float | None = Field(default=None, description="A described ratio.")
-        flag: bool = False
 
-    rows = {row["name"]: row for row in settings_table.rows(Fake, source)}
+class Fake(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APP_")
+    # A comment is not a description: only Field(description=...) reaches the table.
+    data_dir: Path = Field(default=Path("./data"), description="Where things live.")
+    mode: Literal["a", "b"] = Field(default="a", description="Which mode.")
+    count: int = Field(default=3, ge=1, le=9, description="How many, at most. per batch")
+    ratio: float | None = Field(default=None, description="A described ratio.")
+    flag: bool = False  # undocumented
+
+
+def test_rendering_of_types_defaults_and_descriptions():
+    rows = {row["name"]: row for row in settings_table.rows(Fake)}
     assert rows["data_dir"] == {"name": "data_dir", "variable": "APP_DATA_DIR", "type": "path", "default": "`./data`",
                                 "description": "Where things live."}
     assert rows["mode"]["type"] == "`a` | `b`" and rows["mode"]["default"] == "`a`"
-    assert rows["count"]["type"] == "integer (≥ 1, ≤ 9)" and rows["count"]["description"] == "How many, at most. per batch"
+    assert (rows["count"]["type"] == "integer (≥ 1, ≤ 9)"
+            and rows["count"]["description"] == "How many, at most. per batch")
     assert rows["ratio"]["type"] == "number, optional" and rows["ratio"]["default"] == "unset"
     assert rows["ratio"]["description"] == "A described ratio."
     assert rows["flag"]["default"] == "`false`" and rows["flag"]["description"] == ""
-    block = settings_table.render(Fake, source)
+    assert settings_table.undocumented(Fake) == ["flag"]
+    block = settings_table.render(Fake)
     assert "| `APP_MODE` | `a` \\| `b` | `a` |" in block  # pipes escaped inside the table
+
+
+def test_check_and_write_name_a_setting_without_description(tmp_path, monkeypatch, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{settings_table.START}\n| old |\n{settings_table.END}\n")
+    monkeypatch.setattr(settings_table, "README", readme)
+    for mode in ("--check", "--write"):
+        assert settings_table.main([mode], Fake) == 1
+        err = capsys.readouterr().err
+        assert "flag" in err and "data_dir" not in err and "description" in err, (mode, err)
+    assert "| old |" in readme.read_text()  # nothing written while a setting is undocumented
 
 
 def test_check_mode_reports_a_stale_readme(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,6 @@ import os
 # (bench/RESULTS.md, "Query"). Scale with WEB_CONCURRENCY instead.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from api.app import create_app  # noqa: E402
+from api.app import create_app
 
 __all__ = ["create_app"]

@@ -18,7 +18,8 @@ import hmac
 import json
 import logging
 import threading
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
@@ -222,7 +223,7 @@ def sns():
             raise ApiError(403, "invalid_subscribe_url", str(exc)) from exc
         try:
             status = events.http_get(url)
-        except Exception as exc:  # noqa: BLE001 - SNS unreachable: it retries the confirmation
+        except Exception as exc:  # SNS unreachable: it retries the confirmation
             raise ApiError(502, "confirmation_failed", f"could not confirm the subscription: {exc}") from exc
         if not 200 <= status < 300:
             raise ApiError(502, "confirmation_failed", f"SNS answered {status} to the confirmation")

@@ -95,7 +95,8 @@ def get_image(image_id: str):
 
 @bp.get("/<image_id>/thumbnail")
 @spec.validate(tags=TAGS, skip_validation=True, path_parameter_descriptions={"image_id": "The image's id."},
-               resp=Resp(HTTP_200=(None, "The JPEG thumbnail."), HTTP_404=(ErrorOut, "No such image or no thumbnail yet.")))
+               resp=Resp(HTTP_200=(None, "The JPEG thumbnail."),
+                         HTTP_404=(ErrorOut, "No such image or no thumbnail yet.")))
 def thumbnail(image_id: str):
     """The image's thumbnail (JPEG), written when the image is indexed."""
     record = _record(image_id)

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from flask import Flask, Response, current_app, jsonify, url_for
 from pydantic import BaseModel, ConfigDict, Field
-from spectree import SpecTree
 from spectree import Response as Resp
+from spectree import SpecTree
 
 from imagesearch.vocab import SearchMode
 from schemas.api import MAX_K, MAX_TEXT, NAME_PATTERN, ErrorOut
@@ -142,4 +142,4 @@ def register(app: Flask) -> None:
     app.add_url_rule("/docs/redoc", "openapi_redoc", lambda: _page("redoc"))
 
 
-__all__ = ["spec", "Resp", "register", "document", "UploadForm", "SearchForm", "HealthOut", "ReadyOut"]
+__all__ = ["HealthOut", "ReadyOut", "Resp", "SearchForm", "UploadForm", "document", "register", "spec"]

@@ -96,11 +96,11 @@ def backfill(source: str = typer.Argument(..., help="s3://bucket/prefix or a loc
     except KeyboardInterrupt:
         progress.close()
         typer.echo("interrupted: run the same command again to continue where it stopped", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except ImageSearchError as exc:
         progress.close()
         typer.echo(str(exc), err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     if wait:
         progress.wait()
     progress.close()
@@ -124,7 +124,7 @@ def reconcile(source: str = typer.Argument(..., help="s3://bucket/prefix or a lo
                               dry_run=dry_run)
     except ImageSearchError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     typer.echo(f"orphans: {len(report.orphans)} ({'not removed: dry run' if dry_run else f'{report.removed} removed'})")
     if report.backfill is not None:
         b = report.backfill

@@ -17,7 +17,8 @@ def search(text: str = typer.Argument(..., help="What to look for."),
            mode: SearchMode = typer.Option(SearchMode.IMAGE, help="Which scheme ranks the hits."),
            k: int = typer.Option(10, min=1, max=100),
            collection: Optional[str] = typer.Option(None),
-           api: str = typer.Option("http://127.0.0.1:8000", envvar="IMAGESEARCH_API_URL", help="API base URL.")) -> None:
+           api: str = typer.Option("http://127.0.0.1:8000", envvar="IMAGESEARCH_API_URL",
+                                   help="API base URL.")) -> None:
     """Search through the running API and print the hits."""
     import requests
 

@@ -6,8 +6,8 @@ stays free of any queueing library.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from imagesearch import imaging
 from imagesearch.blobs import BlobStore, original_key, thumbnail_key

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from imagesearch.redis_state import Keyspace, connect, queue_depths
 
@@ -58,12 +59,12 @@ _lock = threading.Lock()
 _state: _Metrics | None = None
 
 
-def metrics_dir(settings: "Settings | None" = None) -> Path:
+def metrics_dir(settings: Settings | None = None) -> Path:
     """The multiprocess folder this process writes to (``configure`` must have run, or runs now)."""
     return configure(settings).directory
 
 
-def _choose_dir(settings: "Settings | None") -> Path:
+def _choose_dir(settings: Settings | None) -> Path:
     configured = os.environ.get(ENV) or os.environ.get(ENV.lower())
     if configured and os.environ.get(_DERIVED_ENV) != configured:
         return Path(configured)
@@ -74,7 +75,7 @@ def _choose_dir(settings: "Settings | None") -> Path:
     return Path(settings.data_dir).resolve() / "metrics"
 
 
-def configure(settings: "Settings | None" = None) -> _Metrics:
+def configure(settings: Settings | None = None) -> _Metrics:
     """Choose the folder and create the metric objects, once per process (later calls return them).
 
     Must run before anything else in the process creates prometheus-client metrics; the API calls
@@ -180,7 +181,7 @@ class QueueDepthCollector:
         yield depth
 
 
-def registry(settings: "Settings") -> object:
+def registry(settings: Settings) -> object:
     """A fresh registry merging every process's files, plus the queue depths."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
@@ -192,7 +193,7 @@ def registry(settings: "Settings") -> object:
     return reg
 
 
-def exposition(settings: "Settings") -> tuple[bytes, str]:
+def exposition(settings: Settings) -> tuple[bytes, str]:
     """The body and content type of a ``/metrics`` response (Prometheus text format)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

@@ -164,7 +164,8 @@ def caption_batch(ids: list[str], *, settings: Settings, store: Store, blobs: Bl
             captions = captioner.caption([image for _, image in loaded])
             vectors = clip.encode_texts(captions)
             updates = [
-                CaptionUpdate(id=record.id, content_hash=record.content_hash, caption=caption, vector=vector, caption_model=captioner.identity, text_model=clip.identity)
+                CaptionUpdate(id=record.id, content_hash=record.content_hash, caption=caption, vector=vector,
+                              caption_model=captioner.identity, text_model=clip.identity)
                 for (record, _), caption, vector in zip(loaded, captions, vectors)
             ]
             written = set(store.set_captions(updates))

@@ -17,7 +17,7 @@ from imagesearch.vocab import Stage
 STATE_ROOT = "imagesearch:"
 
 
-def queue_depths(client: redis.Redis, keys: "Keyspace") -> dict[Stage, int]:
+def queue_depths(client: redis.Redis, keys: Keyspace) -> dict[Stage, int]:
     """Messages waiting per stage: the lengths of the stages' Celery lists, in one round trip."""
     with client.pipeline(transaction=False) as pipe:
         for stage in Stage:

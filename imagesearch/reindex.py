@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
 
 from imagesearch import pipeline
 from imagesearch.blobs import BlobStore
@@ -31,7 +32,7 @@ class AliasedStore(Store, Protocol):
     """A store with versioned physical indices behind read/write aliases (OpenSearch)."""
 
     def create_index_for_model(self, model_identity: str | None, dim: int | None) -> str: ...
-    def for_index(self, index: str) -> "AliasedStore": ...
+    def for_index(self, index: str) -> AliasedStore: ...
     def swap_aliases(self, new_index: str) -> list[dict]: ...
     def iter_records(self, batch_size: int = 500) -> Iterator[ImageRecord]: ...
     def put_many(self, records: Iterable[ImageRecord]) -> None: ...
@@ -77,7 +78,8 @@ def _copy(records: list[ImageRecord], target: AliasedStore, *, settings: Setting
     reuse = [r for r in records if r.id in done and r.caption is not None and r.caption_model == cap.identity]
     if reuse:
         vectors = clip.encode_texts([r.caption for r in reuse])
-        target.set_captions([CaptionUpdate(id=r.id, content_hash=r.content_hash, caption=r.caption, vector=v, caption_model=cap.identity, text_model=clip.identity)
+        target.set_captions([CaptionUpdate(id=r.id, content_hash=r.content_hash, caption=r.caption, vector=v,
+                                           caption_model=cap.identity, text_model=clip.identity)
                              for r, v in zip(reuse, vectors)])
     fresh = [i for i in outcome.done if i not in {r.id for r in reuse}]
     if fresh:

@@ -35,10 +35,11 @@ class SearchRequest(BaseModel):
         return value.strip() if value is not None else None
 
     @model_validator(mode="after")
-    def _one_query(self) -> "SearchRequest":
+    def _one_query(self) -> SearchRequest:
         given = [name for name in ("text", "image", "image_id") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of text, image or image_id" + (f" (got {', '.join(given)})" if given else ""))
+            got = f" (got {', '.join(given)})" if given else ""
+            raise ValueError("give exactly one of text, image or image_id" + got)
         return self
 
     def image_bytes(self) -> bytes | None:

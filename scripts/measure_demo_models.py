@@ -19,8 +19,8 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -30,8 +30,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from imagesearch import imaging  # noqa: E402
-from imagesearch.dev import world  # noqa: E402
 from imagesearch.config import Settings  # noqa: E402
+from imagesearch.dev import world  # noqa: E402
 
 HELDOUT_SEED = 2  # training used world seed 1
 DEMO_DIR = ROOT / "models" / "demo"

@@ -95,7 +95,8 @@ def build_tokenizer(captions: list[str]):
     from transformers import PreTrainedTokenizerFast
 
     def core_with(vocab: dict[str, int] | None) -> Tokenizer:
-        core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]") if vocab else models.WordLevel(unk_token="[UNK]"))
+        level = models.WordLevel(vocab=vocab, unk_token="[UNK]") if vocab else models.WordLevel(unk_token="[UNK]")
+        core = Tokenizer(level)
         # Queries come from people: fold case and treat punctuation/digits as spaces.
         core.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(Regex("[^a-z]+"), " ")])
         core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -301,8 +302,14 @@ def train_clip(directory: Path, clip_px: torch.Tensor, captions: list[tuple[str,
 # ----------------------------------------------------------------------------- captioner
 
 def build_captioner(tokenizer):
-    from transformers import (BertConfig, BertLMHeadModel, VisionEncoderDecoderConfig, VisionEncoderDecoderModel,
-                              ViTConfig, ViTModel)
+    from transformers import (
+        BertConfig,
+        BertLMHeadModel,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTModel,
+    )
 
     encoder = ViTModel(ViTConfig(image_size=IMAGE_SIZE, patch_size=PATCH, hidden_size=96, num_hidden_layers=4,
                                  num_attention_heads=3, intermediate_size=384, hidden_dropout_prob=0.0,

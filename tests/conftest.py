@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from imagesearch.dev import procs
-from imagesearch.dev.procs import ManagedProcess, wait_until  # noqa: F401 - re-exported for tests
+from imagesearch.dev.procs import ManagedProcess, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_DB = int(os.environ.get("IMAGESEARCH_TEST_REDIS_DB", "12"))

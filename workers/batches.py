@@ -10,7 +10,8 @@ instead of returning True has its messages requeued, not acknowledged as if done
 
 from __future__ import annotations
 
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery.utils.log import get_logger

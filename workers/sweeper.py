@@ -54,14 +54,14 @@ def sweep(app: Any, settings: Settings, interval: float) -> list[str]:
 def _guarded_sweep(app: Any, settings: Settings, interval: float) -> None:
     try:
         sweep(app, settings, interval)
-    except Exception:  # noqa: BLE001 - the next interval tries again; the worker must keep consuming
+    except Exception:  # the next interval tries again; the worker must keep consuming
         log.exception("re-sending stale queued records failed; retrying in %.0f s", interval)
 
 
 class RequeueStale(bootsteps.StartStopStep):
     """Consumer step of embed workers (``app.steps["consumer"]``, see workers/celery_app.py)."""
 
-    requires = {"celery.worker.consumer.tasks:Tasks"}
+    requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)

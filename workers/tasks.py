@@ -50,7 +50,7 @@ def _guarded(stage: Stage, ids: list[str]) -> pipeline.BatchOutcome:
     started = time.perf_counter()
     try:
         outcome = _run(stage, ids)
-    except Exception as exc:  # noqa: BLE001 - anything unforeseen becomes a bounded retry
+    except Exception as exc:  # anything unforeseen becomes a bounded retry
         log.exception("%s batch crashed", stage)
         outcome = pipeline.BatchOutcome(retry={i: f"{type(exc).__name__}: {exc}" for i in ids})
     metrics.observe_outcome(stage, outcome, size=len(ids), seconds=time.perf_counter() - started)
@@ -92,7 +92,7 @@ def _handle_batch(stage: Stage, requests: list[SimpleRequest]) -> bool:
     attempts = {str(r.args[0]): int(r.kwargs.get("attempt", 0)) for r in requests if r.args}
     try:
         _process(stage, attempts)
-    except Exception:  # noqa: BLE001 - e.g. the store or Redis unreachable before the batch could start
+    except Exception:  # e.g. the store or Redis unreachable before the batch could start
         log.exception("%s batch could not run; re-sending its %d messages", stage, len(attempts))
         task = _TASKS[stage]
         try:
@@ -100,7 +100,7 @@ def _handle_batch(stage: Stage, requests: list[SimpleRequest]) -> bool:
                 task.apply_async((image_id,), {"attempt": attempt + 1}, countdown=_backoff(attempt))
             # The batch returned: these deliveries did not kill the worker.
             _services().ledger.settle(stage, list(attempts))
-        except Exception:  # noqa: BLE001
+        except Exception:  # the broker is down too
             log.exception("re-sending failed too; the messages go back to the queue")
             return False
     return True

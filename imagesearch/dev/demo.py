@@ -12,13 +12,13 @@ import socket
 import time
 from pathlib import Path
 
+from imagesearch.config import get_settings
 from imagesearch.dev import procs, world
 from imagesearch.dev.client import ApiClient
-from imagesearch.config import get_settings
-from imagesearch.vocab import SearchMode
 from imagesearch.models.captioner import CAPTIONER_FILES
 from imagesearch.models.clip import CLIP_FILES
 from imagesearch.models.loading import ModelUnavailable, require_files
+from imagesearch.vocab import SearchMode
 
 # The trained demo models ship in the repository, not in the package: the demo runs from a checkout
 # (scripts/demo.sh changes to its root); IMAGESEARCH_DEMO_MODELS points elsewhere.

@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from imagesearch.dev.client import ApiClient
 from imagesearch.vocab import SearchMode

@@ -27,9 +27,9 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -264,7 +264,7 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
     x = c * (1 - abs(h % 2 - 1))
     r, g, b = [(c, x, 0), (x, c, 0), (0, c, x), (0, x, c), (x, 0, c), (c, 0, x)][int(h) % 6]
     m = v - c
-    return tuple(int(round(255 * (channel + m))) for channel in (r, g, b))  # type: ignore[return-value]
+    return tuple(round(255 * (channel + m)) for channel in (r, g, b))  # type: ignore[return-value]
 
 
 def _shape_rgb(rng: np.random.Generator, colour: str) -> tuple[int, int, int]:

@@ -8,8 +8,8 @@ from imagesearch.config import Settings
 from imagesearch.records import ImageRecord, content_hash
 from imagesearch.stores.embedded import EmbeddedStore
 from tests.conftest import jpeg, start_worker, wait_until
-from tests.support.hostile import corpus
 from tests.support.broker import enqueue_embed
+from tests.support.hostile import corpus
 
 
 def test_hostile_corpus_in_a_batch_of_good_images(redis_client, data_dir):

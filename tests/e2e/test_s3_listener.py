@@ -104,7 +104,8 @@ def test_objects_put_become_searchable_and_deleted_ones_disappear(redis_client, 
         def drained() -> bool:
             attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
                 "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-            return attributes["ApproximateNumberOfMessages"] == "0" == attributes["ApproximateNumberOfMessagesNotVisible"]
+            return (attributes["ApproximateNumberOfMessages"] == "0"
+                    == attributes["ApproximateNumberOfMessagesNotVisible"])
 
         wait_until(drained, WAIT, 0.5, "queue drained")
         assert "s3:TestEvent acknowledged" in listener.output()

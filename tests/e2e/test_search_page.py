@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from imagesearch.dev import world
-from tests.conftest import ROOT
-from tests.conftest import start_api, start_worker
+from tests.conftest import ROOT, start_api, start_worker
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "docs" / "screenshot-search-page.png"

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import io
-import json
 import subprocess
-import uuid
 import sys
+import uuid
 
 import pytest
 
 from api import create_app
 from imagesearch.apikeys import KeyRing, hash_key
-from imagesearch.redis_state import connect
 from imagesearch.config import Settings
 from imagesearch.models import get_clip
 from imagesearch.pipeline import embed_batch
-from tests.conftest import ROOT, child_env, jpeg
+from imagesearch.redis_state import connect
 from imagesearch.taskqueue import MemoryTaskQueue
+from tests.conftest import ROOT, child_env, jpeg
 
 
 def _keyring(settings: Settings) -> KeyRing:
@@ -118,7 +117,8 @@ def test_rate_limit_is_shared_across_app_instances(data_dir, redis_client):
     ("0.0.0.0", "auto", False), (None, "auto", False), ("0.0.0.0", "open", True), ("127.0.0.1", "keys", False),
 ])
 def test_open_mode_only_on_loopback_by_default(data_dir, bind_host, auth, is_open):
-    client = create_app(Settings(data_dir=data_dir, bind_host=bind_host, auth=auth), queue=MemoryTaskQueue()).test_client()
+    settings = Settings(data_dir=data_dir, bind_host=bind_host, auth=auth)
+    client = create_app(settings, queue=MemoryTaskQueue()).test_client()
     status = client.get("/v1/images/nope").status_code
     assert status == (404 if is_open else 401)
 

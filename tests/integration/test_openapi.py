@@ -4,16 +4,13 @@ with interactive docs; validation errors keep the API's error format."""
 from __future__ import annotations
 
 import pytest
-from flask import Flask
 from openapi_spec_validator import validate
-from pydantic import BaseModel, Field
-from spectree import SpecTree
 
 from api import create_app
 from api.openapi import _openapi_path
 from imagesearch.config import Settings
-from schemas.api import ErrorOut, SearchRequest, SearchResponse
 from imagesearch.taskqueue import MemoryTaskQueue
+from schemas.api import ErrorOut, SearchRequest, SearchResponse
 
 UNDOCUMENTED = ("/static", "/docs", "/openapi.json")
 

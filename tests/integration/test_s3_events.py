@@ -16,7 +16,9 @@ from urllib.parse import quote, quote_plus
 import boto3
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from imagesearch.blobs import BlobMissing, BlobUnavailable, LocalBlobStore
 from imagesearch.config import Settings
@@ -27,8 +29,14 @@ from imagesearch.redis_state import Keyspace
 from imagesearch.s3.backfill import Checkpoint, count_done, list_folder, run_backfill
 from imagesearch.s3.client import reset_s3_client
 from imagesearch.s3.event_log import MemoryEventLog, RedisEventLog
-from imagesearch.s3.events import (MAX_KEY_BYTES, EventFormatError, ObjectEvent, compare_sequencers,
-                                   normalize_sequencer, parse_notification)
+from imagesearch.s3.events import (
+    MAX_KEY_BYTES,
+    EventFormatError,
+    ObjectEvent,
+    compare_sequencers,
+    normalize_sequencer,
+    parse_notification,
+)
 from imagesearch.s3.ingest import S3Ingestor, object_id
 from imagesearch.s3.sources import parse_s3_uri, read_original, s3_uri
 from imagesearch.stores.base import ImageVectorUpdate
@@ -64,7 +72,8 @@ def s3_event(*records: dict) -> dict:
 
 
 def sns_wrap(message: dict, topic: str = "arn:aws:sns:us-east-1:123456789012:images") -> dict:
-    return {"Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": topic, "Subject": "Amazon S3 Notification",
+    return {"Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": topic,
+            "Subject": "Amazon S3 Notification",
             "Message": json.dumps(message), "Timestamp": "2024-05-01T12:00:01.000Z", "SignatureVersion": "1",
             "Signature": "unused", "SigningCertURL": "https://sns.us-east-1.amazonaws.com/x.pem"}
 
@@ -279,7 +288,8 @@ def _event(key="a.jpg", kind="created", sequencer=SEQ, etag="e1", version=None, 
 def _mark_indexed(store, image_id: str) -> None:
     record = store.get(image_id)
     vector = np.ones(4, dtype=np.float32) / 2
-    assert store.set_image_vectors([ImageVectorUpdate(id=image_id, content_hash=record.content_hash, vector=vector, model="m", thumb_key="t", width=1, height=1)])
+    assert store.set_image_vectors([ImageVectorUpdate(id=image_id, content_hash=record.content_hash, vector=vector,
+                                                      model="m", thumb_key="t", width=1, height=1)])
 
 
 def test_created_event_writes_a_queued_record_and_enqueues(ingest_env):
@@ -309,7 +319,7 @@ def test_duplicates_converge_and_an_unchanged_etag_is_not_reenqueued(ingest_env)
 
 
 def test_an_older_put_never_resurrects_a_deleted_object(ingest_env):
-    ingestor, store, sent = ingest_env
+    ingestor, store, _sent = ingest_env
     image_id = object_id("photos", "a.jpg")
     put, delete = _event(sequencer="0055AED6DCD90281E5"), _event(kind="removed", sequencer="0055AED6DCD90281E6")
     assert ingestor.apply(put).action == "queued"
@@ -500,7 +510,7 @@ def test_webhook_bad_input_is_a_json_4xx(webhook_app, body):
 
 
 def test_webhook_is_off_without_a_token(tmp_path):
-    from api import create_app, events
+    from api import create_app
 
     app = create_app(Settings(data_dir=tmp_path), queue=MemoryTaskQueue())
     response = app.test_client().post("/v1/events/s3", json=s3_event(s3_record("a.jpg")))

@@ -31,7 +31,7 @@ SUBSCRIBE_URL = ("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscriptio
 
 def _certificate(key, days_valid: int = 30, not_before_days: int = -1) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now + dt.timedelta(days=not_before_days))
             .not_valid_after(now + dt.timedelta(days=days_valid)).sign(key, hashes.SHA256()))

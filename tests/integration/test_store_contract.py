@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -25,8 +25,10 @@ from imagesearch.stores.embedded import EmbeddedStore
 MODEL = "clip:contract/a"
 OTHER_MODEL = "clip:contract/b"
 DIM = 8
-NO_OPENSEARCH = ("OPENSEARCH_URL is not set: the contract ran on the embedded store only "
-                 "(set OPENSEARCH_URL=http://host:9200 to run it on OpenSearch too)")
+NO_OPENSEARCH = (
+    "OPENSEARCH_URL is not set: the contract ran on the embedded store only "
+    "(set OPENSEARCH_URL=http://host:9200 to run it on OpenSearch too)"
+)
 
 
 def _opensearch_store() -> Iterator[Store]:
@@ -37,15 +39,23 @@ def _opensearch_store() -> Iterator[Store]:
 
     engine = os.environ.get("OPENSEARCH_ENGINE", "faiss")
     settings = Settings(
-        _env_file=None, store="opensearch", opensearch_url=url,
+        _env_file=None,
+        store="opensearch",
+        opensearch_url=url,
         opensearch_username=os.environ.get("OPENSEARCH_USERNAME") or None,
         opensearch_password=os.environ.get("OPENSEARCH_PASSWORD") or None,
         opensearch_aws_region=os.environ.get("OPENSEARCH_AWS_REGION") or None,
         opensearch_verify_certs=os.environ.get("OPENSEARCH_VERIFY_CERTS", "true").lower() != "false",
         opensearch_engine=engine,
     )
-    store = OpenSearchStore(build_client(settings), f"imagesearch-test-{uuid.uuid4().hex[:10]}", engine=engine,
-                            refresh=True, retries=2, backoff_s=0.2)
+    store = OpenSearchStore(
+        build_client(settings),
+        f"imagesearch-test-{uuid.uuid4().hex[:10]}",
+        engine=engine,
+        refresh=True,
+        retries=2,
+        backoff_s=0.2,
+    )
     try:
         yield store
     finally:
@@ -64,11 +74,21 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield from _opensearch_store()
 
 
-def rec(image_id: str, content_hash: str = "h1", tenant: str = "t1", collection: str = "c1",
-        **kwargs: object) -> ImageRecord:
-    return ImageRecord(id=image_id, blob_key=f"originals/{image_id}", content_hash=content_hash,
-                       source=f"upload:{image_id}.jpg", collection=collection, tenant=tenant,
-                       external_id=f"ext-{image_id}", tags=["a", "b"], created_at=1_700_000_000.5, **kwargs)
+def rec(
+    image_id: str, content_hash: str = "h1", tenant: str = "t1", collection: str = "c1", **kwargs: object
+) -> ImageRecord:
+    return ImageRecord(
+        id=image_id,
+        blob_key=f"originals/{image_id}",
+        content_hash=content_hash,
+        source=f"upload:{image_id}.jpg",
+        collection=collection,
+        tenant=tenant,
+        external_id=f"ext-{image_id}",
+        tags=["a", "b"],
+        created_at=1_700_000_000.5,
+        **kwargs,
+    )
 
 
 def vec(*values: float) -> np.ndarray:
@@ -78,12 +98,34 @@ def vec(*values: float) -> np.ndarray:
 
 
 def index(store: Store, image_id: str, vector: np.ndarray, model: str = MODEL, content_hash: str = "h1") -> None:
-    assert store.set_image_vectors([ImageVectorUpdate(id=image_id, content_hash=content_hash, vector=vector, model=model, thumb_key=f"thumbs/{image_id}",
-                                                      width=64, height=48)]) == [image_id]
+    assert store.set_image_vectors(
+        [
+            ImageVectorUpdate(
+                id=image_id,
+                content_hash=content_hash,
+                vector=vector,
+                model=model,
+                thumb_key=f"thumbs/{image_id}",
+                width=64,
+                height=48,
+            )
+        ]
+    ) == [image_id]
 
 
 def caption(store: Store, image_id: str, text: str, vector: np.ndarray, content_hash: str = "h1") -> None:
-    assert store.set_captions([CaptionUpdate(id=image_id, content_hash=content_hash, caption=text, vector=vector, caption_model="cap:v1", text_model=MODEL)]) == [image_id]
+    assert store.set_captions(
+        [
+            CaptionUpdate(
+                id=image_id,
+                content_hash=content_hash,
+                caption=text,
+                vector=vector,
+                caption_model="cap:v1",
+                text_model=MODEL,
+            )
+        ]
+    ) == [image_id]
 
 
 def ids(results: list[tuple[str, float]]) -> list[str]:
@@ -97,10 +139,23 @@ def test_put_then_get(store: Store) -> None:
     store.put(rec("a"))
     got = store.get("a")
     assert got is not None
-    assert (got.id, got.blob_key, got.content_hash, got.source, got.collection, got.tenant, got.external_id,
-            got.tags) == ("a", "originals/a", "h1", "upload:a.jpg", "c1", "t1", "ext-a", ["a", "b"])
-    assert (got.status, got.caption_status, got.error, got.caption, got.image_model) == \
-        ("queued", "pending", None, None, None)
+    assert (
+        got.id,
+        got.blob_key,
+        got.content_hash,
+        got.source,
+        got.collection,
+        got.tenant,
+        got.external_id,
+        got.tags,
+    ) == ("a", "originals/a", "h1", "upload:a.jpg", "c1", "t1", "ext-a", ["a", "b"])
+    assert (got.status, got.caption_status, got.error, got.caption, got.image_model) == (
+        "queued",
+        "pending",
+        None,
+        None,
+        None,
+    )
     assert got.created_at == pytest.approx(1_700_000_000.5, abs=1e-3)
     assert store.get("missing") is None
     store.put(rec("b"))
@@ -113,8 +168,7 @@ def test_set_image_vectors_indexes_and_keeps_the_vector_and_model(store: Store) 
     v = vec(1, 2, 3)
     index(store, "a", v)
     got = store.get("a")
-    assert (got.status, got.image_model, got.thumb_key, got.width, got.height) == \
-        ("indexed", MODEL, "thumbs/a", 64, 48)
+    assert (got.status, got.image_model, got.thumb_key, got.width, got.height) == ("indexed", MODEL, "thumbs/a", 64, 48)
     stored, model = store.vector("a", "image")
     assert model == MODEL and stored.dtype == np.float32 and np.array_equal(stored, v)
     assert store.vector("a", "caption") is None
@@ -126,16 +180,38 @@ def test_set_captions(store: Store) -> None:
     index(store, "a", vec(1))
     caption(store, "a", "a red bicycle", vec(0, 1))
     got = store.get("a")
-    assert (got.caption, got.caption_status, got.caption_model, got.text_model) == \
-        ("a red bicycle", "done", "cap:v1", MODEL)
+    assert (got.caption, got.caption_status, got.caption_model, got.text_model) == (
+        "a red bicycle",
+        "done",
+        "cap:v1",
+        MODEL,
+    )
     stored, model = store.vector("a", "caption")
     assert model == MODEL and np.array_equal(stored, vec(0, 1))
 
 
 def test_updates_only_touch_the_version_that_was_processed(store: Store) -> None:
     store.put(rec("a", content_hash="new"))
-    assert store.set_image_vectors([ImageVectorUpdate(id="a", content_hash="old", vector=vec(1), model=MODEL, thumb_key="t", width=1, height=1)]) == []
-    assert store.set_captions([CaptionUpdate(id="a", content_hash="old", caption="stale", vector=vec(1), caption_model="cap", text_model=MODEL)]) == []
+    assert (
+        store.set_image_vectors(
+            [
+                ImageVectorUpdate(
+                    id="a", content_hash="old", vector=vec(1), model=MODEL, thumb_key="t", width=1, height=1
+                )
+            ]
+        )
+        == []
+    )
+    assert (
+        store.set_captions(
+            [
+                CaptionUpdate(
+                    id="a", content_hash="old", caption="stale", vector=vec(1), caption_model="cap", text_model=MODEL
+                )
+            ]
+        )
+        == []
+    )
     store.set_failed("a", "old", "embed", "stale failure")
     got = store.get("a")
     assert (got.status, got.caption, got.error) == ("queued", None, None)
@@ -147,8 +223,22 @@ def test_deleted_records_are_never_resurrected(store: Store) -> None:
     removed = store.delete("a")
     assert removed is not None and removed.id == "a" and removed.blob_key == "originals/a"
     assert store.delete("a") is None
-    assert store.set_image_vectors([ImageVectorUpdate(id="a", content_hash="h1", vector=vec(1), model=MODEL, thumb_key="t", width=1, height=1)]) == []
-    assert store.set_captions([CaptionUpdate(id="a", content_hash="h1", caption="x", vector=vec(1), caption_model="cap", text_model=MODEL)]) == []
+    assert (
+        store.set_image_vectors(
+            [ImageVectorUpdate(id="a", content_hash="h1", vector=vec(1), model=MODEL, thumb_key="t", width=1, height=1)]
+        )
+        == []
+    )
+    assert (
+        store.set_captions(
+            [
+                CaptionUpdate(
+                    id="a", content_hash="h1", caption="x", vector=vec(1), caption_model="cap", text_model=MODEL
+                )
+            ]
+        )
+        == []
+    )
     store.set_failed("a", "h1", "embed", "late")
     assert store.get("a") is None
     assert store.knn("image", vec(1), 5, MODEL, Filters()) == []
@@ -160,8 +250,14 @@ def test_put_replaces_the_record_and_drops_its_vectors(store: Store) -> None:
     caption(store, "a", "a black cat", vec(0, 1))
     store.put(rec("a", content_hash="h2", collection="c2"))
     got = store.get("a")
-    assert (got.status, got.caption, got.caption_status, got.content_hash, got.collection, got.image_model) == \
-        ("queued", None, "pending", "h2", "c2", None)
+    assert (got.status, got.caption, got.caption_status, got.content_hash, got.collection, got.image_model) == (
+        "queued",
+        None,
+        "pending",
+        "h2",
+        "c2",
+        None,
+    )
     assert store.vector("a", "image") is None and store.vector("a", "caption") is None
     assert store.knn("image", vec(1), 5, MODEL, Filters()) == []
     assert store.keyword("cat", 5, Filters()) == []
@@ -241,8 +337,12 @@ def test_knn_only_among_vectors_of_the_model(store: Store) -> None:
 
 
 def test_knn_filters_and_min_score(store: Store) -> None:
-    layout = {"a": ("t1", "c1", vec(1)), "b": ("t1", "c2", vec(1, 0.5)), "c": ("t2", "c1", vec(1, 0.2)),
-              "d": ("t1", "c1", vec(0, 1))}
+    layout = {
+        "a": ("t1", "c1", vec(1)),
+        "b": ("t1", "c2", vec(1, 0.5)),
+        "c": ("t2", "c1", vec(1, 0.2)),
+        "d": ("t1", "c1", vec(0, 1)),
+    }
     for image_id, (tenant, collection, v) in layout.items():
         store.put(rec(image_id, tenant=tenant, collection=collection))
         index(store, image_id, v)
@@ -277,8 +377,11 @@ def test_knn_on_caption_vectors(store: Store) -> None:
 
 
 def test_keyword_matches_captions(store: Store) -> None:
-    captions = {"a": "a red bicycle leaning on a wall", "b": "a black cat sleeping on a sofa",
-                "c": "two bicycles and a red car"}
+    captions = {
+        "a": "a red bicycle leaning on a wall",
+        "b": "a black cat sleeping on a sofa",
+        "c": "two bicycles and a red car",
+    }
     for image_id, text in captions.items():
         store.put(rec(image_id, collection="bikes" if image_id != "b" else "pets"))
         index(store, image_id, vec(1))

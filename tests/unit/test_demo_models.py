@@ -22,7 +22,8 @@ DEMO = ROOT / "models" / "demo"
 REGRESSION = ROOT / "tests" / "data" / "demo_clip_text_vectors.json"
 
 pytestmark = pytest.mark.skipif(
-    not ((DEMO / "clip" / "open_clip_model.safetensors").is_file() and (DEMO / "captioner" / "model.safetensors").is_file()),
+    not ((DEMO / "clip" / "open_clip_model.safetensors").is_file()
+         and (DEMO / "captioner" / "model.safetensors").is_file()),
     reason="models/demo is absent: train it with `python scripts/train_demo_models.py` (~20 min on 2 CPU cores)",
 )
 
@@ -101,7 +102,8 @@ def test_clip_text_vectors_regression(settings):
     expected = json.loads(REGRESSION.read_text())
     got = get_clip(settings).encode_texts(expected["texts"])
     np.testing.assert_allclose(got, np.array(expected["vectors"], dtype=np.float32), atol=1e-4,
-                               err_msg=f"vectors changed (recorded for {expected['clip']}): were the weights retrained?")
+                               err_msg=f"vectors changed (recorded for {expected['clip']}): "
+                                       "were the weights retrained?")
 
 
 def test_captioner_writes_the_world_grammar(measure, settings):

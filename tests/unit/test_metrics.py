@@ -14,11 +14,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from imagesearch.redis_state import Keyspace
 from imagesearch.taskqueue import MemoryTaskQueue
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.conftest import ROOT
 
 OBSERVE = """

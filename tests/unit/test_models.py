@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from imagesearch.config import Settings
 from imagesearch.models import ModelUnavailable, get_captioner, get_clip
-from imagesearch.models.clip import ClipSpec, load_clip
 from imagesearch.models.captioner import CaptionerSpec, load_captioner
+from imagesearch.models.clip import ClipSpec, load_clip
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +56,14 @@ def test_captioner_writes_one_caption_per_image(settings):
 def test_missing_files_are_named(tmp_path):
     (tmp_path / "clip").mkdir()
     (tmp_path / "clip" / "open_clip_config.json").write_text("{}")
-    with pytest.raises(ModelUnavailable, match="open_clip_model.safetensors"):
+    with pytest.raises(ModelUnavailable, match=r"open_clip_model\.safetensors"):
         load_clip(ClipSpec("ViT-B-32", "openai", tmp_path / "clip", "cpu"))
     with pytest.raises(ModelUnavailable, match="is not a directory"):
         load_captioner(CaptionerSpec("x", tmp_path / "nothing-here", "cpu", 8, 1))
     (tmp_path / "cap").mkdir()
     (tmp_path / "cap" / "config.json").write_text("{}")
-    with pytest.raises(ModelUnavailable, match="lacks: model.safetensors.*preprocessor_config.json.*tokenizer.json"):
+    missing = r"lacks: model\.safetensors.*preprocessor_config\.json.*tokenizer\.json"
+    with pytest.raises(ModelUnavailable, match=missing):
         load_captioner(CaptionerSpec("x", tmp_path / "cap", "cpu", 8, 1))
 
 

@@ -56,8 +56,12 @@ SPEC_MISSING = f"OpenSearch API specification not found at {SPEC_ROOT.resolve()}
 KNN_VECTOR = {
     "type": "knn_vector",
     "dimension": DIM,
-    "method": {"name": "hnsw", "space_type": "innerproduct", "engine": "faiss",
-               "parameters": {"m": 16, "ef_construction": 128}},
+    "method": {
+        "name": "hnsw",
+        "space_type": "innerproduct",
+        "engine": "faiss",
+        "parameters": {"m": 16, "ef_construction": 128},
+    },
 }
 
 
@@ -150,8 +154,13 @@ class FakeOpenSearch:
             def _serve(self) -> None:
                 split = urlsplit(self.path)
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = Request(self.command, unquote(split.path), dict(parse_qsl(split.query)),
-                                  {k.lower(): v for k, v in self.headers.items()}, raw)
+                request = Request(
+                    self.command,
+                    unquote(split.path),
+                    dict(parse_qsl(split.query)),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    raw,
+                )
                 status, body = fake.handle(request)
                 if (status, body) == DROP:  # hang up without answering, like a node going away
                     self.close_connection = True
@@ -185,8 +194,10 @@ class FakeOpenSearch:
 
 
 def error_body(kind: str, reason: str, status: int) -> dict[str, Any]:
-    return {"error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
-            "status": status}
+    return {
+        "error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
+        "status": status,
+    }
 
 
 def not_found_index(name: str = "imagesearch-write") -> Response:
@@ -210,8 +221,14 @@ def bulk_answer(overrides: dict[str, tuple[int, Any]] | None = None) -> Responde
             status, outcome = overrides.get(meta["_id"], (201 if op == "index" else 200, None))
             if 200 <= status < 300:
                 default = {"index": "created", "update": "updated", "delete": "deleted"}[op]
-                item.update(status=status, result=outcome or default, _version=1, _seq_no=0, _primary_term=1,
-                            _shards={"total": 1, "successful": 1, "failed": 0})
+                item.update(
+                    status=status,
+                    result=outcome or default,
+                    _version=1,
+                    _seq_no=0,
+                    _primary_term=1,
+                    _shards={"total": 1, "successful": 1, "failed": 0},
+                )
             else:
                 item.update(status=status, error=outcome)
             items.append({op: item})
@@ -223,9 +240,14 @@ def bulk_answer(overrides: dict[str, tuple[int, Any]] | None = None) -> Responde
 
 def search_answer(*hits: tuple[str, float]) -> Response:
     return 200, {
-        "took": 2, "timed_out": False, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-        "hits": {"total": {"value": len(hits), "relation": "eq"}, "max_score": hits[0][1] if hits else None,
-                 "hits": [{"_index": PHYSICAL, "_id": i, "_score": s} for i, s in hits]},
+        "took": 2,
+        "timed_out": False,
+        "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+        "hits": {
+            "total": {"value": len(hits), "relation": "eq"},
+            "max_score": hits[0][1] if hits else None,
+            "hits": [{"_index": PHYSICAL, "_id": i, "_score": s} for i, s in hits],
+        },
     }
 
 
@@ -236,11 +258,25 @@ def knn_score(cosine: float) -> float:
 
 def source_of(record: ImageRecord, **changes: Any) -> dict[str, Any]:
     doc = {
-        "id": record.id, "tenant": record.tenant, "collection": record.collection, "tags": record.tags,
-        "external_id": record.external_id, "source": record.source, "blob_key": record.blob_key,
-        "content_hash": record.content_hash, "status": "queued", "error": None, "caption": None,
-        "caption_status": "pending", "thumb_key": None, "width": None, "height": None, "image_model": None,
-        "caption_model": None, "text_model": None, "created_at": int(round(record.created_at * 1000)),
+        "id": record.id,
+        "tenant": record.tenant,
+        "collection": record.collection,
+        "tags": record.tags,
+        "external_id": record.external_id,
+        "source": record.source,
+        "blob_key": record.blob_key,
+        "content_hash": record.content_hash,
+        "status": "queued",
+        "error": None,
+        "caption": None,
+        "caption_status": "pending",
+        "thumb_key": None,
+        "width": None,
+        "height": None,
+        "image_model": None,
+        "caption_model": None,
+        "text_model": None,
+        "created_at": round(record.created_at * 1000),
         "updated_at": 1_700_000_001_000,
     }
     doc.update(changes)
@@ -248,9 +284,16 @@ def source_of(record: ImageRecord, **changes: Any) -> dict[str, Any]:
 
 
 def record(image_id: str = "img1", content_hash: str = "hash1", **kwargs: Any) -> ImageRecord:
-    values = dict(blob_key=f"originals/{image_id}", content_hash=content_hash, source="upload:cat.jpg",
-                  collection="pets", tenant="acme", external_id="ext-1", tags=["cat", "indoor"],
-                  created_at=1_700_000_000.25)
+    values = dict(
+        blob_key=f"originals/{image_id}",
+        content_hash=content_hash,
+        source="upload:cat.jpg",
+        collection="pets",
+        tenant="acme",
+        external_id="ext-1",
+        tags=["cat", "indoor"],
+        created_at=1_700_000_000.25,
+    )
     values.update(kwargs)
     return ImageRecord(id=image_id, **values)
 
@@ -296,13 +339,15 @@ def _walk(node: Any, key: str) -> list[Any]:
 
 
 MAPPING_TYPES: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
-    "keyword": lambda v, m: v is None or isinstance(v, str)
-    or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "keyword": lambda v, m: (
+        v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+    ),
     "text": lambda v, m: v is None or isinstance(v, str),
     "integer": lambda v, m: v is None or (isinstance(v, int) and not isinstance(v, bool)),
     "date": lambda v, m: isinstance(v, int) and not isinstance(v, bool) and m.get("format") == "epoch_millis",
-    "knn_vector": lambda v, m: isinstance(v, list) and len(v) == m["dimension"]
-    and all(isinstance(x, float) for x in v),
+    "knn_vector": lambda v, m: (
+        isinstance(v, list) and len(v) == m["dimension"] and all(isinstance(x, float) for x in v)
+    ),
 }
 
 
@@ -317,8 +362,9 @@ def document_problems(doc: dict[str, Any], properties: dict[str, Any]) -> list[s
 
 def script_problems(script: dict[str, Any], properties: dict[str, Any]) -> list[str]:
     source, params = script["source"], script.get("params", {})
-    problems = [f"script writes unmapped field {f!r}" for f in re.findall(r"ctx\._source\.(\w+)", source)
-                if f not in properties]
+    problems = [
+        f"script writes unmapped field {f!r}" for f in re.findall(r"ctx\._source\.(\w+)", source) if f not in properties
+    ]
     problems += [f"script reads missing param {p!r}" for p in re.findall(r"params\.(\w+)", source) if p not in params]
     for name, value in params.items():
         if name == "vector" and properties.get("image_vector"):
@@ -441,8 +487,13 @@ def test_index_body_per_engine_and_dimension(spec: OpenSearchSpec) -> None:
     for name in ("image_vector", "caption_vector"):
         assert body["mappings"]["properties"][name]["dimension"] == 768
         assert body["mappings"]["properties"][name]["method"]["engine"] == "lucene"
-    assert body["mappings"]["_meta"] == {"schema_version": 1, "engine": "lucene", "space_type": "innerproduct",
-                                         "model": "clip:ViT-L-14/openai", "dim": 768}
+    assert body["mappings"]["_meta"] == {
+        "schema_version": 1,
+        "engine": "lucene",
+        "space_type": "innerproduct",
+        "model": "clip:ViT-L-14/openai",
+        "dim": 768,
+    }
     without = index_body(None, None, "faiss")
     assert "image_vector" not in without["mappings"]["properties"]
     with pytest.raises(ValueError):
@@ -466,24 +517,33 @@ def test_scores_convert_back_to_cosine(cosine: float) -> None:
 
 def test_first_write_creates_v1_with_both_aliases_in_one_request(fake: FakeOpenSearch) -> None:
     fake.on("GET", "/imagesearch-write/_mapping", not_found_index(), mapping_response())
-    create = fake.on("PUT", f"/{PHYSICAL}",
-                     (200, {"acknowledged": True, "shards_acknowledged": True, "index": PHYSICAL}))
+    create = fake.on(
+        "PUT", f"/{PHYSICAL}", (200, {"acknowledged": True, "shards_acknowledged": True, "index": PHYSICAL})
+    )
     fake.on("POST", "/_bulk", bulk_answer())
     store = make_store(fake, dim=DIM, model=MODEL)
 
     store.put(record())
 
     assert [(r.method, r.path) for r in fake.requests] == [
-        ("GET", "/imagesearch-write/_mapping"), ("PUT", f"/{PHYSICAL}"), ("GET", "/imagesearch-write/_mapping"),
-        ("POST", "/_bulk")]
+        ("GET", "/imagesearch-write/_mapping"),
+        ("PUT", f"/{PHYSICAL}"),
+        ("GET", "/imagesearch-write/_mapping"),
+        ("POST", "/_bulk"),
+    ]
     body = fake.sent("PUT", f"/{PHYSICAL}")[0].body
     assert create.calls == 1
     assert body["aliases"] == {"imagesearch-read": {}, "imagesearch-write": {"is_write_index": True}}
     assert body["settings"] == {"index": {"knn": True}}
     assert body["mappings"]["properties"]["image_vector"] == KNN_VECTOR
     assert body["mappings"]["properties"]["caption_vector"] == KNN_VECTOR
-    assert body["mappings"]["_meta"] == {"schema_version": 1, "engine": "faiss", "space_type": "innerproduct",
-                                         "model": MODEL, "dim": DIM}
+    assert body["mappings"]["_meta"] == {
+        "schema_version": 1,
+        "engine": "faiss",
+        "space_type": "innerproduct",
+        "model": MODEL,
+        "dim": DIM,
+    }
     # The next write uses what it learnt: no more index requests.
     store.put(record("img2"))
     assert [(r.method, r.path) for r in fake.requests][-1] == ("POST", "/_bulk")
@@ -504,8 +564,19 @@ def test_first_index_without_a_dimension_gets_vector_fields_from_the_first_vecto
     assert created["settings"]["index"]["knn"] is True  # static: must be set at creation
     assert "model" not in created["mappings"]["_meta"]
 
-    assert store.set_image_vectors([ImageVectorUpdate(id="img1", content_hash="hash1", vector=unit(1, 2, 3, 4, 5, 6), model=MODEL, thumb_key="t", width=4, height=3)]) \
-        == ["img1"]
+    assert store.set_image_vectors(
+        [
+            ImageVectorUpdate(
+                id="img1",
+                content_hash="hash1",
+                vector=unit(1, 2, 3, 4, 5, 6),
+                model=MODEL,
+                thumb_key="t",
+                width=4,
+                height=3,
+            )
+        ]
+    ) == ["img1"]
     (put_mapping,) = fake.sent("PUT", "/imagesearch-write/_mapping")
     six = dict(KNN_VECTOR, dimension=6)
     assert put_mapping.body == {
@@ -513,14 +584,29 @@ def test_first_index_without_a_dimension_gets_vector_fields_from_the_first_vecto
         "_meta": {"schema_version": 1, "engine": "faiss", "space_type": "innerproduct", "model": MODEL, "dim": 6},
     }
     # Known now: the next vector write goes straight to the bulk request.
-    store.set_image_vectors([ImageVectorUpdate(id="img1", content_hash="hash1", vector=unit(1, 2, 3, 4, 5, 6), model=MODEL, thumb_key="t", width=4, height=3)])
+    store.set_image_vectors(
+        [
+            ImageVectorUpdate(
+                id="img1",
+                content_hash="hash1",
+                vector=unit(1, 2, 3, 4, 5, 6),
+                model=MODEL,
+                thumb_key="t",
+                width=4,
+                height=3,
+            )
+        ]
+    )
     assert len(fake.sent("PUT", "/imagesearch-write/_mapping")) == 1
 
 
 def test_racing_first_writers_converge_on_one_index(fake: FakeOpenSearch) -> None:
     fake.on("GET", "/imagesearch-write/_mapping", not_found_index(), mapping_response())
-    fake.on("PUT", f"/{PHYSICAL}", (400, error_body("resource_already_exists_exception",
-                                                     f"index [{PHYSICAL}/abc] already exists", 400)))
+    fake.on(
+        "PUT",
+        f"/{PHYSICAL}",
+        (400, error_body("resource_already_exists_exception", f"index [{PHYSICAL}/abc] already exists", 400)),
+    )
     fake.on("POST", "/_bulk", bulk_answer())
     make_store(fake, dim=DIM, model=MODEL).put(record())
     assert len(fake.sent("POST", "/_bulk")) == 1
@@ -528,18 +614,29 @@ def test_racing_first_writers_converge_on_one_index(fake: FakeOpenSearch) -> Non
 
 def test_missing_aliases_over_an_existing_first_index_are_not_guessed(fake: FakeOpenSearch) -> None:
     fake.on("GET", "/imagesearch-write/_mapping", not_found_index())
-    fake.on("PUT", f"/{PHYSICAL}", (400, error_body("resource_already_exists_exception",
-                                                     f"index [{PHYSICAL}/abc] already exists", 400)))
+    fake.on(
+        "PUT",
+        f"/{PHYSICAL}",
+        (400, error_body("resource_already_exists_exception", f"index [{PHYSICAL}/abc] already exists", 400)),
+    )
     with pytest.raises(StoreUnavailable, match="swap_aliases"):
         make_store(fake, dim=DIM, model=MODEL).put(record())
     assert not fake.sent("POST", "/_bulk")
 
 
 def test_create_index_for_model_takes_the_next_version(fake: FakeOpenSearch) -> None:
-    fake.on("GET", r"/imagesearch-\*/_alias", (200, {
-        PHYSICAL: {"aliases": {"imagesearch-read": {}, "imagesearch-write": {"is_write_index": True}}},
-        index_name("imagesearch", "clip:other", 3): {"aliases": {}},
-        "imagesearch-unrelated": {"aliases": {}}}))
+    fake.on(
+        "GET",
+        r"/imagesearch-\*/_alias",
+        (
+            200,
+            {
+                PHYSICAL: {"aliases": {"imagesearch-read": {}, "imagesearch-write": {"is_write_index": True}}},
+                index_name("imagesearch", "clip:other", 3): {"aliases": {}},
+                "imagesearch-unrelated": {"aliases": {}},
+            },
+        ),
+    )
     new = index_name("imagesearch", "clip:ViT-L-14/openai", 4)
     fake.on("PUT", f"/{new}", (200, {"acknowledged": True, "shards_acknowledged": True, "index": new}))
     store = make_store(fake, engine="lucene")
@@ -552,19 +649,29 @@ def test_create_index_for_model_takes_the_next_version(fake: FakeOpenSearch) -> 
 
 def test_swap_aliases_is_one_atomic_aliases_request(fake: FakeOpenSearch) -> None:
     new = index_name("imagesearch", "clip:ViT-L-14/openai", 2)
-    fake.on("GET", r"/imagesearch-\*/_alias", (200, {
-        PHYSICAL: {"aliases": {"imagesearch-read": {}, "imagesearch-write": {"is_write_index": True}}},
-        new: {"aliases": {}}}))
+    fake.on(
+        "GET",
+        r"/imagesearch-\*/_alias",
+        (
+            200,
+            {
+                PHYSICAL: {"aliases": {"imagesearch-read": {}, "imagesearch-write": {"is_write_index": True}}},
+                new: {"aliases": {}},
+            },
+        ),
+    )
     fake.on("POST", "/_aliases", (200, {"acknowledged": True}))
     store = make_store(fake)
     store.swap_aliases(new)
     (request,) = fake.sent("POST", "/_aliases")
-    assert request.body == {"actions": [
-        {"remove": {"index": PHYSICAL, "alias": "imagesearch-read"}},
-        {"remove": {"index": PHYSICAL, "alias": "imagesearch-write"}},
-        {"add": {"index": new, "alias": "imagesearch-read"}},
-        {"add": {"index": new, "alias": "imagesearch-write", "is_write_index": True}},
-    ]}
+    assert request.body == {
+        "actions": [
+            {"remove": {"index": PHYSICAL, "alias": "imagesearch-read"}},
+            {"remove": {"index": PHYSICAL, "alias": "imagesearch-write"}},
+            {"add": {"index": new, "alias": "imagesearch-read"}},
+            {"add": {"index": new, "alias": "imagesearch-write", "is_write_index": True}},
+        ]
+    }
 
 
 def test_for_index_writes_to_the_physical_index_without_require_alias(fake: FakeOpenSearch) -> None:
@@ -579,16 +686,41 @@ def test_for_index_writes_to_the_physical_index_without_require_alias(fake: Fake
 
 def test_iter_records_scrolls_the_read_alias(fake: FakeOpenSearch) -> None:
     first, second = record("a"), record("b", tags=[])
-    fake.on("POST", "/imagesearch-read/_search", (200, {
-        "_scroll_id": "scroll-1", "took": 1, "timed_out": False,
-        "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-        "hits": {"total": {"value": 2, "relation": "eq"}, "max_score": None, "hits": [
-            {"_index": PHYSICAL, "_id": "a", "_score": None, "_source": source_of(first)},
-            {"_index": PHYSICAL, "_id": "b", "_score": None, "_source": source_of(second)}]}}))
-    fake.on("POST", "/_search/scroll", (200, {
-        "_scroll_id": "scroll-1", "took": 1, "timed_out": False,
-        "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-        "hits": {"total": {"value": 2, "relation": "eq"}, "max_score": None, "hits": []}}))
+    fake.on(
+        "POST",
+        "/imagesearch-read/_search",
+        (
+            200,
+            {
+                "_scroll_id": "scroll-1",
+                "took": 1,
+                "timed_out": False,
+                "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+                "hits": {
+                    "total": {"value": 2, "relation": "eq"},
+                    "max_score": None,
+                    "hits": [
+                        {"_index": PHYSICAL, "_id": "a", "_score": None, "_source": source_of(first)},
+                        {"_index": PHYSICAL, "_id": "b", "_score": None, "_source": source_of(second)},
+                    ],
+                },
+            },
+        ),
+    )
+    fake.on(
+        "POST",
+        "/_search/scroll",
+        (
+            200,
+            {
+                "_scroll_id": "scroll-1",
+                "took": 1,
+                "timed_out": False,
+                "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+                "hits": {"total": {"value": 2, "relation": "eq"}, "max_score": None, "hits": []},
+            },
+        ),
+    )
     fake.on("DELETE", "/_search/scroll", (200, {"succeeded": True, "num_freed": 1}))
     got = list(make_store(fake).iter_records(batch_size=2))
     assert [r.id for r in got] == ["a", "b"]
@@ -606,38 +738,96 @@ def test_put_is_a_bulk_index_of_a_queued_document(store: OpenSearchStore, fake: 
     store.put(rec)
     (bulk,) = fake.sent("POST", "/_bulk")
     assert bulk.query == {"require_alias": "true"}
-    (action, source), = bulk.pairs()
+    ((action, source),) = bulk.pairs()
     assert action == {"index": {"_index": "imagesearch-write", "_id": "img1"}}
     updated_at = source.pop("updated_at")
     assert isinstance(updated_at, int) and updated_at > 1_700_000_000_000
     assert source == {
-        "id": "img1", "tenant": "acme", "collection": "pets", "tags": ["cat", "indoor"], "external_id": "ext-1",
-        "source": "upload:cat.jpg", "blob_key": "originals/img1", "content_hash": "hash1", "status": "queued",
-        "error": None, "caption": None, "caption_status": "pending", "thumb_key": None, "width": None,
-        "height": None, "image_model": None, "caption_model": None, "text_model": None,
+        "id": "img1",
+        "tenant": "acme",
+        "collection": "pets",
+        "tags": ["cat", "indoor"],
+        "external_id": "ext-1",
+        "source": "upload:cat.jpg",
+        "blob_key": "originals/img1",
+        "content_hash": "hash1",
+        "status": "queued",
+        "error": None,
+        "caption": None,
+        "caption_status": "pending",
+        "thumb_key": None,
+        "width": None,
+        "height": None,
+        "image_model": None,
+        "caption_model": None,
+        "text_model": None,
         "created_at": 1_700_000_000_250,
     }
 
 
 def test_put_rejected_by_opensearch_raises(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
-    fake.on("POST", "/_bulk", bulk_answer({"img1": (400, {
-        "type": "strict_dynamic_mapping_exception",
-        "reason": "mapping set to strict, dynamic introduction of [x] within [_doc] is not allowed"})}))
+    fake.on(
+        "POST",
+        "/_bulk",
+        bulk_answer(
+            {
+                "img1": (
+                    400,
+                    {
+                        "type": "strict_dynamic_mapping_exception",
+                        "reason": "mapping set to strict, dynamic introduction of [x] within [_doc] is not allowed",
+                    },
+                )
+            }
+        ),
+    )
     with pytest.raises(StoreRejected, match="strict_dynamic_mapping_exception"):
         store.put(record())
 
 
 def test_set_image_vectors_is_a_conditional_painless_update(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
     vector = unit(0.1, 0.2, 0.3, 0.4)
-    fake.on("POST", "/_bulk", bulk_answer({
-        "reuploaded": (200, "noop"),
-        "deleted": (404, {"type": "document_missing_exception", "reason": "[deleted]: document missing"}),
-    }))
-    done = store.set_image_vectors([
-        ImageVectorUpdate(id="img1", content_hash="hash1", vector=vector, model=MODEL, thumb_key="thumbs/img1.jpg", width=640, height=480),
-        ImageVectorUpdate(id="reuploaded", content_hash="old-hash", vector=vector, model=MODEL, thumb_key="thumbs/r.jpg", width=10, height=10),
-        ImageVectorUpdate(id="deleted", content_hash="hash3", vector=vector, model=MODEL, thumb_key="thumbs/d.jpg", width=10, height=10),
-    ])
+    fake.on(
+        "POST",
+        "/_bulk",
+        bulk_answer(
+            {
+                "reuploaded": (200, "noop"),
+                "deleted": (404, {"type": "document_missing_exception", "reason": "[deleted]: document missing"}),
+            }
+        ),
+    )
+    done = store.set_image_vectors(
+        [
+            ImageVectorUpdate(
+                id="img1",
+                content_hash="hash1",
+                vector=vector,
+                model=MODEL,
+                thumb_key="thumbs/img1.jpg",
+                width=640,
+                height=480,
+            ),
+            ImageVectorUpdate(
+                id="reuploaded",
+                content_hash="old-hash",
+                vector=vector,
+                model=MODEL,
+                thumb_key="thumbs/r.jpg",
+                width=10,
+                height=10,
+            ),
+            ImageVectorUpdate(
+                id="deleted",
+                content_hash="hash3",
+                vector=vector,
+                model=MODEL,
+                thumb_key="thumbs/d.jpg",
+                width=10,
+                height=10,
+            ),
+        ]
+    )
     assert done == ["img1"]
     (bulk,) = fake.sent("POST", "/_bulk")
     (action, body), *rest = bulk.pairs()
@@ -646,37 +836,65 @@ def test_set_image_vectors_is_a_conditional_painless_update(store: OpenSearchSto
     assert body["script"]["source"] == IMAGE_SCRIPT and body["script"]["lang"] == "painless"
     params = body["script"]["params"]
     assert isinstance(params.pop("now"), int)
-    assert params == {"content_hash": "hash1", "vector": vector.tolist(), "model": MODEL,
-                      "thumb_key": "thumbs/img1.jpg", "width": 640, "height": 480}
+    assert params == {
+        "content_hash": "hash1",
+        "vector": vector.tolist(),
+        "model": MODEL,
+        "thumb_key": "thumbs/img1.jpg",
+        "width": 640,
+        "height": 480,
+    }
     assert np.array_equal(np.asarray(params["vector"], dtype=np.float32), vector)  # float32 exact
     assert [a["update"]["_id"] for a, _ in rest] == ["reuploaded", "deleted"]
     assert "content_hash == params.content_hash" in IMAGE_SCRIPT and "ctx.op = 'noop'" in IMAGE_SCRIPT
 
 
 def test_partial_bulk_failure_records_the_400_and_retries_the_429(
-        store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float]) -> None:
-    rejected = {"type": "mapper_parsing_exception",
-                "reason": "failed to parse field [image_vector] of type [knn_vector] in document with id 'bad'",
-                "caused_by": {"type": "illegal_argument_exception",
-                              "reason": "Vector dimension mismatch. Expected: 4, Given: 3"}}
+    store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float]
+) -> None:
+    rejected = {
+        "type": "mapper_parsing_exception",
+        "reason": "failed to parse field [image_vector] of type [knn_vector] in document with id 'bad'",
+        "caused_by": {
+            "type": "illegal_argument_exception",
+            "reason": "Vector dimension mismatch. Expected: 4, Given: 3",
+        },
+    }
     busy = {"type": "rejected_execution_exception", "reason": "rejected execution of coordinating operation"}
     fake.expected_problems.add("vector param does not have the mapped dimension")  # the point of "bad"
-    fake.on("POST", "/_bulk",
-            bulk_answer({"bad": (400, rejected), "busy": (429, busy)}),  # errors: true, one 400, one 429
-            bulk_answer(),  # the 429 item again: fine now
-            bulk_answer())  # the failure of the 400 item
-    done = store.set_image_vectors([
-        ImageVectorUpdate(id="ok", content_hash="h-ok", vector=unit(1, 0, 0, 0), model=MODEL, thumb_key="t/ok", width=1, height=1),
-        ImageVectorUpdate(id="bad", content_hash="h-bad", vector=unit(1, 0, 0), model=MODEL, thumb_key="t/bad", width=1, height=1),
-        ImageVectorUpdate(id="busy", content_hash="h-busy", vector=unit(0, 1, 0, 0), model=MODEL, thumb_key="t/busy", width=1, height=1),
-    ])
+    fake.on(
+        "POST",
+        "/_bulk",
+        bulk_answer({"bad": (400, rejected), "busy": (429, busy)}),  # errors: true, one 400, one 429
+        bulk_answer(),  # the 429 item again: fine now
+        bulk_answer(),
+    )  # the failure of the 400 item
+    done = store.set_image_vectors(
+        [
+            ImageVectorUpdate(
+                id="ok", content_hash="h-ok", vector=unit(1, 0, 0, 0), model=MODEL, thumb_key="t/ok", width=1, height=1
+            ),
+            ImageVectorUpdate(
+                id="bad", content_hash="h-bad", vector=unit(1, 0, 0), model=MODEL, thumb_key="t/bad", width=1, height=1
+            ),
+            ImageVectorUpdate(
+                id="busy",
+                content_hash="h-busy",
+                vector=unit(0, 1, 0, 0),
+                model=MODEL,
+                thumb_key="t/busy",
+                width=1,
+                height=1,
+            ),
+        ]
+    )
     assert sorted(done) == ["busy", "ok"]
     first, retry, failure = fake.sent("POST", "/_bulk")
     assert fake.responses[1][2]["errors"] is True
     assert [a["update"]["_id"] for a, _ in first.pairs()] == ["ok", "bad", "busy"]
     assert retry.pairs() == [p for p in first.pairs() if p[0]["update"]["_id"] == "busy"]  # only the 429 item
     assert len(sleeps) == 1 and 0.25 <= sleeps[0] <= 0.5
-    (action, body), = failure.pairs()  # the 400 is not retried: it becomes the image's failure
+    ((action, body),) = failure.pairs()  # the 400 is not retried: it becomes the image's failure
     assert action == {"update": {"_index": "imagesearch-write", "_id": "bad", "retry_on_conflict": 3}}
     assert body["script"]["source"] == FAILED_SCRIPT
     params = body["script"]["params"]
@@ -686,23 +904,36 @@ def test_partial_bulk_failure_records_the_400_and_retries_the_429(
 
 @pytest.mark.parametrize("statuses", [(429, 503, 200), (503, 502, 429, 200)])
 def test_whole_bulk_requests_answered_429_or_5xx_are_retried_with_backoff(
-        store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float], statuses: tuple[int, ...]) -> None:
+    store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float], statuses: tuple[int, ...]
+) -> None:
     answers: list[Response | Responder] = []
     for status in statuses[:-1]:
         kind = "rejected_execution_exception" if status == 429 else "cluster_block_exception"
         answers.append((status, error_body(kind, "busy", status)))
     answers.append(bulk_answer())
     fake.on("POST", "/_bulk", *answers)
-    assert store.set_captions([CaptionUpdate(id="img1", content_hash="hash1", caption="a cat", vector=unit(1, 1, 0, 0), caption_model="cap:v1", text_model=MODEL)]) == ["img1"]
+    assert store.set_captions(
+        [
+            CaptionUpdate(
+                id="img1",
+                content_hash="hash1",
+                caption="a cat",
+                vector=unit(1, 1, 0, 0),
+                caption_model="cap:v1",
+                text_model=MODEL,
+            )
+        ]
+    ) == ["img1"]
     bodies = [r.raw for r in fake.sent("POST", "/_bulk")]
     assert len(bodies) == len(statuses) and len(set(bodies)) == 1  # the same request each time
-    caps = [min(2.0, 0.5 * 2 ** n) for n in range(len(sleeps))]
+    caps = [min(2.0, 0.5 * 2**n) for n in range(len(sleeps))]
     assert len(sleeps) == len(statuses) - 1
     assert all(cap / 2 <= s <= cap for s, cap in zip(sleeps, caps))
 
 
-def test_retries_run_out_as_store_unavailable(store: OpenSearchStore, fake: FakeOpenSearch,
-                                              sleeps: list[float]) -> None:
+def test_retries_run_out_as_store_unavailable(
+    store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float]
+) -> None:
     fake.on("POST", "/_bulk", (503, error_body("unavailable_shards_exception", "primary shard is not active", 503)))
     with pytest.raises(StoreUnavailable, match="still failing after 4 attempts"):
         store.put(record())
@@ -710,24 +941,42 @@ def test_retries_run_out_as_store_unavailable(store: OpenSearchStore, fake: Fake
 
 
 def test_item_level_503_and_409_are_retried(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
-    fake.on("POST", "/_bulk",
-            bulk_answer({"a": (503, {"type": "unavailable_shards_exception", "reason": "primary not active"}),
-                         "b": (409, {"type": "version_conflict_engine_exception", "reason": "conflict"})}),
-            bulk_answer())
-    assert store.set_captions([CaptionUpdate(id=i, content_hash="h", caption="c", vector=unit(1, 0, 0, 0), caption_model="cap", text_model=MODEL) for i in "ab"]) == ["a", "b"]
+    fake.on(
+        "POST",
+        "/_bulk",
+        bulk_answer(
+            {
+                "a": (503, {"type": "unavailable_shards_exception", "reason": "primary not active"}),
+                "b": (409, {"type": "version_conflict_engine_exception", "reason": "conflict"}),
+            }
+        ),
+        bulk_answer(),
+    )
+    assert store.set_captions(
+        [
+            CaptionUpdate(
+                id=i, content_hash="h", caption="c", vector=unit(1, 0, 0, 0), caption_model="cap", text_model=MODEL
+            )
+            for i in "ab"
+        ]
+    ) == ["a", "b"]
     assert [len(r.pairs()) for r in fake.sent("POST", "/_bulk")] == [2, 2]
 
 
-def test_a_dropped_bulk_connection_is_retried(store: OpenSearchStore, fake: FakeOpenSearch,
-                                              sleeps: list[float]) -> None:
+def test_a_dropped_bulk_connection_is_retried(
+    store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float]
+) -> None:
     fake.on("POST", "/_bulk", DROP, bulk_answer())
     store.put(record())
     assert len(fake.sent("POST", "/_bulk")) == 2 and len(sleeps) == 1
 
 
-def test_vectors_of_another_model_are_written_with_a_warning(store: OpenSearchStore, fake: FakeOpenSearch,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
-    update = ImageVectorUpdate(id="img1", content_hash="hash1", vector=unit(1, 0, 0, 0), model="clip:newer", thumb_key="t", width=1, height=1)
+def test_vectors_of_another_model_are_written_with_a_warning(
+    store: OpenSearchStore, fake: FakeOpenSearch, caplog: pytest.LogCaptureFixture
+) -> None:
+    update = ImageVectorUpdate(
+        id="img1", content_hash="hash1", vector=unit(1, 0, 0, 0), model="clip:newer", thumb_key="t", width=1, height=1
+    )
     assert store.set_image_vectors([update]) == ["img1"]  # knn filters by model: no silent mix
     store.set_image_vectors([update])
     warnings = [r for r in caplog.records if "run a reindex" in r.getMessage()]
@@ -743,26 +992,48 @@ def test_unreachable_cluster_is_store_unavailable(sleeps: list[float]) -> None:
 
 
 def test_set_captions_update_and_400_marks_caption_failed(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
-    fake.on("POST", "/_bulk", bulk_answer({"img2": (400, {"type": "illegal_argument_exception", "reason": "bad"})}),
-            bulk_answer())
+    fake.on(
+        "POST",
+        "/_bulk",
+        bulk_answer({"img2": (400, {"type": "illegal_argument_exception", "reason": "bad"})}),
+        bulk_answer(),
+    )
     vector = unit(0, 0, 1, 1)
-    assert store.set_captions([CaptionUpdate(id="img1", content_hash="hash1", caption="a cat on a sofa", vector=vector, caption_model="cap:v1", text_model=MODEL),
-                               CaptionUpdate(id="img2", content_hash="hash2", caption="x", vector=vector, caption_model="cap:v1", text_model=MODEL)]) == ["img1"]
+    assert store.set_captions(
+        [
+            CaptionUpdate(
+                id="img1",
+                content_hash="hash1",
+                caption="a cat on a sofa",
+                vector=vector,
+                caption_model="cap:v1",
+                text_model=MODEL,
+            ),
+            CaptionUpdate(
+                id="img2", content_hash="hash2", caption="x", vector=vector, caption_model="cap:v1", text_model=MODEL
+            ),
+        ]
+    ) == ["img1"]
     first, failure = fake.sent("POST", "/_bulk")
     (_, body), _ = first.pairs()
     assert body["script"]["source"] == CAPTION_SCRIPT
     params = body["script"]["params"]
     params.pop("now")
-    assert params == {"content_hash": "hash1", "caption": "a cat on a sofa", "vector": vector.tolist(),
-                      "caption_model": "cap:v1", "text_model": MODEL}
-    (_, failed), = failure.pairs()
+    assert params == {
+        "content_hash": "hash1",
+        "caption": "a cat on a sofa",
+        "vector": vector.tolist(),
+        "caption_model": "cap:v1",
+        "text_model": MODEL,
+    }
+    ((_, failed),) = failure.pairs()
     assert failed["script"]["params"]["status_field"] == "caption_status"
     assert failed["script"]["params"]["error"].startswith("caption: ")
 
 
 def test_set_failed(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
     store.set_failed("img1", "hash1", "embed", "cannot identify image file")
-    (action, body), = fake.sent("POST", "/_bulk")[0].pairs()
+    ((action, body),) = fake.sent("POST", "/_bulk")[0].pairs()
     assert action == {"update": {"_index": "imagesearch-write", "_id": "img1", "retry_on_conflict": 3}}
     params = body["script"]["params"]
     params.pop("now")
@@ -771,19 +1042,46 @@ def test_set_failed(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
 
 def test_delete_is_conditional_on_the_version_read(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
     old, new = record(content_hash="v1"), record(content_hash="v2")
-    fake.on("GET", "/imagesearch-read/_doc/img1",
-            (200, {"_index": PHYSICAL, "_id": "img1", "_version": 1, "_seq_no": 5, "_primary_term": 1,
-                   "found": True, "_source": source_of(old)}),
-            (200, {"_index": PHYSICAL, "_id": "img1", "_version": 2, "_seq_no": 6, "_primary_term": 1,
-                   "found": True, "_source": source_of(new)}))
-    fake.on("POST", "/_bulk",
-            bulk_answer({"img1": (409, {"type": "version_conflict_engine_exception", "reason": "seq no mismatch"})}),
-            bulk_answer())
+    fake.on(
+        "GET",
+        "/imagesearch-read/_doc/img1",
+        (
+            200,
+            {
+                "_index": PHYSICAL,
+                "_id": "img1",
+                "_version": 1,
+                "_seq_no": 5,
+                "_primary_term": 1,
+                "found": True,
+                "_source": source_of(old),
+            },
+        ),
+        (
+            200,
+            {
+                "_index": PHYSICAL,
+                "_id": "img1",
+                "_version": 2,
+                "_seq_no": 6,
+                "_primary_term": 1,
+                "found": True,
+                "_source": source_of(new),
+            },
+        ),
+    )
+    fake.on(
+        "POST",
+        "/_bulk",
+        bulk_answer({"img1": (409, {"type": "version_conflict_engine_exception", "reason": "seq no mismatch"})}),
+        bulk_answer(),
+    )
     removed = store.delete("img1")
     assert removed is not None and removed.content_hash == "v2"  # what was actually removed
     assert [r.body for r in fake.sent("POST", "/_bulk")] == [
         [{"delete": {"_index": "imagesearch-write", "_id": "img1", "if_seq_no": 5, "if_primary_term": 1}}],
-        [{"delete": {"_index": "imagesearch-write", "_id": "img1", "if_seq_no": 6, "if_primary_term": 1}}]]
+        [{"delete": {"_index": "imagesearch-write", "_id": "img1", "if_seq_no": 6, "if_primary_term": 1}}],
+    ]
 
 
 def test_delete_unknown_is_none(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
@@ -795,24 +1093,66 @@ def test_delete_unknown_is_none(store: OpenSearchStore, fake: FakeOpenSearch) ->
 # -- reads --------------------------------------------------------------------------------------
 
 
-def test_get_many_is_an_mget_without_vectors(store: OpenSearchStore, fake: FakeOpenSearch,
-                                             sleeps: list[float]) -> None:
+def test_get_many_is_an_mget_without_vectors(store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float]) -> None:
     rec = record()
-    indexed = source_of(rec, status="indexed", image_model=MODEL, thumb_key="t", width=3, height=2,
-                        caption="a cat", caption_status="done", caption_model="cap", text_model=MODEL)
-    fake.on("POST", "/imagesearch-read/_mget",
-            (429, error_body("rejected_execution_exception", "busy", 429)),
-            (200, {"docs": [
-                {"_index": PHYSICAL, "_id": "img1", "_version": 3, "_seq_no": 2, "_primary_term": 1, "found": True,
-                 "_source": indexed},
-                {"_index": PHYSICAL, "_id": "gone", "found": False}]}))
+    indexed = source_of(
+        rec,
+        status="indexed",
+        image_model=MODEL,
+        thumb_key="t",
+        width=3,
+        height=2,
+        caption="a cat",
+        caption_status="done",
+        caption_model="cap",
+        text_model=MODEL,
+    )
+    fake.on(
+        "POST",
+        "/imagesearch-read/_mget",
+        (429, error_body("rejected_execution_exception", "busy", 429)),
+        (
+            200,
+            {
+                "docs": [
+                    {
+                        "_index": PHYSICAL,
+                        "_id": "img1",
+                        "_version": 3,
+                        "_seq_no": 2,
+                        "_primary_term": 1,
+                        "found": True,
+                        "_source": indexed,
+                    },
+                    {"_index": PHYSICAL, "_id": "gone", "found": False},
+                ]
+            },
+        ),
+    )
     got = store.get_many(["img1", "gone", "img1"])
     assert list(got) == ["img1"] and len(sleeps) == 1
     assert got["img1"] == ImageRecord(
-        id="img1", blob_key="originals/img1", content_hash="hash1", source="upload:cat.jpg", collection="pets",
-        tenant="acme", external_id="ext-1", tags=["cat", "indoor"], status="indexed", error=None, caption="a cat",
-        caption_status="done", thumb_key="t", width=3, height=2, image_model=MODEL, caption_model="cap",
-        text_model=MODEL, created_at=1_700_000_000.25, updated_at=1_700_000_001.0)
+        id="img1",
+        blob_key="originals/img1",
+        content_hash="hash1",
+        source="upload:cat.jpg",
+        collection="pets",
+        tenant="acme",
+        external_id="ext-1",
+        tags=["cat", "indoor"],
+        status="indexed",
+        error=None,
+        caption="a cat",
+        caption_status="done",
+        thumb_key="t",
+        width=3,
+        height=2,
+        image_model=MODEL,
+        caption_model="cap",
+        text_model=MODEL,
+        created_at=1_700_000_000.25,
+        updated_at=1_700_000_001.0,
+    )
     request = fake.sent("POST", "/imagesearch-read/_mget")[-1]
     assert request.body == {"ids": ["img1", "gone"]}
     assert request.query == {"_source_excludes": "image_vector,caption_vector"}
@@ -832,21 +1172,50 @@ def test_reads_before_any_index_exists_are_empty(fake: FakeOpenSearch) -> None:
 
 def test_vector_returns_the_vector_and_its_model(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
     vector = unit(1, 2, 3, 4)
-    fake.on("GET", "/imagesearch-read/_doc/img1", (200, {
-        "_index": PHYSICAL, "_id": "img1", "_version": 2, "_seq_no": 1, "_primary_term": 1, "found": True,
-        "_source": {"caption_vector": vector.tolist(), "text_model": MODEL}}))
+    fake.on(
+        "GET",
+        "/imagesearch-read/_doc/img1",
+        (
+            200,
+            {
+                "_index": PHYSICAL,
+                "_id": "img1",
+                "_version": 2,
+                "_seq_no": 1,
+                "_primary_term": 1,
+                "found": True,
+                "_source": {"caption_vector": vector.tolist(), "text_model": MODEL},
+            },
+        ),
+    )
     got, model = store.vector("img1", "caption")
     assert got.dtype == np.float32 and np.array_equal(got, vector) and model == MODEL
     assert fake.requests[0].query == {"_source_includes": "caption_vector,text_model"}
-    fake.on("GET", "/imagesearch-read/_doc/img2", (200, {
-        "_index": PHYSICAL, "_id": "img2", "_version": 1, "_seq_no": 1, "_primary_term": 1, "found": True,
-        "_source": {}}))
+    fake.on(
+        "GET",
+        "/imagesearch-read/_doc/img2",
+        (
+            200,
+            {
+                "_index": PHYSICAL,
+                "_id": "img2",
+                "_version": 1,
+                "_seq_no": 1,
+                "_primary_term": 1,
+                "found": True,
+                "_source": {},
+            },
+        ),
+    )
     assert store.vector("img2", "image") is None
 
 
 def test_knn_filters_inside_the_knn_clause_and_reports_cosine(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
-    fake.on("POST", "/imagesearch-read/_search",
-            search_answer(("a", knn_score(0.8)), ("b", knn_score(0.1)), ("c", knn_score(-0.4))))
+    fake.on(
+        "POST",
+        "/imagesearch-read/_search",
+        search_answer(("a", knn_score(0.8)), ("b", knn_score(0.1)), ("c", knn_score(-0.4))),
+    )
     query = unit(0.5, 0.5, 0.5, 0.5)
     got = store.knn("image", query, 3, MODEL, Filters(tenant="acme", collection="pets", exclude_id="q"))
     assert [i for i, _ in got] == ["a", "b", "c"]
@@ -856,35 +1225,50 @@ def test_knn_filters_inside_the_knn_clause_and_reports_cosine(store: OpenSearchS
     assert request.body == {
         "size": 3,
         "_source": False,
-        "query": {"knn": {"image_vector": {
-            "vector": query.tolist(),
-            "k": 3,
-            "filter": {"bool": {
-                "filter": [{"term": {"status": "indexed"}}, {"term": {"image_model": MODEL}},
-                           {"term": {"tenant": "acme"}}, {"term": {"collection": "pets"}}],
-                "must_not": [{"term": {"id": "q"}}],
-            }},
-        }}},
+        "query": {
+            "knn": {
+                "image_vector": {
+                    "vector": query.tolist(),
+                    "k": 3,
+                    "filter": {
+                        "bool": {
+                            "filter": [
+                                {"term": {"status": "indexed"}},
+                                {"term": {"image_model": MODEL}},
+                                {"term": {"tenant": "acme"}},
+                                {"term": {"collection": "pets"}},
+                            ],
+                            "must_not": [{"term": {"id": "q"}}],
+                        }
+                    },
+                }
+            }
+        },
     }
-    assert store.knn("image", query, 3, MODEL, Filters(), min_score=0.0) == [("a", pytest.approx(0.8)),
-                                                                              ("b", pytest.approx(0.1))]
+    assert store.knn("image", query, 3, MODEL, Filters(), min_score=0.0) == [
+        ("a", pytest.approx(0.8)),
+        ("b", pytest.approx(0.1)),
+    ]
     assert store.knn("image", query, 0, MODEL, Filters()) == []
     assert len(fake.sent("POST", "/imagesearch-read/_search")) == 2
 
 
-def test_caption_mode_searches_caption_vectors_of_the_text_model(store: OpenSearchStore,
-                                                                  fake: FakeOpenSearch) -> None:
+def test_caption_mode_searches_caption_vectors_of_the_text_model(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
     fake.on("POST", "/imagesearch-read/_search", search_answer(("a", 1.5)))
     assert store.knn("caption", unit(1, 0, 0, 0), 10, MODEL, Filters()) == [("a", 0.5)]
     knn = fake.requests[-1].body["query"]["knn"]
     assert list(knn) == ["caption_vector"]
-    assert knn["caption_vector"]["filter"] == {"bool": {"filter": [
-        {"term": {"status": "indexed"}}, {"term": {"text_model": MODEL}}]}}
+    assert knn["caption_vector"]["filter"] == {
+        "bool": {"filter": [{"term": {"status": "indexed"}}, {"term": {"text_model": MODEL}}]}
+    }
 
 
 def test_knn_before_the_first_vector_is_empty(fake: FakeOpenSearch) -> None:
-    fake.on("POST", "/imagesearch-read/_search", (400, error_body(
-        "search_phase_execution_exception", "Field 'image_vector' is not knn_vector type.", 400)))
+    fake.on(
+        "POST",
+        "/imagesearch-read/_search",
+        (400, error_body("search_phase_execution_exception", "Field 'image_vector' is not knn_vector type.", 400)),
+    )
     fake.on("GET", "/imagesearch-write/_mapping", mapping_response(None, None))
     assert make_store(fake).knn("image", unit(1, 0, 0, 0), 5, MODEL, Filters()) == []
 
@@ -895,38 +1279,71 @@ def test_keyword_is_bm25_on_captions_with_the_same_filters(store: OpenSearchStor
     assert fake.requests[-1].body == {
         "size": 5,
         "_source": False,
-        "query": {"bool": {
-            "filter": [{"term": {"status": "indexed"}}, {"term": {"collection": "bikes"}}],
-            "must": [{"match": {"caption": {"query": "red bicycle"}}}],
-        }},
+        "query": {
+            "bool": {
+                "filter": [{"term": {"status": "indexed"}}, {"term": {"collection": "bikes"}}],
+                "must": [{"match": {"caption": {"query": "red bicycle"}}}],
+            }
+        },
     }
     assert store.keyword("  ?! ", 5, Filters()) == []
     assert len(fake.requests) == 1
 
 
 def test_counts_is_one_aggregation(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
-    fake.on("POST", "/imagesearch-read/_search", (200, {
-        "took": 1, "timed_out": False, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-        "hits": {"total": {"value": 6, "relation": "eq"}, "max_score": None, "hits": []},
-        "aggregations": {
-            "status": {"doc_count_error_upper_bound": 0, "sum_other_doc_count": 0,
-                       "buckets": [{"key": "indexed", "doc_count": 4}, {"key": "queued", "doc_count": 2}]},
-            "caption_pending": {"doc_count": 1}}}))
+    fake.on(
+        "POST",
+        "/imagesearch-read/_search",
+        (
+            200,
+            {
+                "took": 1,
+                "timed_out": False,
+                "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+                "hits": {"total": {"value": 6, "relation": "eq"}, "max_score": None, "hits": []},
+                "aggregations": {
+                    "status": {
+                        "doc_count_error_upper_bound": 0,
+                        "sum_other_doc_count": 0,
+                        "buckets": [{"key": "indexed", "doc_count": 4}, {"key": "queued", "doc_count": 2}],
+                    },
+                    "caption_pending": {"doc_count": 1},
+                },
+            },
+        ),
+    )
     assert store.counts() == {"queued": 2, "indexed": 4, "failed": 0, "caption_pending": 1}
     assert fake.requests[-1].body["size"] == 0
 
 
 def test_stale_queued_is_one_filtered_sorted_search(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
-    fake.on("POST", "/imagesearch-read/_search", (200, {
-        "took": 1, "timed_out": False, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-        "hits": {"total": {"value": 2, "relation": "eq"}, "max_score": None, "hits": [
-            {"_index": "imagesearch-v1", "_id": "old", "_score": None, "sort": [1000]},
-            {"_index": "imagesearch-v1", "_id": "older-than-cutoff", "_score": None, "sort": [2000]}]}}))
+    fake.on(
+        "POST",
+        "/imagesearch-read/_search",
+        (
+            200,
+            {
+                "took": 1,
+                "timed_out": False,
+                "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+                "hits": {
+                    "total": {"value": 2, "relation": "eq"},
+                    "max_score": None,
+                    "hits": [
+                        {"_index": "imagesearch-v1", "_id": "old", "_score": None, "sort": [1000]},
+                        {"_index": "imagesearch-v1", "_id": "older-than-cutoff", "_score": None, "sort": [2000]},
+                    ],
+                },
+            },
+        ),
+    )
     assert store.stale_queued(1_700_000_000.25, limit=50) == ["old", "older-than-cutoff"]
     body = fake.requests[-1].body
     assert body["size"] == 50 and body["_source"] is False
-    assert body["query"]["bool"]["filter"] == [{"term": {"status": "queued"}},
-                                               {"range": {"updated_at": {"lt": 1_700_000_000_250}}}]
+    assert body["query"]["bool"]["filter"] == [
+        {"term": {"status": "queued"}},
+        {"range": {"updated_at": {"lt": 1_700_000_000_250}}},
+    ]
     assert body["sort"] == ["updated_at"]
 
 
@@ -935,39 +1352,63 @@ def test_stale_queued_is_one_filtered_sorted_search(store: OpenSearchStore, fake
 
 def test_open_store_builds_the_opensearch_store_from_settings(fake: FakeOpenSearch) -> None:
     fake.on("POST", "/search-prod-read/_mget", (200, {"docs": []}))
-    settings = Settings(_env_file=None, store="opensearch", opensearch_url=fake.url,
-                        opensearch_index_prefix="search-prod", opensearch_engine="lucene", opensearch_dim=768)
+    settings = Settings(
+        _env_file=None,
+        store="opensearch",
+        opensearch_url=fake.url,
+        opensearch_index_prefix="search-prod",
+        opensearch_engine="lucene",
+        opensearch_dim=768,
+    )
     store = open_store(settings)
     assert isinstance(store, OpenSearchStore)
-    assert (store.read_alias, store.write_alias, store.engine, store.dim) == \
-        ("search-prod-read", "search-prod-write", "lucene", 768)
+    assert (store.read_alias, store.write_alias, store.engine, store.dim) == (
+        "search-prod-read",
+        "search-prod-write",
+        "lucene",
+        768,
+    )
     assert store.get_many(["x"]) == {}
     store.close()
 
 
 def test_basic_auth(fake: FakeOpenSearch) -> None:
     fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": []}))
-    settings = Settings(_env_file=None, store="opensearch", opensearch_url=fake.url,
-                        opensearch_username="admin", opensearch_password="s3cret")
+    settings = Settings(
+        _env_file=None,
+        store="opensearch",
+        opensearch_url=fake.url,
+        opensearch_username="admin",
+        opensearch_password="s3cret",
+    )
     OpenSearchStore.from_settings(settings).get("x")
     assert fake.requests[0].headers["authorization"] == "Basic " + base64.b64encode(b"admin:s3cret").decode()
 
 
 @pytest.mark.parametrize("service", ["es", "aoss"])
-def test_sigv4_signing_with_boto3_credentials(fake: FakeOpenSearch, monkeypatch: pytest.MonkeyPatch,
-                                              service: str) -> None:
+def test_sigv4_signing_with_boto3_credentials(
+    fake: FakeOpenSearch, monkeypatch: pytest.MonkeyPatch, service: str
+) -> None:
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": []}))
-    settings = Settings(_env_file=None, store="opensearch", opensearch_url=fake.url,
-                        opensearch_aws_region="eu-west-1", opensearch_aws_service=service)
+    settings = Settings(
+        _env_file=None,
+        store="opensearch",
+        opensearch_url=fake.url,
+        opensearch_aws_region="eu-west-1",
+        opensearch_aws_service=service,
+    )
     OpenSearchStore.from_settings(settings).get("x")
     headers = fake.requests[0].headers
-    assert re.fullmatch(rf"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/\d{{8}}/eu-west-1/{service}/aws4_request, "
-                        r"SignedHeaders=[a-z0-9;-]+, Signature=[0-9a-f]{64}", headers["authorization"])
+    assert re.fullmatch(
+        rf"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/\d{{8}}/eu-west-1/{service}/aws4_request, "
+        r"SignedHeaders=[a-z0-9;-]+, Signature=[0-9a-f]{64}",
+        headers["authorization"],
+    )
     assert "x-amz-date" in headers and "x-amz-content-sha256" in headers
 
 
@@ -986,8 +1427,9 @@ def test_validator_rejects_what_opensearch_would(spec: OpenSearchSpec) -> None:
     assert spec.errors(knn_query, {"vector": [1.0], "k": "ten"})
     assert spec.errors(knn_query, {"vector": [1.0], "k": 1, "filter": {"bool": {"filters": []}}})
     with pytest.raises(SpecViolation, match="unknown property"):
-        spec.validate_request("POST", "/_aliases", {}, {"actions": [{"add": {"index": "a", "alias": "b",
-                                                                             "write_index": True}}]})
+        spec.validate_request(
+            "POST", "/_aliases", {}, {"actions": [{"add": {"index": "a", "alias": "b", "write_index": True}}]}
+        )
     with pytest.raises(SpecViolation, match="not one of"):
         spec.validate_request("POST", "/_bulk", {"require_aliases": "true"}, [{"delete": {"_id": "1"}}])
     with pytest.raises(SpecViolation, match="without a source line"):
@@ -1031,8 +1473,10 @@ def test_spec_story_requests_validate(spec: OpenSearchSpec, method: str, chapter
     path = chapter["path"]
     for name in re.findall(r"\{(\w+)\}", path):
         path = path.replace("{" + name + "}", str(params.pop(name)))
-    query = {k: str(v).lower() if isinstance(v, bool) else ",".join(v) if isinstance(v, list) else str(v)
-             for k, v in params.items()}
+    query = {
+        k: str(v).lower() if isinstance(v, bool) else ",".join(v) if isinstance(v, list) else str(v)
+        for k, v in params.items()
+    }
     body = (chapter.get("request") or {}).get("payload")
     spec.validate_request(method, path, query, body)
     for knn in _walk(body, "knn"):
@@ -1047,23 +1491,59 @@ def test_spec_story_requests_validate(spec: OpenSearchSpec, method: str, chapter
 def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchSpec, fake: FakeOpenSearch) -> None:
     """One pass through every store operation, checked here explicitly (the fixture checks too)."""
     first = index_name("imagesearch", None, 1)
-    fake.on("GET", "/imagesearch-write/_mapping", not_found_index(), mapping_response(None, None, first),
-            mapping_response(DIM, MODEL, first))
-    fake.on("GET", r"/imagesearch-\*/_alias", (200, {first: {"aliases": {"imagesearch-read": {},
-                                                                         "imagesearch-write": {}}}}))
+    fake.on(
+        "GET",
+        "/imagesearch-write/_mapping",
+        not_found_index(),
+        mapping_response(None, None, first),
+        mapping_response(DIM, MODEL, first),
+    )
+    fake.on(
+        "GET", r"/imagesearch-\*/_alias", (200, {first: {"aliases": {"imagesearch-read": {}, "imagesearch-write": {}}}})
+    )
     fake.on("PUT", f"/{first}", (200, {"acknowledged": True, "shards_acknowledged": True, "index": first}))
     fake.on("PUT", "/imagesearch-write/_mapping", (200, {"acknowledged": True}))
     fake.on("POST", "/_bulk", bulk_answer())
     fake.on("POST", "/imagesearch-read/_search", search_answer(("img1", 1.9)))
     fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": []}))
-    fake.on("GET", "/imagesearch-read/_doc/img1", (200, {
-        "_index": first, "_id": "img1", "_version": 1, "_seq_no": 0, "_primary_term": 1, "found": True,
-        "_source": source_of(record())}))
+    fake.on(
+        "GET",
+        "/imagesearch-read/_doc/img1",
+        (
+            200,
+            {
+                "_index": first,
+                "_id": "img1",
+                "_version": 1,
+                "_seq_no": 0,
+                "_primary_term": 1,
+                "found": True,
+                "_source": source_of(record()),
+            },
+        ),
+    )
     fake.on("POST", "/_aliases", (200, {"acknowledged": True}))
     store = make_store(fake)
     store.put(record())
-    store.set_image_vectors([ImageVectorUpdate(id="img1", content_hash="hash1", vector=unit(1, 2, 3, 4), model=MODEL, thumb_key="t", width=1, height=1)])
-    store.set_captions([CaptionUpdate(id="img1", content_hash="hash1", caption="a cat", vector=unit(4, 3, 2, 1), caption_model="cap", text_model=MODEL)])
+    store.set_image_vectors(
+        [
+            ImageVectorUpdate(
+                id="img1", content_hash="hash1", vector=unit(1, 2, 3, 4), model=MODEL, thumb_key="t", width=1, height=1
+            )
+        ]
+    )
+    store.set_captions(
+        [
+            CaptionUpdate(
+                id="img1",
+                content_hash="hash1",
+                caption="a cat",
+                vector=unit(4, 3, 2, 1),
+                caption_model="cap",
+                text_model=MODEL,
+            )
+        ]
+    )
     store.set_failed("img1", "hash1", "caption", "boom")
     store.knn("image", unit(1, 1, 1, 1), 5, MODEL, Filters(tenant="t", collection="c", exclude_id="x"), 0.2)
     store.keyword("cat", 5, Filters(tenant="t"))
@@ -1073,5 +1553,14 @@ def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchS
     store.swap_aliases("imagesearch-next-v2")
     assert check_requests(spec, fake.requests) == []
     operations = {spec.operation(r.method, r.path).group for r in fake.requests}
-    assert operations == {"indices.get_mapping", "indices.get_alias", "indices.create", "indices.put_mapping",
-                          "bulk", "search", "mget", "get", "indices.update_aliases"}
+    assert operations == {
+        "indices.get_mapping",
+        "indices.get_alias",
+        "indices.create",
+        "indices.put_mapping",
+        "bulk",
+        "search",
+        "mget",
+        "get",
+        "indices.update_aliases",
+    }

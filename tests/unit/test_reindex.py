@@ -7,9 +7,9 @@ from pathlib import Path
 from imagesearch import ingest, reindex
 from imagesearch.blobs import LocalBlobStore
 from imagesearch.config import Settings
+from imagesearch.dev.tiny_models import build_tiny_clip
 from imagesearch.models import get_captioner, get_clip
 from imagesearch.models.clip import ClipSpec, load_clip
-from imagesearch.dev.tiny_models import build_tiny_clip
 from imagesearch.pipeline import caption_batch, embed_batch
 from imagesearch.stores.base import Filters
 from imagesearch.stores.embedded import EmbeddedStore

@@ -16,7 +16,19 @@ def test_only_queued_records_older_than_the_age_are_sent_again(tmp_path):
     store = EmbeddedStore(tmp_path / "s.sqlite3")
     for image_id in ("lost", "done", "broken"):
         store.put(ImageRecord(id=image_id, blob_key=f"k/{image_id}", content_hash="h"))
-    store.set_image_vectors([ImageVectorUpdate(id="done", content_hash="h", vector=np.ones(4, np.float32) / 2, model="m", thumb_key="t", width=1, height=1)])
+    store.set_image_vectors(
+        [
+            ImageVectorUpdate(
+                id="done",
+                content_hash="h",
+                vector=np.ones(4, np.float32) / 2,
+                model="m",
+                thumb_key="t",
+                width=1,
+                height=1,
+            )
+        ]
+    )
     store.set_failed("broken", "h", "embed", "not an image")
     sent: list[str] = []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 from imagesearch.config import Settings
 from imagesearch.models import get_clip
@@ -10,7 +11,6 @@ from imagesearch.records import ImageRecord
 from imagesearch.search import Query, QueryError, SearchService, rrf
 from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate
 from imagesearch.stores.embedded import EmbeddedStore
-from PIL import Image
 
 
 def test_rrf_rewards_agreement_between_lists():
@@ -28,9 +28,26 @@ def service(tmp_path):
     for name, rgb in colours.items():
         store.put(ImageRecord(id=name, blob_key="k", content_hash="h", collection="c1" if name != "blue" else "c2"))
         vector = clip.encode_images([Image.new("RGB", (64, 64), rgb)])[0]
-        store.set_image_vectors([ImageVectorUpdate(id=name, content_hash="h", vector=vector, model=clip.identity, thumb_key="t", width=64, height=64)])
+        store.set_image_vectors(
+            [
+                ImageVectorUpdate(
+                    id=name, content_hash="h", vector=vector, model=clip.identity, thumb_key="t", width=64, height=64
+                )
+            ]
+        )
         caption = f"a {name} picture"
-        store.set_captions([CaptionUpdate(id=name, content_hash="h", caption=caption, vector=clip.encode_texts([caption])[0], caption_model="cap", text_model=clip.identity)])
+        store.set_captions(
+            [
+                CaptionUpdate(
+                    id=name,
+                    content_hash="h",
+                    caption=caption,
+                    vector=clip.encode_texts([caption])[0],
+                    caption_model="cap",
+                    text_model=clip.identity,
+                )
+            ]
+        )
     return SearchService(settings, store, clip)
 
 
@@ -65,8 +82,9 @@ def test_caption_stage_sees_the_whole_thumbnail(tmp_path):
 
     settings = Settings(data_dir=tmp_path)
     store, blobs = EmbeddedStore(tmp_path / "s.sqlite3"), LocalBlobStore(settings.blob_dir)
-    record = ingest.accept(ingest.Upload(jpeg(size=(800, 600))), settings=settings, store=store, blobs=blobs,
-                           enqueue=lambda _: None)
+    record = ingest.accept(
+        ingest.Upload(jpeg(size=(800, 600))), settings=settings, store=store, blobs=blobs, enqueue=lambda _: None
+    )
     embed_batch([record.id], settings=settings, store=store, blobs=blobs, clip=get_clip(settings))
     real = get_captioner(settings)
     seen: list[tuple[int, int]] = []
@@ -78,7 +96,8 @@ def test_caption_stage_sees_the_whole_thumbnail(tmp_path):
             seen.extend(image.size for image in images)
             return real.caption(images)
 
-    outcome = caption_batch([record.id], settings=settings, store=store, blobs=blobs, captioner=Recording(),
-                            clip=get_clip(settings))
+    outcome = caption_batch(
+        [record.id], settings=settings, store=store, blobs=blobs, captioner=Recording(), clip=get_clip(settings)
+    )
     assert outcome.done == [record.id]
     assert seen == [(settings.thumbnail_size, settings.thumbnail_size * 3 // 4)]

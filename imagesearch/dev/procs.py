@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from pathlib import Path
+from typing import TypeVar
 
 import requests
 
@@ -91,7 +92,8 @@ def free_port() -> int:
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: tuple[str, ...] = ("embed", "caption"),
                  timeout: float = 120, extra_args: tuple[str, ...] = ()) -> ManagedProcess:
-    args = imagesearch_command("worker", ",".join(queues), "--concurrency", "1", "--name", f"{name}-{uuid.uuid4().hex[:6]}@%h",
+    args = imagesearch_command("worker", ",".join(queues), "--concurrency", "1",
+                               "--name", f"{name}-{uuid.uuid4().hex[:6]}@%h",
                                "--without-gossip", "--without-mingle", *extra_args)
     proc = ManagedProcess(args, env, log_dir / f"{name}.log")
     try:

@@ -15,8 +15,8 @@ from imagesearch.blobs import LocalBlobStore
 from imagesearch.config import Settings
 from imagesearch.stores.embedded import EmbeddedStore
 from tests.conftest import ROOT, child_env, jpeg, start_worker, wait_until
-from tests.support.crash_hook import MARKER
 from tests.support.broker import enqueue_embed
+from tests.support.crash_hook import MARKER
 
 
 def _poison_jpeg() -> bytes:

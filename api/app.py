@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = No
     domain_metrics.configure(settings)  # before any metric is created: picks the multiprocess folder
     app = Flask(__name__)
     # Werkzeug refuses bodies past this before reading them (413), so a huge upload costs nothing.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 64 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = settings.ingest.max_upload_bytes + 64 * 1024
     app.extensions["imagesearch"] = svc = build_services(settings, queue=queue)
     errors.register(app)
     auth.register(app, svc)

@@ -32,14 +32,14 @@ class Caller:
 
 
 def is_open(settings: Settings) -> bool:
-    if settings.auth != "auto":
-        return settings.auth == "open"
-    if not settings.bind_host:
+    if settings.api.auth != "auto":
+        return settings.api.auth == "open"
+    if not settings.api.bind_host:
         return False  # unknown bind address: assume reachable from elsewhere
-    if settings.bind_host == "localhost":
+    if settings.api.bind_host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(settings.bind_host).is_loopback
+        return ipaddress.ip_address(settings.api.bind_host).is_loopback
     except ValueError:
         return False
 
@@ -95,7 +95,7 @@ def register(app: Flask, services: Services) -> None:
         allowed, remaining, reset = access.limiter.hit(f"key:{who.key_id}")
         g.rate = (remaining, reset)
         if not allowed:
-            raise ApiError(429, "rate_limited", f"more than {settings.rate_limit_per_minute} requests a minute; "
+            raise ApiError(429, "rate_limited", f"more than {settings.api.rate_limit_per_minute} requests a minute; "
                                                 f"retry in {reset} s", retry_after=reset)
         return None
 
@@ -103,6 +103,6 @@ def register(app: Flask, services: Services) -> None:
     def _rate_headers(response):
         rate = g.get("rate")
         if rate is not None:
-            response.headers["X-RateLimit-Limit"] = str(settings.rate_limit_per_minute)
+            response.headers["X-RateLimit-Limit"] = str(settings.api.rate_limit_per_minute)
             response.headers["X-RateLimit-Remaining"] = str(rate[0])
         return response

@@ -107,7 +107,7 @@ class EventServices:
                  event_log: EventLog | None = None) -> None:
         svc = services()
         self.settings = svc.settings
-        self.verifier = SnsVerifier([t.strip() for t in svc.settings.sns_topic_allowlist.split(",")], fetch_cert)
+        self.verifier = SnsVerifier([t.strip() for t in svc.settings.events.sns_topic_allowlist.split(",")], fetch_cert)
         self.http_get = http_get or _default_http_get
         self.ingestor = S3Ingestor(settings=svc.settings, store=svc.store, blobs=svc.blobs, enqueue=svc.enqueue_embed,
                                    event_log=event_log or svc.event_log)
@@ -174,7 +174,7 @@ def s3_webhook():
     Needs `Authorization: Bearer <IMAGESEARCH_S3_WEBHOOK_TOKEN>`. Created objects are recorded and
     queued for indexing, removed ones leave the index; duplicates and late deliveries converge.
     """
-    token = services().settings.s3_webhook_token
+    token = services().settings.s3.webhook_token
     if not token:
         raise ApiError(403, "webhook_disabled", "set IMAGESEARCH_S3_WEBHOOK_TOKEN to accept S3 webhooks")
     sent = request.headers.get("Authorization", "")

@@ -37,4 +37,4 @@ def readyz():
 
 
 def _ping_broker() -> None:
-    connect(services().settings.redis_url, timeout=2).ping()
+    connect(services().settings.redis.url, timeout=2).ping()

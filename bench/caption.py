@@ -31,7 +31,7 @@ import torch
 
 from imagesearch import imaging, pipeline
 from imagesearch.blobs import LocalBlobStore, thumbnail_key
-from imagesearch.config import Settings
+from imagesearch.config import ModelSettings, Settings, WorkerSettings
 from imagesearch.dev.tiny_models import build_captioner
 from imagesearch.models.captioner import CaptionerSpec, load_captioner
 from imagesearch.records import ImageRecord
@@ -87,8 +87,10 @@ def main() -> None:
 
     # A store with indexed records whose thumbnails are in blob storage, as after the embed stage.
     tmp = Path(tempfile.mkdtemp(prefix="bench-caption-"))
-    settings = Settings(_env_file=None, data_dir=tmp, caption_batch_size=args.batch,
-                        caption_max_length=args.max_length, caption_num_beams=args.num_beams)
+    settings = Settings(_env_file=None, data_dir=tmp,
+                        workers=WorkerSettings(_env_file=None, caption_batch_size=args.batch),
+                        models=ModelSettings(_env_file=None, caption_max_length=args.max_length,
+                                             caption_num_beams=args.num_beams))
     store = EmbeddedStore(tmp / "store.sqlite3")
     blobs = LocalBlobStore(tmp / "blobs")
     records = []

@@ -121,12 +121,12 @@ def load_vit_b32(precision: str = "fp32", device: str = "cpu", prepack_text: boo
 # -- cleanup ------------------------------------------------------------------------------------
 
 def drop_redis_keys(url: str, prefix: str) -> None:
-    """Delete one run's own Redis keys (its queue prefix); best effort, never fails the run."""
+    """Delete one run's own Redis keys (its namespace); best effort, never fails the run."""
     try:
-        import redis
+        from imagesearch.redis_state import Keyspace, connect
 
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}*"))
+        client = connect(url)
+        keys = [key for pattern in Keyspace(prefix).patterns for key in client.scan_iter(match=pattern)]
         if keys:
             client.delete(*keys)
     except Exception:  # noqa: BLE001 - cleanup must not hide the benchmark's result

@@ -37,7 +37,7 @@ from PIL import Image
 
 from imagesearch import imaging, pipeline
 from imagesearch.blobs import LocalBlobStore
-from imagesearch.config import Settings
+from imagesearch.config import BlobSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
 from imagesearch.ingest import Upload, accept
 from imagesearch.stores.base import ImageVectorUpdate
 from imagesearch.stores.embedded import EmbeddedStore
@@ -49,9 +49,9 @@ _DEFAULTS = Settings(_env_file=None)
 class Variant:
     name: str
     encoder: str  # "fp32" | "bf16" (load_clip precision=bf16, as production does it now) | "bf16_autocast_fp32w"
-    batch: int = _DEFAULTS.embed_batch_size
-    decode_threads: int = _DEFAULTS.decode_threads
-    min_side: int = _DEFAULTS.decode_min_side
+    batch: int = _DEFAULTS.workers.embed_batch_size
+    decode_threads: int = _DEFAULTS.workers.decode_threads
+    min_side: int = _DEFAULTS.ingest.decode_min_side
     threads: int = 0  # torch.set_num_threads for the pipeline run; 0 = torch's default (the core count)
 
 
@@ -97,9 +97,11 @@ def load_encoders(kinds: set[str]) -> dict:
 
 
 def settings_for(data_dir: Path, variant: Variant) -> Settings:
-    return Settings(_env_file=None, data_dir=data_dir, store="embedded", blob_backend="local",
-                    embed_batch_size=variant.batch, decode_threads=variant.decode_threads,
-                    decode_min_side=variant.min_side)
+    return Settings(_env_file=None, data_dir=data_dir, storage=StoreSettings(_env_file=None, backend="embedded"),
+                    blobs=BlobSettings(_env_file=None, backend="local"),
+                    workers=WorkerSettings(_env_file=None, embed_batch_size=variant.batch,
+                                           decode_threads=variant.decode_threads),
+                    ingest=IngestSettings(_env_file=None, decode_min_side=variant.min_side))
 
 
 def run_naive(records, blobs, store, clip) -> float:

@@ -141,7 +141,7 @@ def reindex(batch_size: int = typer.Option(64, help="Images per model batch (Ope
     from imagesearch import reindex as rx
 
     svc = build_services()
-    if svc.settings.store == "embedded":
+    if svc.settings.storage.backend == "embedded":
         ids = rx.stale_ids(svc.store, svc.clip.identity)
         for image_id in ids:
             svc.queue.enqueue(Stage.EMBED, image_id)

@@ -130,8 +130,8 @@ class S3BlobStore:
 
 
 def open_blobs(settings: Settings) -> BlobStore:
-    if settings.blob_backend == "s3":
-        if not settings.s3_bucket:
+    if settings.blobs.backend == "s3":
+        if not settings.s3.bucket:
             raise ConfigurationError("IMAGESEARCH_BLOB_BACKEND=s3 needs IMAGESEARCH_S3_BUCKET")
-        return S3BlobStore(settings.s3_bucket, settings.s3_prefix, settings)
+        return S3BlobStore(settings.s3.bucket, settings.s3.prefix, settings)
     return LocalBlobStore(settings.blob_dir)

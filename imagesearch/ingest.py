@@ -38,9 +38,9 @@ def accept(upload: Upload, *, settings: Settings, store: Store, blobs: BlobStore
     The record is written before the task is sent: if sending fails the record stays
     ``queued`` and a re-send (or the reconciler) picks it up; nothing accepted is lost.
     """
-    if len(upload.data) > settings.max_upload_bytes:
-        raise UploadTooLarge(f"upload is {len(upload.data)} bytes, the limit is {settings.max_upload_bytes}")
-    image_format, _, _ = imaging.probe(upload.data, settings.max_image_pixels)
+    if len(upload.data) > settings.ingest.max_upload_bytes:
+        raise UploadTooLarge(f"upload is {len(upload.data)} bytes, the limit is {settings.ingest.max_upload_bytes}")
+    image_format, _, _ = imaging.probe(upload.data, settings.ingest.max_image_pixels)
     image_id = upload_id(upload.tenant, upload.collection, upload.external_id)
     record = ImageRecord(
         id=image_id,

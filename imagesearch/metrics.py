@@ -33,6 +33,7 @@ from imagesearch.redis_state import Keyspace, connect, queue_depths
 
 if TYPE_CHECKING:  # pragma: no cover
     from imagesearch.config import Settings
+    from imagesearch.pipeline import BatchOutcome  # the pipeline imports torch: only for the type
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Marks a PROMETHEUS_MULTIPROC_DIR that this module derived from the data dir (rather than one an
@@ -140,7 +141,7 @@ def observe_batch(stage: str, *, size: int, seconds: float, done: int = 0, faile
         count_images(stage, outcome, count)
 
 
-def observe_outcome(stage: str, outcome, *, size: int, seconds: float) -> None:
+def observe_outcome(stage: str, outcome: BatchOutcome, *, size: int, seconds: float) -> None:
     """``observe_batch`` from a :class:`imagesearch.pipeline.BatchOutcome`."""
     observe_batch(stage, size=size, seconds=seconds, done=len(outcome.done), failed=len(outcome.failed),
                   retried=len(outcome.retry), skipped=len(outcome.skipped))
@@ -189,7 +190,7 @@ def registry(settings: Settings) -> object:
     directory = metrics_dir(settings)
     reg = CollectorRegistry()
     MultiProcessCollector(reg, path=str(directory))
-    reg.register(QueueDepthCollector(settings.redis_url, settings.keys))
+    reg.register(QueueDepthCollector(settings.redis.url, settings.keys))
     return reg
 
 

@@ -9,6 +9,7 @@ report into acknowledgements, retries and follow-up tasks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from imagesearch.models import Captioner, ClipEncoder
 from imagesearch.records import ImageRecord
 from imagesearch.s3.sources import read_original
 from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, Store
-from imagesearch.vocab import CaptionStatus, Status
+from imagesearch.vocab import CaptionStatus, Stage, Status
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ class BatchOutcome:
 
 
 def _fetch_and_decode(blobs: BlobStore, key: str, settings: Settings, min_side: int) -> Image.Image:
-    data = read_original(key, blobs, settings.max_upload_bytes)
-    return imaging.decode(data, min_side=min_side, max_pixels=settings.max_image_pixels)
+    data = read_original(key, blobs, settings.ingest.max_upload_bytes)
+    return imaging.decode(data, min_side=min_side, max_pixels=settings.ingest.max_image_pixels)
 
 
 def _sort_error(image_id: str, exc: BaseException, outcome: BatchOutcome) -> None:
@@ -58,13 +59,13 @@ def _sort_error(image_id: str, exc: BaseException, outcome: BatchOutcome) -> Non
         raise exc
 
 
-def _load_images(records: list[ImageRecord], key_of, blobs: BlobStore, settings: Settings, min_side: int,
-                 outcome: BatchOutcome) -> list[tuple[ImageRecord, Image.Image]]:
+def _load_images(records: list[ImageRecord], key_of: Callable[[ImageRecord], str], blobs: BlobStore,
+                 settings: Settings, min_side: int, outcome: BatchOutcome) -> list[tuple[ImageRecord, Image.Image]]:
     """Fetch and decode in threads (Pillow and boto3 release the GIL); sort errors by kind."""
     loaded: list[tuple[ImageRecord, Image.Image]] = []
     if not records:
         return loaded
-    with ThreadPoolExecutor(max_workers=min(settings.decode_threads, len(records))) as pool:
+    with ThreadPoolExecutor(max_workers=min(settings.workers.decode_threads, len(records))) as pool:
         futures = [pool.submit(_fetch_and_decode, blobs, key_of(r), settings, min_side) for r in records]
         for record, future in zip(records, futures):
             try:
@@ -84,8 +85,8 @@ class _Prepared:
 
 def _prepare(record: ImageRecord, blobs: BlobStore, settings: Settings, clip: ClipEncoder) -> _Prepared:
     """Everything an image needs before the model: fetch, reduced-size decode, model input, thumbnail."""
-    image = _fetch_and_decode(blobs, record.blob_key, settings, settings.decode_min_side)
-    return _Prepared(record, clip.preprocess(image), imaging.thumbnail_jpeg(image, settings.thumbnail_size),
+    image = _fetch_and_decode(blobs, record.blob_key, settings, settings.ingest.decode_min_side)
+    return _Prepared(record, clip.preprocess(image), imaging.thumbnail_jpeg(image, settings.ingest.thumbnail_size),
                      image.size)
 
 
@@ -93,8 +94,8 @@ def _embed_todo(todo: list[ImageRecord], settings: Settings, store: Store, blobs
                 outcome: BatchOutcome) -> None:
     """Decode in threads while the model runs: every image is submitted up front, and inference on
     model batch i proceeds while the threads decode batch i+1."""
-    step = settings.embed_batch_size
-    with ThreadPoolExecutor(max_workers=settings.decode_threads) as pool:
+    step = settings.workers.embed_batch_size
+    with ThreadPoolExecutor(max_workers=settings.workers.decode_threads) as pool:
         futures = [pool.submit(_prepare, record, blobs, settings, clip) for record in todo]
         for start in range(0, len(todo), step):
             ready: list[_Prepared] = []
@@ -120,11 +121,24 @@ def _embed_todo(todo: list[ImageRecord], settings: Settings, store: Store, blobs
             outcome.follow_up.extend(u.id for u in updates if u.id in written)
 
 
-def embed_batch(ids: list[str], *, settings: Settings, store: Store, blobs: BlobStore,
-                clip: ClipEncoder) -> BatchOutcome:
+def _run_stage(stage: Stage, ids: list[str], store: Store,
+               work: Callable[[dict[str, ImageRecord], BatchOutcome], None]) -> BatchOutcome:
+    """Load the records, let ``work`` fill the outcome, record its permanent failures; a transient
+    error on the way turns everything not yet written into retries."""
     outcome = BatchOutcome()
     try:
         records = store.get_many(ids)
+        work(records, outcome)
+        for image_id, error in outcome.failed.items():
+            store.set_failed(image_id, records[image_id].content_hash, stage, error)
+    except TRANSIENT_ERRORS as exc:
+        return _all_retry(ids, outcome, exc)
+    return outcome
+
+
+def embed_batch(ids: list[str], *, settings: Settings, store: Store, blobs: BlobStore,
+                clip: ClipEncoder) -> BatchOutcome:
+    def work(records: dict[str, ImageRecord], outcome: BatchOutcome) -> None:
         todo: list[ImageRecord] = []
         for image_id in dict.fromkeys(ids):
             record = records.get(image_id)
@@ -137,45 +151,40 @@ def embed_batch(ids: list[str], *, settings: Settings, store: Store, blobs: Blob
             else:
                 todo.append(record)
         _embed_todo(todo, settings, store, blobs, clip, outcome)
-        for image_id, error in outcome.failed.items():
-            store.set_failed(image_id, records[image_id].content_hash, "embed", error)
-    except TRANSIENT_ERRORS as exc:
-        return _all_retry(ids, outcome, exc)
-    return outcome
+
+    return _run_stage(Stage.EMBED, ids, store, work)
 
 
 def caption_batch(ids: list[str], *, settings: Settings, store: Store, blobs: BlobStore,
                   captioner: Captioner, clip: ClipEncoder) -> BatchOutcome:
-    outcome = BatchOutcome()
-    try:
-        records = store.get_many(ids)
-        todo: list[ImageRecord] = []
-        for image_id in dict.fromkeys(ids):
-            record = records.get(image_id)
-            if record is None or record.status != Status.INDEXED or not record.thumb_key:
-                outcome.skipped.append(image_id)
-            elif record.caption_status == CaptionStatus.DONE and record.caption_model == captioner.identity \
-                    and record.text_model == clip.identity:
-                outcome.skipped.append(image_id)
-            else:
-                todo.append(record)
-        loaded = _load_images(todo, lambda r: r.thumb_key, blobs, settings, settings.thumbnail_size, outcome)
-        if loaded:
-            captions = captioner.caption([image for _, image in loaded])
-            vectors = clip.encode_texts(captions)
-            updates = [
-                CaptionUpdate(id=record.id, content_hash=record.content_hash, caption=caption, vector=vector,
-                              caption_model=captioner.identity, text_model=clip.identity)
-                for (record, _), caption, vector in zip(loaded, captions, vectors)
-            ]
-            written = set(store.set_captions(updates))
-            for update in updates:
-                (outcome.done if update.id in written else outcome.skipped).append(update.id)
-        for image_id, error in outcome.failed.items():
-            store.set_failed(image_id, records[image_id].content_hash, "caption", error)
-    except TRANSIENT_ERRORS as exc:
-        return _all_retry(ids, outcome, exc)
-    return outcome
+    def work(records: dict[str, ImageRecord], outcome: BatchOutcome) -> None:
+        todo = [record for record in (records.get(i) for i in dict.fromkeys(ids))
+                if record is not None and not _captioned(record, captioner, clip)]
+        chosen = {record.id for record in todo}
+        outcome.skipped.extend(i for i in dict.fromkeys(ids) if i not in chosen)
+        loaded = _load_images(todo, lambda r: r.thumb_key, blobs, settings, settings.ingest.thumbnail_size, outcome)
+        if not loaded:
+            return
+        captions = captioner.caption([image for _, image in loaded])
+        vectors = clip.encode_texts(captions)
+        updates = [
+            CaptionUpdate(id=record.id, content_hash=record.content_hash, caption=caption, vector=vector,
+                          caption_model=captioner.identity, text_model=clip.identity)
+            for (record, _), caption, vector in zip(loaded, captions, vectors)
+        ]
+        written = set(store.set_captions(updates))
+        for update in updates:
+            (outcome.done if update.id in written else outcome.skipped).append(update.id)
+
+    return _run_stage(Stage.CAPTION, ids, store, work)
+
+
+def _captioned(record: ImageRecord, captioner: Captioner, clip: ClipEncoder) -> bool:
+    """Nothing to do: not embedded yet (no thumbnail), or already captioned by these models."""
+    if record.status != Status.INDEXED or not record.thumb_key:
+        return True
+    return (record.caption_status == CaptionStatus.DONE and record.caption_model == captioner.identity
+            and record.text_model == clip.identity)
 
 
 def _all_retry(ids: list[str], partial: BatchOutcome, exc: Exception) -> BatchOutcome:

@@ -35,6 +35,11 @@ class Keyspace:
         self.namespace = namespace
         self._state = f"{STATE_ROOT}{namespace}"
 
+    @property
+    def patterns(self) -> tuple[str, str]:
+        """SCAN patterns matching every key of this namespace (its queues, then its state)."""
+        return f"{self.namespace}*", f"{self._state}*"
+
     def queue(self, stage: Stage | str) -> str:
         """The Celery queue (a Redis list) of a stage, or of ``default``."""
         return f"{self.namespace}{stage}"

@@ -72,8 +72,8 @@ class SearchService:
         if query.text is not None:
             return self.clip.encode_texts([query.text])[0]
         if query.image is not None:
-            image = imaging.decode(query.image, min_side=self.settings.decode_min_side,
-                                   max_pixels=self.settings.max_image_pixels)
+            image = imaging.decode(query.image, min_side=self.settings.ingest.decode_min_side,
+                                   max_pixels=self.settings.ingest.max_image_pixels)
             return self.clip.encode_images([image])[0]
         assert query.image_id is not None
         record = self.store.get(query.image_id)
@@ -99,7 +99,7 @@ class SearchService:
             ]
             if query.text:
                 lists.append([i for i, _ in self.store.keyword(query.text, depth, filters)])
-            scored = rrf(lists, self.settings.rrf_k)[: query.k]
+            scored = rrf(lists, self.settings.search.rrf_k)[: query.k]
         else:
             scored = self.store.knn(VectorField(query.mode), vector, query.k, model, filters, query.min_score)
         records = self.store.get_many(i for i, _ in scored)

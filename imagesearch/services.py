@@ -68,7 +68,7 @@ class Services:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return connect(self.settings.redis_url, timeout=_REDIS_TIMEOUT_S)
+        return connect(self.settings.redis.url, timeout=_REDIS_TIMEOUT_S)
 
     @cached_property
     def ledger(self) -> DeliveryLedger:
@@ -80,11 +80,11 @@ class Services:
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:
-        return RateLimiter(self.redis, self.settings.keys, self.settings.rate_limit_per_minute)
+        return RateLimiter(self.redis, self.settings.keys, self.settings.api.rate_limit_per_minute)
 
     @cached_property
     def event_log(self) -> RedisEventLog:
-        return RedisEventLog(self.redis, self.settings.keys, self.settings.s3_event_log_ttl_seconds)
+        return RedisEventLog(self.redis, self.settings.keys, self.settings.s3.event_log_ttl_seconds)
 
     @cached_property
     def s3_ingestor(self) -> S3Ingestor:

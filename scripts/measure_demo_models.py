@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from imagesearch import imaging  # noqa: E402
-from imagesearch.config import Settings  # noqa: E402
+from imagesearch.config import ModelSettings, Settings  # noqa: E402
 from imagesearch.dev import world  # noqa: E402
 
 HELDOUT_SEED = 2  # training used world seed 1
@@ -42,7 +42,7 @@ MAX_PIXELS = 64_000_000
 
 
 def demo_settings(root: Path = DEMO_DIR) -> Settings:
-    return Settings(clip_model_dir=root / "clip", captioner_dir=root / "captioner", device="cpu")
+    return Settings(models=ModelSettings(clip_model_dir=root / "clip", captioner_dir=root / "captioner", device="cpu"))
 
 
 def clip_input(sample: world.Sample) -> Image.Image:

@@ -22,6 +22,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic_settings import BaseSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -102,16 +104,20 @@ def _settings_class() -> Any:
     return Settings
 
 
-def rows(settings_cls: Any = None) -> list[dict[str, str]]:
+def rows(settings_cls: Any = None, path: str = "") -> list[dict[str, str]]:
+    """One row per setting, groups flattened in declaration order (``name`` is the attribute path)."""
     settings_cls = settings_cls or _settings_class()
     prefix = settings_cls.model_config.get("env_prefix", "")
     out = []
     for name, field in settings_cls.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseSettings):
+            out += rows(field.annotation, f"{path}{name}.")
+            continue
         alias = field.validation_alias if isinstance(field.validation_alias, str) else None
         kind = _type_name(field.annotation)
         bounds = _bounds(list(field.metadata))
         out.append({
-            "name": name,
+            "name": f"{path}{name}",
             "variable": alias or f"{prefix}{name}".upper(),
             "type": f"{kind} ({bounds})" if bounds else kind,
             "default": "required" if field.is_required() else _default(field.get_default(call_default_factory=True)),
@@ -133,14 +139,15 @@ def render(settings_cls: Any = None) -> str:
         "     is declared, then run: python scripts/settings_table.py --write -->",
         "",
         "Every setting is an environment variable prefixed `IMAGESEARCH_`, read by `imagesearch/config.py`",
-        "(a `.env` file in the working directory is read too); the API, the workers and the CLI read the",
-        "same class, so a setting means the same thing everywhere. `.env.example` holds the offline values.",
+        "(a `.env` file in the working directory is read too; an empty variable means unset) into one group",
+        "per concern (`setting` is its attribute: `settings.s3.bucket`). The API, the workers and the CLI read",
+        "the same classes, so a setting means the same thing everywhere. `.env.example` holds the offline values.",
         "",
-        "| variable | type | default | description |",
-        "| --- | --- | --- | --- |",
+        "| variable | setting | type | default | description |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for row in rows(settings_cls):
-        lines.append(f"| `{row['variable']}` | {_cell(row['type'])} | {_cell(row['default'])} | "
+        lines.append(f"| `{row['variable']}` | `{row['name']}` | {_cell(row['type'])} | {_cell(row['default'])} | "
                      f"{_cell(row['description'])} |")
     lines += ["", "Other environment variables:", "", "| variable | what it does |", "| --- | --- |"]
     lines += [f"| `{name}` | {_cell(text)} |" for name, text in OTHER_VARIABLES]

@@ -5,7 +5,7 @@
 
 Why: offline there are no pretrained weights, and untrained models make search meaningless. These
 two tiny models learn the procedural world well enough that offline search provably finds the
-right images (see scripts/measure_demo_models.py and tests/unit/test_demo_models.py). They know
+right images (see scripts/measure_demo_models.py and tests/unit/models/test_demo_models.py). They know
 nothing outside that world.
 
 Both are saved in the exact formats production loads (imagesearch/models/clip.py, captioner.py):
@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:  # runnable as a plain script from a checkout
 
 from imagesearch import imaging  # noqa: E402
 from imagesearch.dev import world  # noqa: E402
+from imagesearch.dev.tiny_models import encoder_decoder  # noqa: E402
 
 log = logging.getLogger("train_demo_models")
 
@@ -305,8 +306,6 @@ def build_captioner(tokenizer):
     from transformers import (
         BertConfig,
         BertLMHeadModel,
-        VisionEncoderDecoderConfig,
-        VisionEncoderDecoderModel,
         ViTConfig,
         ViTModel,
     )
@@ -323,14 +322,7 @@ def build_captioner(tokenizer):
         # A BERT decoder must be causal and attend to the image (pitfall 4).
         is_decoder=True, add_cross_attention=True,
         pad_token_id=vocab["[PAD]"], bos_token_id=vocab["[BOS]"], eos_token_id=vocab["[EOS]"]))
-    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-    model = VisionEncoderDecoderModel(config=config, encoder=encoder, decoder=decoder)
-    for cfg in (model.config, model.generation_config):
-        cfg.decoder_start_token_id = vocab["[BOS]"]
-        cfg.bos_token_id = vocab["[BOS]"]
-        cfg.eos_token_id = vocab["[EOS]"]
-        cfg.pad_token_id = vocab["[PAD]"]
-    model.generation_config.max_length = None  # callers pass max_new_tokens
+    model = encoder_decoder(encoder, decoder, vocab)
     grid = IMAGE_SIZE // PATCH
     with torch.no_grad():
         pos = model.encoder.embeddings.position_embeddings  # (1, 1 + grid*grid, hidden)

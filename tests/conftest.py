@@ -1,23 +1,26 @@
-"""Shared test setup: real Redis (an isolated db + queue prefix), tiny models saved to disk,
-and helpers that start real API and Celery worker processes."""
+"""Shared test setup: real Redis (an isolated db + queue prefix), tiny models saved to disk, and
+fixtures for the app, Redis, moto and AWS credentials.
+
+Fixtures and hooks only: importable helpers live in ``tests/support/`` (images, processes, paths,
+factories) and test doubles in ``tests/fakes/``.
+"""
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from imagesearch.dev import procs
-from imagesearch.dev.procs import ManagedProcess, wait_until
+if TYPE_CHECKING:
+    from flask import Flask
 
-ROOT = Path(__file__).resolve().parents[1]
-REDIS_DB = int(os.environ.get("IMAGESEARCH_TEST_REDIS_DB", "12"))
-_SESSION_DIR = Path(tempfile.mkdtemp(prefix="imagesearch-tests-"))
+_SESSION_DIR = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,12 +32,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
     # Settings in tests come from the environment set here and from arguments, never from a
     # developer's .env in the working directory.
-    Settings.model_config["env_file"] = None
+    for settings_class in (Settings, *Settings.GROUPS.values()):
+        settings_class.model_config["env_file"] = None
 
-    clip_dir, captioner_dir = build_tiny_models(_SESSION_DIR / "models")
+    session_dir = config.stash[_SESSION_DIR] = Path(tempfile.mkdtemp(prefix="imagesearch-tests-"))
+    redis_db = int(os.environ.get("IMAGESEARCH_TEST_REDIS_DB", "12"))
+    clip_dir, captioner_dir = build_tiny_models(session_dir / "models")
     os.environ.update({
-        "IMAGESEARCH_DATA_DIR": str(_SESSION_DIR / "data"),
-        "IMAGESEARCH_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+        "IMAGESEARCH_DATA_DIR": str(session_dir / "data"),
+        "IMAGESEARCH_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
         "IMAGESEARCH_REDIS_NAMESPACE": f"test-{uuid.uuid4().hex[:8]}-",
         "IMAGESEARCH_CLIP_MODEL_DIR": str(clip_dir),
         "IMAGESEARCH_CAPTIONER_DIR": str(captioner_dir),
@@ -49,7 +55,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+    session_dir = config.stash.get(_SESSION_DIR, None)
+    if session_dir is not None:
+        shutil.rmtree(session_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -73,34 +81,31 @@ def data_dir(tmp_path: Path) -> Path:
     return path
 
 
-def jpeg(color=(200, 30, 30), size=(96, 64), shape: str | None = None) -> bytes:
-    from PIL import Image, ImageDraw
+@pytest.fixture(scope="session")
+def make_app(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Flask]:
+    """``make_app(queue=None, **settings_overrides)``: the real Flask app, in process.
 
-    image = Image.new("RGB", size, color)
-    if shape:
-        draw = ImageDraw.Draw(image)
-        draw.ellipse((10, 10, 40, 40), fill=(255, 255, 255)) if shape == "circle" else \
-            draw.rectangle((10, 10, 40, 40), fill=(0, 0, 0))
-    out = io.BytesIO()
-    image.save(out, format="JPEG")
-    return out.getvalue()
+    The settings are ``Settings(**settings_overrides)`` over this run's environment, with a fresh
+    temporary ``data_dir`` unless one is given. ``queue`` is the task queue: a fresh
+    ``MemoryTaskQueue`` by default, any ``TaskQueue`` given, or ``"celery"`` for the real Celery
+    queue on this run's Redis. The app's services, settings and queue included, are
+    ``app.extensions["imagesearch"]`` (``.settings``, ``.queue``, ``.store``).
 
+    Session-scoped so module-scoped fixtures can use it too; every call builds a new app.
+    """
+    from api import create_app
+    from imagesearch.config import Settings
+    from imagesearch.taskqueue import MemoryTaskQueue
 
-def child_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["IMAGESEARCH_DATA_DIR"] = str(data_dir)
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
+    def make(*, queue: Any = None, **settings_overrides: Any) -> Flask:
+        settings_overrides.setdefault("data_dir", tmp_path_factory.mktemp("app"))
+        if queue is None:
+            queue = MemoryTaskQueue()
+        elif queue == "celery":
+            queue = None  # the composition root's default
+        return create_app(Settings(**settings_overrides), queue=queue)
 
-
-def start_worker(data_dir: Path, name: str, queues=("embed", "caption"), extra_args: tuple[str, ...] = (),
-                 **extra: str) -> ManagedProcess:
-    return procs.start_worker(child_env(data_dir, **extra), data_dir.parent, name, queues, extra_args=extra_args)
-
-
-def start_api(data_dir: Path, name: str = "api", **extra: str) -> tuple[ManagedProcess, str]:
-    return procs.start_api(child_env(data_dir, **extra), data_dir.parent, name)
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +115,9 @@ def moto_server(tmp_path_factory):
 
     import requests
 
-    port = procs.free_port()
+    from imagesearch.dev.procs import ManagedProcess, free_port, wait_until
+
+    port = free_port()
     log_dir = tmp_path_factory.mktemp("moto")
     server = ManagedProcess([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             dict(os.environ), log_dir / "moto.log")

@@ -18,18 +18,18 @@ TASK_OF_STAGE = {Stage.EMBED: EMBED_TASK, Stage.CAPTION: CAPTION_TASK}
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("imagesearch", broker=settings.redis_url, include=["workers.tasks"])
+    app = Celery("imagesearch", broker=settings.redis.url, include=["workers.tasks"])
     app.conf.update(
         # A task is acknowledged only after its batch finished; a worker that dies mid-batch
         # leaves its messages to be redelivered instead of losing them.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         # Batching tasks buffer messages in the worker: it must be allowed to hold a full batch.
-        worker_prefetch_multiplier=max(settings.embed_flush_every, settings.caption_batch_size),
+        worker_prefetch_multiplier=max(settings.workers.embed_flush_every, settings.workers.caption_batch_size),
         # A worker killed while holding kombu's restore mutex blocks redelivery until it expires
         # (300 s by default): never longer than the visibility timeout itself.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds,
-                                  "unacked_mutex_expire": min(300, settings.visibility_timeout_seconds)},
+        broker_transport_options={"visibility_timeout": settings.workers.visibility_timeout_seconds,
+                                  "unacked_mutex_expire": min(300, settings.workers.visibility_timeout_seconds)},
         broker_connection_retry_on_startup=True,
         task_routes={
             EMBED_TASK: {"queue": settings.keys.queue(Stage.EMBED)},
@@ -52,10 +52,10 @@ def make_celery(settings: Settings) -> Celery:
 
 def check_visibility_timeout(settings: Settings) -> None:
     """Refuse a configuration where Redis would redeliver a task still within its retry window."""
-    longest = settings.retry_backoff_max_seconds + settings.max_batch_seconds
-    if settings.visibility_timeout_seconds < longest:
+    longest = settings.workers.retry_backoff_max_seconds + settings.workers.max_batch_seconds
+    if settings.workers.visibility_timeout_seconds < longest:
         raise RuntimeError(
-            f"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_seconds} is shorter than the "
+            f"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS={settings.workers.visibility_timeout_seconds} is shorter than the "
             f"longest retry wait plus a batch ({longest:.0f} s): tasks would run twice"
         )
 
@@ -65,15 +65,17 @@ app = make_celery(get_settings())
 
 @lru_cache(maxsize=8)
 def _app_for_broker(redis_url: str, namespace: str) -> Celery:
-    return make_celery(get_settings().model_copy(update={"redis_url": redis_url, "redis_namespace": namespace}))
+    own = get_settings()
+    return make_celery(own.model_copy(update={"redis": own.redis.model_copy(update={"url": redis_url,
+                                                                                  "namespace": namespace})}))
 
 
 def celery_app_for(settings: Settings) -> Celery:
     """The worker's app for the process's own settings; another broker or namespace gets its own app."""
     own = get_settings()
-    if (settings.redis_url, settings.redis_namespace) == (own.redis_url, own.redis_namespace):
+    if (settings.redis.url, settings.redis.namespace) == (own.redis.url, own.redis.namespace):
         return app
-    return _app_for_broker(settings.redis_url, settings.redis_namespace)
+    return _app_for_broker(settings.redis.url, settings.redis.namespace)
 
 
 @setup_logging.connect

@@ -23,7 +23,7 @@ class CeleryTaskQueue:
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
         self.keys = settings.keys
-        self.redis_url = settings.redis_url
+        self.redis_url = settings.redis.url
 
     def enqueue(self, stage: Stage, image_id: str) -> None:
         stage = Stage(stage)

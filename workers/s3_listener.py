@@ -172,9 +172,9 @@ def build(settings: Settings) -> S3Listener:
     from wiring import build_services
 
     sqs = boto3.client("sqs")
-    return S3Listener(sqs=sqs, queue_url=settings.sqs_queue_url, ingestor=build_services(settings).s3_ingestor,
-                      batch_size=settings.sqs_batch_size, wait_seconds=settings.sqs_wait_seconds,
-                      visibility_timeout=settings.sqs_visibility_timeout_seconds)
+    return S3Listener(sqs=sqs, queue_url=settings.events.sqs_queue_url, ingestor=build_services(settings).s3_ingestor,
+                      batch_size=settings.events.sqs_batch_size, wait_seconds=settings.events.sqs_wait_seconds,
+                      visibility_timeout=settings.events.sqs_visibility_timeout_seconds)
 
 
 def main() -> int:
@@ -182,7 +182,7 @@ def main() -> int:
 
     settings = get_settings()
     logging_setup.configure()
-    if not settings.sqs_queue_url:
+    if not settings.events.sqs_queue_url:
         print("IMAGESEARCH_SQS_QUEUE_URL is not set: nothing to listen to", file=sys.stderr)
         return 2
     listener = build(settings)

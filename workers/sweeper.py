@@ -34,7 +34,7 @@ def _services() -> Services:
 def sweep(app: Any, settings: Settings, interval: float) -> list[str]:
     """One pass: nothing while embed messages wait, or another worker holds the lock."""
     svc = _services()
-    keys, period = settings.keys, settings.requeue_stale_after_seconds
+    keys, period = settings.keys, settings.workers.requeue_stale_after_seconds
     with app.connection_for_write() as conn:
         client = conn.default_channel.client
         if int(client.llen(keys.queue(Stage.EMBED))) > 0:
@@ -70,12 +70,12 @@ class RequeueStale(bootsteps.StartStopStep):
     def start(self, consumer: Any) -> None:
         settings = get_settings()
         queues = {q.name for q in getattr(getattr(consumer, "task_consumer", None), "queues", None) or []}
-        if settings.requeue_stale_after_seconds <= 0 or settings.keys.queue(Stage.EMBED) not in queues:
+        if settings.workers.requeue_stale_after_seconds <= 0 or settings.keys.queue(Stage.EMBED) not in queues:
             return
-        interval = max(1.0, settings.requeue_stale_after_seconds / 10)
+        interval = max(1.0, settings.workers.requeue_stale_after_seconds / 10)
         self.tref = consumer.timer.call_repeatedly(interval, _guarded_sweep, (consumer.app, settings, interval))
         log.info("re-sending records queued for over %d s when the embed queue is empty (checked every %.0f s)",
-                 settings.requeue_stale_after_seconds, interval)
+                 settings.workers.requeue_stale_after_seconds, interval)
 
     def stop(self, consumer: Any) -> None:
         if self.tref is not None:

@@ -34,7 +34,8 @@ def _services() -> Services:
 
 
 def _backoff(attempt: int) -> float:
-    return equal_jitter(attempt, base=settings.retry_backoff_seconds, cap=settings.retry_backoff_max_seconds)
+    workers = settings.workers
+    return equal_jitter(attempt, base=workers.retry_backoff_seconds, cap=workers.retry_backoff_max_seconds)
 
 
 def _run(stage: Stage, ids: list[str]) -> pipeline.BatchOutcome:
@@ -65,7 +66,7 @@ def _settle(stage: Stage, attempts: dict[str, int], outcome: pipeline.BatchOutco
     task = _TASKS[stage]
     for image_id, error in outcome.retry.items():
         attempt = attempts.get(image_id, 0)
-        if attempt < settings.max_retries:
+        if attempt < settings.workers.max_retries:
             task.apply_async((image_id,), {"attempt": attempt + 1}, countdown=_backoff(attempt))
         else:
             log.error("%s of %s failed after %d attempts: %s", stage, image_id, attempt + 1, error)
@@ -121,14 +122,14 @@ def _process(stage: Stage, attempts: dict[str, int]) -> None:
         ledger.settle(stage, ids)
 
 
-@app.task(base=ReliableBatches, name=EMBED_TASK, acks_late=True, flush_every=settings.embed_flush_every,
-          flush_interval=settings.batch_flush_seconds)
+@app.task(base=ReliableBatches, name=EMBED_TASK, acks_late=True, flush_every=settings.workers.embed_flush_every,
+          flush_interval=settings.workers.batch_flush_seconds)
 def embed(requests: list[SimpleRequest]) -> bool:
     return _handle(Stage.EMBED, requests)
 
 
-@app.task(base=ReliableBatches, name=CAPTION_TASK, acks_late=True, flush_every=settings.caption_batch_size,
-          flush_interval=settings.batch_flush_seconds)
+@app.task(base=ReliableBatches, name=CAPTION_TASK, acks_late=True, flush_every=settings.workers.caption_batch_size,
+          flush_interval=settings.workers.batch_flush_seconds)
 def caption(requests: list[SimpleRequest]) -> bool:
     return _handle(Stage.CAPTION, requests)
 
@@ -143,7 +144,7 @@ def isolated(stage: str, image_id: str, attempt: int = 0) -> None:
 def _isolated(stage: Stage, image_id: str, attempt: int) -> None:
     store, ledger = _services().store, _services().ledger
     started = ledger.begin(stage, [image_id])[image_id]
-    if started > settings.max_deliveries:
+    if started > settings.workers.max_deliveries:
         reason = f"the worker died {started - 1} times while processing this image"
         log.error("dead letter: %s of %s: %s", stage, image_id, reason)
         record = store.get(image_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
@@ -36,7 +37,8 @@ class ApiClient:
             raise RuntimeError(f"search failed ({response.status_code}): {response.text}")
         return response.json(), elapsed
 
-    def wait_settled(self, ids: list[str], timeout: float = 1800, progress=None) -> dict[str, dict]:
+    def wait_settled(self, ids: list[str], timeout: float = 1800,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, dict]:
         """Poll until every image is failed or captioned; ``progress(done, total)`` is told as it goes."""
         states: dict[str, dict] = {}
 

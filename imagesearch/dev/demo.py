@@ -18,6 +18,7 @@ from imagesearch.dev.client import ApiClient
 from imagesearch.models.captioner import CAPTIONER_FILES
 from imagesearch.models.clip import CLIP_FILES
 from imagesearch.models.loading import ModelUnavailable, require_files
+from imagesearch.redis_state import connect
 from imagesearch.vocab import SearchMode
 
 # The trained demo models ship in the repository, not in the package: the demo runs from a checkout
@@ -39,11 +40,11 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
 def choose_models(data_dir: Path) -> tuple[dict[str, str], str]:
     """Configured models > pretrained from the hub > trained demo models > untrained tiny models."""
     settings = get_settings()
-    if settings.clip_model_dir and settings.captioner_dir:
-        return {}, f"configured models ({settings.clip_model_dir}, {settings.captioner_dir})"
+    if settings.models.clip_model_dir and settings.models.captioner_dir:
+        return {}, f"configured models ({settings.models.clip_model_dir}, {settings.models.captioner_dir})"
     if _hub_reachable():
-        return {}, f"pretrained models from the hub: {settings.clip_model}/{settings.clip_pretrained}, " \
-                   f"{settings.captioner_model}"
+        return {}, f"pretrained models from the hub: {settings.models.clip_model}/{settings.models.clip_pretrained}, " \
+                   f"{settings.models.captioner_model}"
     if _complete(DEMO_MODELS / "clip", CLIP_FILES) and _complete(DEMO_MODELS / "captioner", CAPTIONER_FILES):
         return ({"IMAGESEARCH_CLIP_MODEL_DIR": str(DEMO_MODELS / "clip"),
                  "IMAGESEARCH_CAPTIONER_DIR": str(DEMO_MODELS / "captioner")},
@@ -67,7 +68,7 @@ def _check_redis(url: str) -> None:
     import redis
 
     try:
-        redis.Redis.from_url(url, socket_timeout=3).ping()
+        connect(url, timeout=3).ping()
     except redis.RedisError as exc:
         raise SystemExit(f"Redis is not reachable at {url} ({exc}). Start it (redis-server) or set "
                          "IMAGESEARCH_REDIS_URL.") from None
@@ -76,11 +77,11 @@ def _check_redis(url: str) -> None:
 def stack_env(data_dir: Path) -> tuple[dict[str, str], str]:
     """Environment for child processes: the chosen models and this data folder."""
     settings = get_settings()
-    _check_redis(settings.redis_url)
+    _check_redis(settings.redis.url)
     data_dir.mkdir(parents=True, exist_ok=True)
     model_env, label = choose_models(data_dir)
     env = dict(os.environ, IMAGESEARCH_DATA_DIR=str(data_dir), **model_env)
-    env.setdefault("IMAGESEARCH_QUEUE_PREFIX", f"local-{os.getpid()}-")
+    env.setdefault("IMAGESEARCH_REDIS_NAMESPACE", f"local-{os.getpid()}-")
     return env, label
 
 

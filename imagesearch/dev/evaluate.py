@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -151,7 +151,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def run(client: ApiClient, labelled: LabelledSet, collection: str, modes: Iterable[str] = MODES,
-        progress=None) -> Report:
+        progress: Callable[[int, int], None] | None = None) -> Report:
     """Upload every image into ``collection``, wait for the workers, then query each mode."""
     ids = {client.upload(path.read_bytes(), path.name, external_id=image_id, collection=collection): image_id
            for image_id, path in labelled.images.items()}

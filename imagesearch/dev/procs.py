@@ -37,6 +37,7 @@ class ManagedProcess:
         self._out = log.open("wb")
         self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=self._out, stderr=subprocess.STDOUT,
                                       start_new_session=True)
+        _started.append(self)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -73,6 +74,29 @@ class ManagedProcess:
         self._out.close()
 
 
+# Every process started from here, closed or not (strong references: a dropped one is still running).
+_started: list[ManagedProcess] = []
+
+
+def process_mark() -> int:
+    """A mark for :func:`started_since`: how many processes this process has started so far."""
+    return len(_started)
+
+
+def started_since(mark: int) -> list[ManagedProcess]:
+    """The processes started after ``mark``, in order (their logs, for a failed test's report)."""
+    return _started[mark:]
+
+
+def unclosed_since(mark: int) -> list[ManagedProcess]:
+    """The processes started after ``mark`` that were not closed.
+
+    A test takes a mark before it starts anything and closes what is left afterwards, so a test
+    that failed half-way leaves no worker behind to consume the next test's messages.
+    """
+    return [p for p in started_since(mark) if not p._out.closed]
+
+
 def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.25, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while True:
@@ -88,6 +112,98 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def stable_port() -> int:
+    """A free loopback port below the ephemeral range, for a server that is restarted on the same port.
+
+    While such a server is down, any outgoing connection may be handed a port of the ephemeral range
+    as its source port (the reconnecting client itself: a TCP self-connect), and another process's
+    ``free_port()`` may be handed it too; then the restarted server cannot bind, and whatever holds
+    the port answers in its place. Ports below the range are only ever taken by an explicit bind.
+    """
+    import random
+
+    low = _ephemeral_ports()[0]
+    for _ in range(100):
+        port = random.randrange(max(1025, low - 12000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
+class RedisServer:
+    """A private ``redis-server`` on a loopback port, for tests that must own their broker.
+
+    ``durable`` keeps an AOF with ``fsync always`` in ``directory``, so ``kill`` then ``start``
+    (a crash and a restart) gets back every acknowledged write. ``start`` waits until this very
+    process answers (its ``process_id``) and has finished loading its data.
+    """
+
+    def __init__(self, directory: Path, durable: bool = False) -> None:
+        self.directory = directory
+        self.durable = durable
+        self.port = stable_port()
+        self.process: ManagedProcess | None = None
+        self._starts = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout: float = 30) -> RedisServer:
+        import redis
+
+        self._starts += 1
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                "--save", "", "--appendonly", "yes" if self.durable else "no", "--appendfsync", "always"]
+        self.process = proc = ManagedProcess(args, dict(os.environ), self.directory / f"redis-{self._starts}.log")
+
+        def ours_and_loaded() -> bool:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited ({proc.popen.returncode}):\n"
+                                   f"{proc.output()[-2000:]}")
+            client = redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, retry=None)
+            try:
+                info = client.info()
+            except redis.RedisError:  # not listening yet, or LOADING
+                return False
+            finally:
+                client.close()
+            if int(info["process_id"]) != proc.popen.pid:
+                raise RuntimeError(f"port {self.port} is answered by another Redis (pid {info['process_id']})")
+            return not int(info.get("loading", 0))
+
+        try:
+            wait_until(ours_and_loaded, timeout, 0.05, f"redis-server on port {self.port}")
+        except BaseException:
+            proc.close()
+            raise
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no last save (what an OOM kill or a crashed host does)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.close()
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.close()
+            self.process = None
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: tuple[str, ...] = ("embed", "caption"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -63,8 +64,6 @@ def build_captioner(directory: Path, words: list[str], *, seed: int = 0, image_s
         GPT2Config,
         GPT2LMHeadModel,
         PreTrainedTokenizerFast,
-        VisionEncoderDecoderConfig,
-        VisionEncoderDecoderModel,
         ViTConfig,
         ViTImageProcessor,
         ViTModel,
@@ -92,14 +91,7 @@ def build_captioner(directory: Path, words: list[str], *, seed: int = 0, image_s
                    add_cross_attention=True, bos_token_id=vocab["[BOS]"], eos_token_id=vocab["[EOS]"],
                    pad_token_id=vocab["[PAD]"])
     )
-    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-    model = VisionEncoderDecoderModel(config=config, encoder=encoder, decoder=decoder)
-    for cfg in (model.config, model.generation_config):
-        cfg.decoder_start_token_id = vocab["[BOS]"]
-        cfg.bos_token_id = vocab["[BOS]"]
-        cfg.eos_token_id = vocab["[EOS]"]
-        cfg.pad_token_id = vocab["[PAD]"]
-    model.generation_config.max_length = None
+    model = encoder_decoder(encoder, decoder, vocab)
     if min_new_tokens is not None:
         model.generation_config.min_new_tokens = min_new_tokens
     directory.mkdir(parents=True, exist_ok=True)
@@ -113,3 +105,18 @@ def build_captioner(directory: Path, words: list[str], *, seed: int = 0, image_s
 def build_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path]:
     """Both models under ``root`` (``clip/`` and ``captioner/``); returns their folders."""
     return build_tiny_clip(root / "clip", seed), build_tiny_captioner(root / "captioner", seed)
+
+
+def encoder_decoder(encoder: Any, decoder: Any, vocab: dict[str, int]) -> Any:
+    """A VisionEncoderDecoder captioner whose special tokens are the word-level vocabulary's."""
+    from transformers import VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
+    model = VisionEncoderDecoderModel(config=config, encoder=encoder, decoder=decoder)
+    for cfg in (model.config, model.generation_config):
+        cfg.decoder_start_token_id = vocab["[BOS]"]
+        cfg.bos_token_id = vocab["[BOS]"]
+        cfg.eos_token_id = vocab["[EOS]"]
+        cfg.pad_token_id = vocab["[PAD]"]
+    model.generation_config.max_length = None  # callers pass max_new_tokens
+    return model

@@ -10,6 +10,9 @@ arranged as one group at a position (left/right/top/bottom/centre) or as two gro
 relation (left of / above). Backgrounds vary (solid, gradient, soft texture, faint stripes) and
 images carry light blur, noise and JPEG artefacts so models cannot key on exact pixel values.
 
+One module although over 350 lines: the caption grammar, its renderer and its parser
+(``parse_caption``) must change together, and splitting them would hide that.
+
 The caption grammar is deliberately small and regular (33 words)::
 
     <count> <size> <colour> <shape>[s] <position phrase>

@@ -44,12 +44,12 @@ class CaptionerSpec:
     @classmethod
     def from_settings(cls, settings: Settings) -> "CaptionerSpec":
         return cls(
-            settings.captioner_model,
-            settings.captioner_dir,
-            settings.device,
-            settings.caption_max_length,
-            settings.caption_num_beams,
-            settings.precision,
+            settings.models.captioner_model,
+            settings.models.captioner_dir,
+            settings.models.device,
+            settings.models.caption_max_length,
+            settings.models.caption_num_beams,
+            settings.models.precision,
         )
 
 

@@ -53,8 +53,8 @@ class ClipSpec:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ClipSpec":
-        return cls(settings.clip_model, settings.clip_pretrained, settings.clip_model_dir, settings.device,
-                   settings.precision, settings.clip_prepack_text)
+        return cls(settings.models.clip_model, settings.models.clip_pretrained, settings.models.clip_model_dir, settings.models.device,
+                   settings.models.precision, settings.models.clip_prepack_text)
 
 
 class ClipEncoder:

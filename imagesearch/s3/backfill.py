@@ -44,13 +44,14 @@ from imagesearch.s3.event_log import EventLog
 from imagesearch.s3.events import ObjectEvent
 from imagesearch.s3.ingest import S3Ingestor
 from imagesearch.stores.base import Store
+from imagesearch.vocab import Status
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
 
 log = logging.getLogger(__name__)
 
-DONE_STATUSES = frozenset({"indexed", "failed"})
+DONE_STATUSES = frozenset({Status.INDEXED, Status.FAILED})
 
 
 @dataclass
@@ -149,7 +150,8 @@ def _s3_items(bucket: str, prefix: str, start_after: str | None, settings: Setti
               enqueue: Callable[[str], None], event_log: EventLog, collection: str | None, requeue: bool,
               client: BaseClient | None) -> Iterator[tuple[str, str, str | None]]:
     if collection:
-        settings = settings.model_copy(update={"s3_collection": collection, "s3_collection_map": {}})
+        settings = settings.model_copy(update={"s3": settings.s3.model_copy(update={"collection": collection,
+                                                                           "collection_map": {}})})
     ingestor = S3Ingestor(settings=settings, store=store, blobs=blobs, enqueue=enqueue, event_log=event_log)
     for event in list_s3_objects(bucket, prefix, start_after, client):
         result = ingestor.apply(event, requeue_queued=requeue)
@@ -203,8 +205,8 @@ def _folder_items(root: Path, start_after: str | None, settings: Settings, store
         path = root / relative
         image_id = upload_id(DEFAULT_TENANT, collection, relative)
         try:
-            if path.stat().st_size > settings.max_upload_bytes:
-                log.warning("skipping %s: larger than %d bytes", relative, settings.max_upload_bytes)
+            if path.stat().st_size > settings.ingest.max_upload_bytes:
+                log.warning("skipping %s: larger than %d bytes", relative, settings.ingest.max_upload_bytes)
                 yield relative, "skipped", None
                 continue
             data = path.read_bytes()

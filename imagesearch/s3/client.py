@@ -75,7 +75,7 @@ _ENVIRONMENT = "environment"
 
 def s3_client(settings: Settings | None = None) -> BaseClient:
     """This process's boto3 S3 client for ``settings`` (default: the environment's)."""
-    config = _ENVIRONMENT if settings is None else (settings.s3_endpoint_url or None, settings.s3_addressing_style)
+    config = _ENVIRONMENT if settings is None else (settings.s3.endpoint_url or None, settings.s3.addressing_style)
     key = (os.getpid(), config)
     client = _clients.get(key)
     if client is None:
@@ -101,6 +101,6 @@ def _new_client(settings: Settings) -> BaseClient:
     from botocore.config import Config
 
     config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10, read_timeout=60,
-                    max_pool_connections=16, s3={"addressing_style": settings.s3_addressing_style})
+                    max_pool_connections=16, s3={"addressing_style": settings.s3.addressing_style})
     # A session of its own: creating clients from boto3's shared default session is not thread-safe.
-    return boto3.session.Session().client("s3", config=config, endpoint_url=settings.s3_endpoint_url or None)
+    return boto3.session.Session().client("s3", config=config, endpoint_url=settings.s3.endpoint_url or None)

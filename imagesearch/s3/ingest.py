@@ -34,6 +34,7 @@ from imagesearch.s3.event_log import EventLog, LogEntry
 from imagesearch.s3.events import ObjectEvent, compare_sequencers
 from imagesearch.s3.sources import is_image_content_type, parse_s3_uri, s3_uri
 from imagesearch.stores.base import Store
+from imagesearch.vocab import Status
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,8 @@ class S3Ingestor:
         self.enqueue = enqueue
         self.event_log = event_log
         self.extensions = frozenset(e.lower() if e.startswith(".") else f".{e.lower()}"
-                                    for e in _comma_list(settings.s3_image_extensions))
-        self.buckets = frozenset(_comma_list(settings.s3_bucket_allowlist))
+                                    for e in _comma_list(settings.s3.image_extensions))
+        self.buckets = frozenset(_comma_list(settings.s3.bucket_allowlist))
 
     def apply_all(self, events: Iterable[ObjectEvent], *, requeue_queued: bool = True) -> list[ApplyResult]:
         return [self.apply(event, requeue_queued=requeue_queued) for event in events]
@@ -151,7 +152,7 @@ class S3Ingestor:
         existing = self.store.get(image_id)
         if existing is not None and (existing.content_hash == digest or (
                 event.version is None and event.etag and existing.content_hash.startswith(f"{event.etag}:"))):
-            if existing.status == "queued" and requeue_queued:
+            if existing.status == Status.QUEUED and requeue_queued:
                 self.enqueue(image_id)
                 return "requeued", "same content, still queued"
             return "unchanged", f"same content, already {existing.status}"
@@ -173,8 +174,8 @@ class S3Ingestor:
         return "queued", ""
 
     def _refusal(self, event: ObjectEvent) -> str:
-        if event.size is not None and event.size > self.settings.max_upload_bytes:
-            return f"the object is {event.size} bytes, the limit is {self.settings.max_upload_bytes}"
+        if event.size is not None and event.size > self.settings.ingest.max_upload_bytes:
+            return f"the object is {event.size} bytes, the limit is {self.settings.ingest.max_upload_bytes}"
         suffix = PurePosixPath(event.key).suffix.lower()
         if suffix and self.extensions and suffix not in self.extensions:
             return f"the key's extension {suffix!r} is not an image type"
@@ -183,7 +184,7 @@ class S3Ingestor:
         return ""
 
     def _collection(self, event: ObjectEvent) -> str:
-        mapping = self.settings.s3_collection_map
+        mapping = self.settings.s3.collection_map
         if event.configuration_id and event.configuration_id in mapping:
             return mapping[event.configuration_id]
-        return mapping.get(event.bucket, self.settings.s3_collection)
+        return mapping.get(event.bucket, self.settings.s3.collection)

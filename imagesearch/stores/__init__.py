@@ -7,15 +7,15 @@ from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, Store
 
 def open_store(settings: Settings) -> Store:
     """The store the settings select; each process opens its own."""
-    if settings.store == "embedded":
+    if settings.storage.backend == "embedded":
         from imagesearch.stores.embedded import EmbeddedStore
 
-        return EmbeddedStore(settings.store_path, settings.store_busy_timeout_seconds)
-    if settings.store == "opensearch":
+        return EmbeddedStore(settings.store_path, settings.storage.busy_timeout_seconds)
+    if settings.storage.backend == "opensearch":
         from imagesearch.stores.opensearch import OpenSearchStore
 
         return OpenSearchStore.from_settings(settings)
-    raise ConfigurationError(f"unknown store {settings.store!r}")
+    raise ConfigurationError(f"unknown store {settings.storage.backend!r}")
 
 
 __all__ = ["CaptionUpdate", "ImageVectorUpdate", "Store", "open_store"]

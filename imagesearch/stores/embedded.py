@@ -13,9 +13,10 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from imagesearch.memtrim import release_freed_memory
 from imagesearch.records import ImageRecord, VectorField
 from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate, StoreUnavailable
 from imagesearch.stores.vector_table import VectorTable
+from imagesearch.vocab import CaptionStatus, Status
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -138,8 +140,8 @@ class EmbeddedStore:
             db.execute(
                 f"INSERT OR REPLACE INTO images ({', '.join(_RECORD_COLUMNS)}, seq) "
                 f"VALUES ({', '.join('?' * len(_RECORD_COLUMNS))}, ?)",
-                (record.id, record.tenant, record.collection, "queued", record.source, record.blob_key,
-                 record.content_hash, record.external_id, json.dumps(record.tags), None, None, "pending",
+                (record.id, record.tenant, record.collection, Status.QUEUED, record.source, record.blob_key,
+                 record.content_hash, record.external_id, json.dumps(record.tags), None, None, CaptionStatus.PENDING,
                  None, None, None, None, None, None, record.created_at, now, seq),
             )
 
@@ -170,24 +172,25 @@ class EmbeddedStore:
         return _to_record(row)
 
     def set_image_vectors(self, updates: list[ImageVectorUpdate]) -> list[str]:
-        done: list[str] = []
-        if not updates:
-            return done
-        now = time.time()
-        with self._write() as db:
-            seq = self._next_seq(db)
-            for u in updates:
-                cur = db.execute(
-                    "UPDATE images SET status = 'indexed', error = NULL, image_vec = ?, image_model = ?, "
-                    "thumb_key = ?, width = ?, height = ?, updated_at = ?, seq = ? "
-                    "WHERE id = ? AND content_hash = ?",
-                    (_blob(u.vector), u.model, u.thumb_key, u.width, u.height, now, seq, u.id, u.content_hash),
-                )
-                if cur.rowcount:
-                    done.append(u.id)
-        return done
+        return self._update_versions(
+            "UPDATE images SET status = 'indexed', error = NULL, image_vec = ?, image_model = ?, thumb_key = ?, "
+            "width = ?, height = ?, updated_at = ?, seq = ? WHERE id = ? AND content_hash = ?",
+            updates, lambda u: (_blob(u.vector), u.model, u.thumb_key, u.width, u.height))
 
     def set_captions(self, updates: list[CaptionUpdate]) -> list[str]:
+        def index_caption(db: sqlite3.Connection, u: CaptionUpdate) -> None:
+            db.execute("DELETE FROM captions_fts WHERE id = ?", (u.id,))
+            db.execute("INSERT INTO captions_fts(id, caption) VALUES (?, ?)", (u.id, u.caption))
+
+        return self._update_versions(
+            "UPDATE images SET caption = ?, caption_status = 'done', caption_vec = ?, caption_model = ?, "
+            "text_model = ?, updated_at = ?, seq = ? WHERE id = ? AND content_hash = ?",
+            updates, lambda u: (u.caption, _blob(u.vector), u.caption_model, u.text_model), index_caption)
+
+    def _update_versions(self, sql: str, updates: list, values: Callable[[Any], tuple],
+                         after: Callable[[sqlite3.Connection, Any], None] | None = None) -> list[str]:
+        """Run ``sql`` for each update whose record still has the content hash it was computed for
+        (``values`` + updated_at, seq, id, content_hash), in one write; returns the ids written."""
         done: list[str] = []
         if not updates:
             return done
@@ -195,14 +198,9 @@ class EmbeddedStore:
         with self._write() as db:
             seq = self._next_seq(db)
             for u in updates:
-                cur = db.execute(
-                    "UPDATE images SET caption = ?, caption_status = 'done', caption_vec = ?, caption_model = ?, "
-                    "text_model = ?, updated_at = ?, seq = ? WHERE id = ? AND content_hash = ?",
-                    (u.caption, _blob(u.vector), u.caption_model, u.text_model, now, seq, u.id, u.content_hash),
-                )
-                if cur.rowcount:
-                    db.execute("DELETE FROM captions_fts WHERE id = ?", (u.id,))
-                    db.execute("INSERT INTO captions_fts(id, caption) VALUES (?, ?)", (u.id, u.caption))
+                if db.execute(sql, (*values(u), now, seq, u.id, u.content_hash)).rowcount:
+                    if after is not None:
+                        after(db, u)
                     done.append(u.id)
         return done
 
@@ -218,7 +216,7 @@ class EmbeddedStore:
 
     def counts(self) -> dict[str, int]:
         rows = self._conn().execute("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall()
-        out = {"queued": 0, "indexed": 0, "failed": 0}
+        out = {str(status): 0 for status in Status}
         out.update({status: n for status, n in rows})
         pending = self._conn().execute(
             "SELECT COUNT(*) FROM images WHERE status = 'indexed' AND caption_status = 'pending'").fetchone()[0]
@@ -252,7 +250,7 @@ class EmbeddedStore:
     # -- search --------------------------------------------------------------------------------
 
     def vector(self, image_id: str, field: VectorField) -> tuple[np.ndarray, str] | None:
-        column, model = ("image_vec", "image_model") if field == "image" else ("caption_vec", "text_model")
+        column, model = ("image_vec", "image_model") if field == VectorField.IMAGE else ("caption_vec", "text_model")
         row = self._conn().execute(f"SELECT {column}, {model} FROM images WHERE id = ?", (image_id,)).fetchone()
         if row is None or row[0] is None:
             return None
@@ -305,9 +303,10 @@ class EmbeddedStore:
             for image_id, tenant, collection, status, image_model, image_vec, text_model, caption_vec in rows:
                 applied += 1
                 self._drop(image_id)
-                if status != "indexed":
+                if status != Status.INDEXED:
                     continue
-                for field, model, blob in (("image", image_model, image_vec), ("caption", text_model, caption_vec)):
+                for field, model, blob in ((VectorField.IMAGE, image_model, image_vec),
+                                           (VectorField.CAPTION, text_model, caption_vec)):
                     if blob is not None and model:
                         vector = np.frombuffer(blob, dtype=np.float32)
                         key = (field, model)
@@ -323,7 +322,7 @@ class EmbeddedStore:
             release_freed_memory()  # the rows' blobs churned through the heap: 25 MiB per 100,000 kept
 
     def _drop(self, image_id: str) -> None:
-        for field in ("image", "caption"):
+        for field in VectorField:
             key = self._where.pop(f"{field}:{image_id}", None)
             if key is not None:
                 self._tables[key].remove(image_id)

@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT, child_env
+from tests.support.paths import ROOT
+from tests.support.processes import child_env
 
 
 def test_eval_on_a_small_procedural_set(redis_client, data_dir, tmp_path):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from imagesearch.blobs import LocalBlobStore, original_key
 from imagesearch.config import Settings
+from imagesearch.dev.procs import wait_until
 from imagesearch.records import ImageRecord, content_hash
 from imagesearch.stores.embedded import EmbeddedStore
-from tests.conftest import jpeg, start_worker, wait_until
 from tests.support.broker import enqueue_embed
 from tests.support.hostile import corpus
+from tests.support.images import jpeg
+from tests.support.processes import start_worker
 
 
 def test_hostile_corpus_in_a_batch_of_good_images(redis_client, data_dir):

@@ -6,7 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.conftest import jpeg, start_api, start_worker, wait_until
+from imagesearch.dev.procs import wait_until
+from tests.support.images import jpeg
+from tests.support.processes import start_api, start_worker
 
 
 def test_two_workers_two_apis_one_store(redis_client, data_dir):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import requests
 
-from tests.conftest import jpeg, start_api, start_worker, wait_until
+from imagesearch.dev.procs import wait_until
+from tests.support.images import jpeg
+from tests.support.processes import start_api, start_worker
 
 
 def _upload(base: str, data: bytes, **fields) -> str:

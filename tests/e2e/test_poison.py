@@ -13,10 +13,12 @@ from PIL import Image
 from imagesearch import ingest
 from imagesearch.blobs import LocalBlobStore
 from imagesearch.config import Settings
+from imagesearch.dev.procs import wait_until
 from imagesearch.stores.embedded import EmbeddedStore
-from tests.conftest import ROOT, child_env, jpeg, start_worker, wait_until
-from tests.support.broker import enqueue_embed
 from tests.support.crash_hook import MARKER
+from tests.support.images import jpeg
+from tests.support.paths import ROOT
+from tests.support.processes import child_env, start_worker
 
 
 def _poison_jpeg() -> bytes:
@@ -33,7 +35,9 @@ def _cli(data_dir, *args: str) -> str:
     return result.stdout
 
 
-def test_poison_image_is_dead_lettered_and_its_batch_survives(redis_client, data_dir):
+def test_poison_image_is_dead_lettered_and_its_batch_survives(broker, data_dir):
+    # Its own Redis and namespace (tests/e2e/conftest.py): the worker it starts, the CLI it runs
+    # and the dead letters they share stay out of every other test's way.
     settings = Settings(data_dir=data_dir)
     store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
 
@@ -44,7 +48,7 @@ def test_poison_image_is_dead_lettered_and_its_batch_survives(redis_client, data
     good = [add(jpeg((i * 30, 90, 160))) for i in range(5)]
     poison = add(_poison_jpeg())
     for image_id in good[:2] + [poison] + good[2:]:  # one batch: the poison sits in the middle
-        enqueue_embed(image_id)
+        broker.enqueue_embed(image_id)
     worker = start_worker(data_dir, "worker", extra_args=("-I", "tests.support.crash_hook"),
                           IMAGESEARCH_BATCH_FLUSH_SECONDS="1")
     try:

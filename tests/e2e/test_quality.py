@@ -15,7 +15,7 @@ import pytest
 from imagesearch.dev import evaluate, procs, world
 from imagesearch.dev.client import ApiClient
 from imagesearch.dev.demo import DEMO_MODELS
-from tests.conftest import child_env
+from tests.support.processes import child_env
 
 HELDOUT_SEED = 2
 N_IMAGES = 100

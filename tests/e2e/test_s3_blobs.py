@@ -7,7 +7,9 @@ import uuid
 import boto3
 import requests
 
-from tests.conftest import jpeg, start_api, start_worker, wait_until
+from imagesearch.dev.procs import wait_until
+from tests.support.images import jpeg
+from tests.support.processes import start_api, start_worker
 
 
 def test_upload_index_and_delete_with_s3_blob_storage(redis_client, data_dir, aws_env):

@@ -14,9 +14,11 @@ import boto3
 import pytest
 import requests
 
+from imagesearch.dev.procs import ManagedProcess, wait_until
 from imagesearch.records import source_id
 from imagesearch.s3.ingest import ApplyResult
-from tests.conftest import ManagedProcess, child_env, jpeg, start_api, start_worker, wait_until
+from tests.support.images import jpeg
+from tests.support.processes import child_env, start_api, start_worker
 
 WAIT = 120
 

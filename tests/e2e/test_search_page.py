@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from imagesearch.dev import world
-from tests.conftest import ROOT, start_api, start_worker
+from tests.support.paths import ROOT
+from tests.support.processes import start_api, start_worker
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "docs" / "screenshot-search-page.png"

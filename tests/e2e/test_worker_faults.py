@@ -1,4 +1,10 @@
-"""The worker under faults: transient storage errors are retried, duplicates converge, deletes win."""
+"""The worker under faults: transient storage errors are retried, duplicates converge, deletes win.
+
+Every test here has its own Redis server and namespace (the ``broker`` fixtures of
+tests/e2e/conftest.py), and the processes it started are closed after it even when it fails: a
+killed worker's unacknowledged messages, or another test run flushing the shared db, never reach
+another test.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,13 @@ import shutil
 from imagesearch import ingest
 from imagesearch.blobs import LocalBlobStore
 from imagesearch.config import Settings
+from imagesearch.dev.procs import wait_until
 from imagesearch.stores.embedded import EmbeddedStore
-from tests.conftest import jpeg, start_worker, wait_until
-from tests.support.broker import enqueue_embed
+from tests.support.images import jpeg
+from tests.support.processes import start_worker
 
 
-def test_transient_blob_error_is_retried_then_indexed(redis_client, data_dir):
+def test_transient_blob_error_is_retried_then_indexed(broker, data_dir):
     settings = Settings(data_dir=data_dir)
     store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
     record = ingest.accept(ingest.Upload(jpeg()), settings=settings, store=store, blobs=blobs, enqueue=lambda _: None)
@@ -23,7 +30,7 @@ def test_transient_blob_error_is_retried_then_indexed(redis_client, data_dir):
     original.mkdir()
     worker = start_worker(data_dir, "worker", IMAGESEARCH_RETRY_BACKOFF_SECONDS="1")
     try:
-        enqueue_embed(record.id)
+        broker.enqueue_embed(record.id)
         worker.wait_for_output("1 retried", 60)
         assert store.get(record.id).status == "queued"  # not failed: the error was transient
         shutil.rmtree(original)
@@ -34,7 +41,7 @@ def test_transient_blob_error_is_retried_then_indexed(redis_client, data_dir):
         worker.close()
 
 
-def test_duplicate_deliveries_converge_and_deleted_images_are_skipped(redis_client, data_dir):
+def test_duplicate_deliveries_converge_and_deleted_images_are_skipped(broker, data_dir):
     settings = Settings(data_dir=data_dir)
     store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
     kept = ingest.accept(ingest.Upload(jpeg((1, 2, 3))), settings=settings, store=store, blobs=blobs,
@@ -43,8 +50,8 @@ def test_duplicate_deliveries_converge_and_deleted_images_are_skipped(redis_clie
                          enqueue=lambda _: None)
     assert ingest.remove(gone.id, store=store, blobs=blobs)
     for _ in range(3):
-        enqueue_embed(kept.id)
-    enqueue_embed(gone.id)
+        broker.enqueue_embed(kept.id)
+    broker.enqueue_embed(gone.id)
     worker = start_worker(data_dir, "worker")
     try:
         wait_until(lambda: (r := store.get(kept.id)) and r.caption_status == "done", 60, what="captioned")
@@ -56,7 +63,7 @@ def test_duplicate_deliveries_converge_and_deleted_images_are_skipped(redis_clie
         worker.close()
 
 
-def test_sigkill_of_the_whole_worker_mid_batch_loses_nothing(redis_client, data_dir):
+def test_sigkill_of_the_whole_worker_mid_batch_loses_nothing(broker, data_dir):
     """Kill the worker (parent and child) while it holds unacknowledged messages; a new worker gets
     them back once the visibility timeout passes, and every image ends indexed, once."""
     from imagesearch.stores.base import Filters
@@ -66,7 +73,7 @@ def test_sigkill_of_the_whole_worker_mid_batch_loses_nothing(redis_client, data_
     ids = [ingest.accept(ingest.Upload(jpeg((i * 7 % 256, 40, 90), size=(640, 480))), settings=settings, store=store,
                          blobs=blobs, enqueue=lambda _: None).id for i in range(80)]
     for image_id in ids:
-        enqueue_embed(image_id)
+        broker.enqueue_embed(image_id)
     fast = {"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS": "8", "IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS": "2",
             "IMAGESEARCH_MAX_BATCH_SECONDS": "5", "IMAGESEARCH_EMBED_FLUSH_EVERY": "8",
             "IMAGESEARCH_EMBED_BATCH_SIZE": "4"}
@@ -88,7 +95,7 @@ def test_sigkill_of_the_whole_worker_mid_batch_loses_nothing(redis_client, data_
         second.close()
 
 
-def test_worker_refuses_an_unsafe_visibility_timeout(redis_client, data_dir):
+def test_worker_refuses_an_unsafe_visibility_timeout(broker, data_dir):
     """Redis would redeliver tasks still inside their retry window: the worker must not start."""
     import pytest
 
@@ -97,7 +104,7 @@ def test_worker_refuses_an_unsafe_visibility_timeout(redis_client, data_dir):
                      IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS="300")
 
 
-def test_store_locked_for_a_while_then_tasks_retry_and_complete(redis_client, data_dir):
+def test_store_locked_for_a_while_then_tasks_retry_and_complete(broker, data_dir):
     """Another process holds the store's write lock past the busy timeout: the worker sees a
     transient error, retries with backoff, and finishes once the lock is gone."""
     import sqlite3
@@ -113,7 +120,7 @@ def test_store_locked_for_a_while_then_tasks_retry_and_complete(redis_client, da
     try:
         locker.execute("BEGIN EXCLUSIVE")
         for image_id in ids:
-            enqueue_embed(image_id)
+            broker.enqueue_embed(image_id)
         worker.wait_for_output("retried", 60)
         time.sleep(2)
         assert all(r.status == "queued" for r in store.get_many(ids).values())
@@ -124,87 +131,50 @@ def test_store_locked_for_a_while_then_tasks_retry_and_complete(redis_client, da
         worker.close()
 
 
-def _redis_server(tmp_path) -> tuple[list[str], str]:
-    """Command line and URL of a private Redis (AOF, fsync always) on a free port."""
-    from imagesearch.dev import procs
-
-    port = procs.free_port()
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    return (["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""], f"redis://127.0.0.1:{port}/0")
-
-
-def _start_redis(args: list[str]):
-    import subprocess
-
-    server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    port = args[args.index("--port") + 1]
-    wait_until(lambda: subprocess.run(["redis-cli", "-p", port, "ping"], capture_output=True,
-                                      text=True).stdout.strip() == "PONG", 30, what="redis up")
-    return server
-
-
-def test_records_whose_message_was_lost_are_sent_again(data_dir, tmp_path):
+def test_records_whose_message_was_lost_are_sent_again(broker, data_dir):
     """Accepted records whose messages never reached the queue are found and embedded once it is empty.
 
-    A private Redis: unacknowledged messages that earlier tests' killed workers left in the shared
+    Its own Redis matters here too: unacknowledged messages that a killed worker left in a shared
     one would (rightly) hold the re-sending back until Redis redelivers them.
     """
-    args, redis_url = _redis_server(tmp_path)
-    server = _start_redis(args)
     settings = Settings(data_dir=data_dir)
     store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
     lost = [ingest.accept(ingest.Upload(jpeg((i * 40, 7, 7))), settings=settings, store=store, blobs=blobs,
                           enqueue=lambda _: None).id for i in range(3)]
-    worker = start_worker(data_dir, "worker", queues=("embed",), IMAGESEARCH_REDIS_URL=redis_url,
-                          IMAGESEARCH_REQUEUE_STALE_AFTER_SECONDS="3")
+    worker = start_worker(data_dir, "worker", queues=("embed",), IMAGESEARCH_REQUEUE_STALE_AFTER_SECONDS="3")
     try:
         wait_until(lambda: all(r.status == "indexed" for r in store.get_many(lost).values()), 90,
                    what="lost records indexed")
         assert worker.output().count("re-sent 3 record(s)") == 1  # once, not on every sweep
     finally:
         worker.close()
-        server.kill()
-        server.wait(10)
 
 
-def test_redis_restart_during_ingestion_loses_nothing(data_dir, tmp_path):
-    """A private Redis with AOF (fsync always) is killed and restarted while the worker holds messages."""
-    args, redis_url = _redis_server(tmp_path)
+def test_redis_restart_during_ingestion_loses_nothing(durable_broker, data_dir):
+    """Redis (AOF, fsync always) is killed and restarted while the worker holds messages."""
     # Redis delivery is a pop then a separate write of the unacknowledged copy: a kill between the
     # two loses that message, and the record it was for is re-sent once the queue is empty.
-    env = {"IMAGESEARCH_REDIS_URL": redis_url, "IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS": "8",
-           "IMAGESEARCH_REQUEUE_STALE_AFTER_SECONDS": "20",
+    env = {"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS": "8", "IMAGESEARCH_REQUEUE_STALE_AFTER_SECONDS": "20",
            "IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS": "2", "IMAGESEARCH_MAX_BATCH_SECONDS": "5",
            "IMAGESEARCH_EMBED_FLUSH_EVERY": "8", "IMAGESEARCH_EMBED_BATCH_SIZE": "4"}
-    server = _start_redis(args)
     settings = Settings(data_dir=data_dir)
     store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
-    from celery import Celery
-
-    producer = Celery(broker=redis_url)
     ids = [ingest.accept(ingest.Upload(jpeg((i * 5 % 256, 9, 99), size=(640, 480))), settings=settings, store=store,
                          blobs=blobs, enqueue=lambda _: None).id for i in range(40)]
     for image_id in ids:
-        producer.send_task("imagesearch.embed", args=(image_id,), queue=f"{_prefix()}embed")
+        durable_broker.enqueue_embed(image_id)
     worker = start_worker(data_dir, "worker", queues=("embed",), **env)
     try:
         worker.wait_for_output("embed batch:", 90)
-        server.kill()
-        server.wait(10)
-        server = _start_redis(args)
+        durable_broker.server.kill()
+        durable_broker.server.start()
         wait_until(lambda: store.counts()["indexed"] == 40, 180, 0.5, what="all 40 indexed after the restart")
         assert worker.popen.poll() is None
-        # The reconnected consumer armed the re-sending of lost messages again (its timer was cleared).
-        assert worker.output().count("re-sending records queued for over") == 2
+        # The consumer reconnected, and every consumer start (the first, and each after a broker
+        # reconnect, whose timer is cleared) armed the re-sending of lost messages again.
+        log = worker.output()
+        connects = log.count("Connected to redis://")
+        assert connects >= 2, "the worker never reconnected: the restart was not noticed"
+        assert log.count("re-sending records queued for over") == connects
     finally:
         worker.close()
-        server.kill()
-        server.wait(10)
-
-
-def _prefix() -> str:
-    import os
-
-    return os.environ["IMAGESEARCH_REDIS_NAMESPACE"]

@@ -9,19 +9,22 @@ import io
 
 import pytest
 
-from api import create_app
-from imagesearch.config import Settings
-from tests.conftest import jpeg
+from imagesearch.config import IngestSettings, Settings
+from tests.support.images import jpeg
 
 
 @pytest.fixture
-def settings(data_dir):
-    return Settings(data_dir=data_dir, max_upload_bytes=200_000)
+def app(make_app, redis_client):
+    return make_app(queue="celery", ingest=IngestSettings(max_upload_bytes=200_000))
 
 
 @pytest.fixture
-def client(settings, redis_client):
-    app = create_app(settings)
+def settings(app) -> Settings:
+    return app.extensions["imagesearch"].settings
+
+
+@pytest.fixture
+def client(app):
     return app.test_client()
 
 

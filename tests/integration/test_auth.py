@@ -9,30 +9,30 @@ import uuid
 
 import pytest
 
-from api import create_app
 from imagesearch.apikeys import KeyRing, hash_key
-from imagesearch.config import Settings
+from imagesearch.config import ApiSettings, RedisSettings, Settings
 from imagesearch.models import get_clip
 from imagesearch.pipeline import embed_batch
 from imagesearch.redis_state import connect
-from imagesearch.taskqueue import MemoryTaskQueue
-from tests.conftest import ROOT, child_env, jpeg
+from tests.support.images import jpeg
+from tests.support.paths import ROOT
+from tests.support.processes import child_env
 
 
 def _keyring(settings: Settings) -> KeyRing:
-    return KeyRing(connect(settings.redis_url), settings.keys)
+    return KeyRing(connect(settings.redis.url), settings.keys)
 
 
 @pytest.fixture
-def settings(data_dir, redis_client):
+def app(make_app, redis_client):
     # Its own queue prefix: its own keys and dead letters, whatever other tests leave in Redis.
-    return Settings(data_dir=data_dir, auth="keys", rate_limit_per_minute=1000,
-                    redis_namespace=f"auth-{uuid.uuid4().hex[:8]}-")
+    return make_app(api=ApiSettings(auth="keys", rate_limit_per_minute=1000),
+                    redis=RedisSettings(namespace=f"auth-{uuid.uuid4().hex[:8]}-"))
 
 
 @pytest.fixture
-def app(settings):
-    return create_app(settings, queue=MemoryTaskQueue())
+def settings(app) -> Settings:
+    return app.extensions["imagesearch"].settings
 
 
 @pytest.fixture
@@ -101,11 +101,11 @@ def test_scopes(app, keys):
     assert client.get("/v1/admin/dead-letters", headers=_auth(keys["admin"])).get_json() == {"dead_letters": []}
 
 
-def test_rate_limit_is_shared_across_app_instances(data_dir, redis_client):
-    settings = Settings(data_dir=data_dir, auth="keys", rate_limit_per_minute=5,
-                        redis_namespace="ratelimit-test-")
-    key = _keyring(settings).create("burst", "t")
-    first, second = (create_app(settings, queue=MemoryTaskQueue()).test_client() for _ in range(2))
+def test_rate_limit_is_shared_across_app_instances(make_app, data_dir, redis_client):
+    apps = [make_app(data_dir=data_dir, api=ApiSettings(auth="keys", rate_limit_per_minute=5),
+                     redis=RedisSettings(namespace="ratelimit-test-")) for _ in range(2)]
+    key = _keyring(apps[0].extensions["imagesearch"].settings).create("burst", "t")
+    first, second = (app.test_client() for app in apps)
     codes = [(first if i % 2 else second).get("/v1/images/nope", headers=_auth(key)).status_code for i in range(8)]
     assert codes.count(404) == 5 and codes[5:] == [429, 429, 429]
     limited = first.get("/v1/images/nope", headers=_auth(key))
@@ -116,9 +116,8 @@ def test_rate_limit_is_shared_across_app_instances(data_dir, redis_client):
     ("127.0.0.1", "auto", True), ("::1", "auto", True), ("localhost", "auto", True),
     ("0.0.0.0", "auto", False), (None, "auto", False), ("0.0.0.0", "open", True), ("127.0.0.1", "keys", False),
 ])
-def test_open_mode_only_on_loopback_by_default(data_dir, bind_host, auth, is_open):
-    settings = Settings(data_dir=data_dir, bind_host=bind_host, auth=auth)
-    client = create_app(settings, queue=MemoryTaskQueue()).test_client()
+def test_open_mode_only_on_loopback_by_default(make_app, data_dir, bind_host, auth, is_open):
+    client = make_app(data_dir=data_dir, api=ApiSettings(bind_host=bind_host, auth=auth)).test_client()
     status = client.get("/v1/images/nope").status_code
     assert status == (404 if is_open else 401)
 

@@ -10,7 +10,9 @@ from imagesearch import ingest
 from imagesearch.blobs import LocalBlobStore
 from imagesearch.config import Settings
 from imagesearch.stores.embedded import EmbeddedStore
-from tests.conftest import ROOT, child_env, jpeg
+from tests.support.images import jpeg
+from tests.support.paths import ROOT
+from tests.support.processes import child_env
 
 
 def _cli(data_dir, *args: str) -> subprocess.CompletedProcess:

@@ -6,18 +6,15 @@ from __future__ import annotations
 import pytest
 from openapi_spec_validator import validate
 
-from api import create_app
 from api.openapi import _openapi_path
-from imagesearch.config import Settings
-from imagesearch.taskqueue import MemoryTaskQueue
 from schemas.api import ErrorOut, SearchRequest, SearchResponse
 
 UNDOCUMENTED = ("/static", "/docs", "/openapi.json")
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    return create_app(Settings(data_dir=tmp_path_factory.mktemp("openapi")), queue=MemoryTaskQueue())
+def app(make_app):
+    return make_app()
 
 
 @pytest.fixture(scope="module")

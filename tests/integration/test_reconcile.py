@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from imagesearch.blobs import LocalBlobStore
-from imagesearch.config import Settings
+from imagesearch.config import RedisSettings, Settings
 from imagesearch.models import get_clip
 from imagesearch.pipeline import embed_batch
 from imagesearch.records import source_id
@@ -17,7 +17,7 @@ from imagesearch.s3 import reconcile
 from imagesearch.s3.backfill import run_backfill
 from imagesearch.s3.event_log import RedisEventLog
 from imagesearch.stores.embedded import EmbeddedStore
-from tests.conftest import jpeg
+from tests.support.images import jpeg
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def world(data_dir, aws_env, redis_client):
     bucket = f"rec-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=bucket)
-    settings = Settings(data_dir=data_dir, redis_namespace=f"rec-{uuid.uuid4().hex[:6]}-")
+    settings = Settings(data_dir=data_dir, redis=RedisSettings(namespace=f"rec-{uuid.uuid4().hex[:6]}-"))
     store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
     return bucket, s3, settings, store, blobs, RedisEventLog(redis_client, settings.keys)
 

@@ -10,10 +10,6 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from api import create_app
-from imagesearch.config import Settings
-from imagesearch.taskqueue import MemoryTaskQueue
-
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
@@ -31,9 +27,8 @@ search_bodies = st.fixed_dictionaries({}, optional={
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, redis_client):
-    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("props")), queue=MemoryTaskQueue())
-    return app.test_client()
+def client(make_app, redis_client):
+    return make_app().test_client()
 
 
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -21,7 +21,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from imagesearch.blobs import BlobMissing, BlobUnavailable, LocalBlobStore
-from imagesearch.config import Settings
+from imagesearch.config import IngestSettings, S3Settings, Settings
 from imagesearch.errors import TooLarge
 from imagesearch.imaging import InvalidImage
 from imagesearch.records import source_id
@@ -39,11 +39,13 @@ from imagesearch.s3.events import (
 )
 from imagesearch.s3.ingest import S3Ingestor, object_id
 from imagesearch.s3.sources import parse_s3_uri, read_original, s3_uri
-from imagesearch.stores.base import ImageVectorUpdate
 from imagesearch.stores.embedded import EmbeddedStore
 from imagesearch.taskqueue import MemoryTaskQueue, QueueUnavailable
 from imagesearch.vocab import Stage
-from tests.conftest import ROOT, child_env, jpeg
+from tests.support.factories import vector_update
+from tests.support.images import jpeg
+from tests.support.paths import ROOT
+from tests.support.processes import child_env
 
 SEQ = "0055AED6DCD90281E5"
 
@@ -269,7 +271,7 @@ def event_log(redis_client):
 
 @pytest.fixture
 def ingest_env(tmp_path, event_log):
-    settings = Settings(data_dir=tmp_path / "data", max_upload_bytes=10_000)
+    settings = Settings(data_dir=tmp_path / "data", ingest=IngestSettings(max_upload_bytes=10_000))
     store = EmbeddedStore(settings.store_path)
     sent: list[str] = []
     ingestor = S3Ingestor(settings=settings, store=store, blobs=LocalBlobStore(settings.blob_dir), enqueue=sent.append,
@@ -288,8 +290,7 @@ def _event(key="a.jpg", kind="created", sequencer=SEQ, etag="e1", version=None, 
 def _mark_indexed(store, image_id: str) -> None:
     record = store.get(image_id)
     vector = np.ones(4, dtype=np.float32) / 2
-    assert store.set_image_vectors([ImageVectorUpdate(id=image_id, content_hash=record.content_hash, vector=vector,
-                                                      model="m", thumb_key="t", width=1, height=1)])
+    assert store.set_image_vectors([vector_update(image_id, vector, content_hash=record.content_hash)])
 
 
 def test_created_event_writes_a_queued_record_and_enqueues(ingest_env):
@@ -407,8 +408,8 @@ def test_too_large_and_non_images_are_recorded_as_failed_with_the_reason(ingest_
 
 
 def test_bucket_allowlist_and_collection_mapping(tmp_path):
-    settings = Settings(data_dir=tmp_path, s3_bucket_allowlist="photos, shop", s3_collection="s3",
-                        s3_collection_map={"shop": "catalogue"})
+    settings = Settings(data_dir=tmp_path, s3=S3Settings(bucket_allowlist="photos, shop", collection="s3",
+                                                         collection_map={"shop": "catalogue"}))
     store = EmbeddedStore(settings.store_path)
     ingestor = S3Ingestor(settings=settings, store=store, blobs=LocalBlobStore(settings.blob_dir),
                           enqueue=lambda _id: None, event_log=MemoryEventLog())
@@ -465,13 +466,11 @@ def test_read_original_limits_and_errors(bucket, monkeypatch, tmp_path):
 # -- the webhook endpoint ----------------------------------------------------------------------------
 
 @pytest.fixture
-def webhook_app(tmp_path, event_log):
-    from api import create_app, events
+def webhook_app(make_app, event_log):
+    from api import events
 
-    queue = MemoryTaskQueue()
-    settings = Settings(data_dir=tmp_path / "data", s3_webhook_token="s3cret")
-    app = create_app(settings, queue=queue)
-    sent = queue.sent[Stage.EMBED]
+    app = make_app(s3=S3Settings(webhook_token="s3cret"))
+    sent = app.extensions["imagesearch"].queue.sent[Stage.EMBED]
     events.configure(app, event_log=event_log)
     return app.test_client(), sent
 
@@ -509,11 +508,8 @@ def test_webhook_bad_input_is_a_json_4xx(webhook_app, body):
     assert set(response.json["error"]) >= {"code", "message"}
 
 
-def test_webhook_is_off_without_a_token(tmp_path):
-    from api import create_app
-
-    app = create_app(Settings(data_dir=tmp_path), queue=MemoryTaskQueue())
-    response = app.test_client().post("/v1/events/s3", json=s3_event(s3_record("a.jpg")))
+def test_webhook_is_off_without_a_token(make_app):
+    response = make_app().test_client().post("/v1/events/s3", json=s3_event(s3_record("a.jpg")))
     assert response.status_code == 403 and response.json["error"]["code"] == "webhook_disabled"
 
 
@@ -623,8 +619,8 @@ def test_backfill_cli_reports_progress(bucket, tmp_path, aws_env):
     assert os.environ.get("IMAGESEARCH_REDIS_NAMESPACE")  # the messages went to this run's own queue
 
 
-def test_webhook_answers_503_when_the_broker_is_down_and_a_retry_sends_the_task(tmp_path, event_log):
-    from api import create_app, events
+def test_webhook_answers_503_when_the_broker_is_down_and_a_retry_sends_the_task(make_app, event_log):
+    from api import events
 
     broker_up = [False]
 
@@ -636,7 +632,7 @@ def test_webhook_answers_503_when_the_broker_is_down_and_a_retry_sends_the_task(
 
     queue = Queue()
     sent = queue.sent[Stage.EMBED]
-    app = create_app(Settings(data_dir=tmp_path / "data", s3_webhook_token="t"), queue=queue)
+    app = make_app(queue=queue, s3=S3Settings(webhook_token="t"))
     events.configure(app, event_log=event_log)
     client = app.test_client()
     body = s3_event(s3_record("retry me.jpg"))

@@ -16,11 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from imagesearch.config import Settings
+from imagesearch.config import EventSettings
 from imagesearch.records import source_id
 from imagesearch.s3.event_log import MemoryEventLog
 from imagesearch.s3.sns import SnsVerificationError, SnsVerifier, check_sns_url, string_to_sign
-from imagesearch.taskqueue import MemoryTaskQueue
 from imagesearch.vocab import Stage
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:image-events"
@@ -183,15 +182,13 @@ def test_unknown_signature_version_bad_base64_and_expired_certificates(signer):
 # -- the endpoint --------------------------------------------------------------------------------------
 
 @pytest.fixture
-def sns_app(tmp_path, signer):
-    from api import create_app, events
+def sns_app(make_app, signer):
+    from api import events
 
     _, pem = signer
-    queue = MemoryTaskQueue()
-    sent = queue.sent[Stage.EMBED]
     confirmed: list[str] = []
-    app = create_app(Settings(data_dir=tmp_path / "data", sns_topic_allowlist=f"{TOPIC}, arn:aws:sns:x:1:other"),
-                     queue=queue)
+    app = make_app(events=EventSettings(sns_topic_allowlist=f"{TOPIC}, arn:aws:sns:x:1:other"))
+    sent = app.extensions["imagesearch"].queue.sent[Stage.EMBED]
 
     def http_get(url: str) -> int:
         confirmed.append(url)

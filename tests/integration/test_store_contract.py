@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagesearch.config import Settings
+from imagesearch.config import OpenSearchSettings, Settings, StoreSettings
 from imagesearch.records import ImageRecord
-from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate, Store
+from imagesearch.stores.base import Filters, Store
 from imagesearch.stores.embedded import EmbeddedStore
+from tests.support.factories import caption_update, record, vector_update
 
 MODEL = "clip:contract/a"
 OTHER_MODEL = "clip:contract/b"
@@ -40,13 +41,15 @@ def _opensearch_store() -> Iterator[Store]:
     engine = os.environ.get("OPENSEARCH_ENGINE", "faiss")
     settings = Settings(
         _env_file=None,
-        store="opensearch",
-        opensearch_url=url,
-        opensearch_username=os.environ.get("OPENSEARCH_USERNAME") or None,
-        opensearch_password=os.environ.get("OPENSEARCH_PASSWORD") or None,
-        opensearch_aws_region=os.environ.get("OPENSEARCH_AWS_REGION") or None,
-        opensearch_verify_certs=os.environ.get("OPENSEARCH_VERIFY_CERTS", "true").lower() != "false",
-        opensearch_engine=engine,
+        storage=StoreSettings(backend="opensearch"),
+        opensearch=OpenSearchSettings(
+            url=url,
+            username=os.environ.get("OPENSEARCH_USERNAME") or None,
+            password=os.environ.get("OPENSEARCH_PASSWORD") or None,
+            aws_region=os.environ.get("OPENSEARCH_AWS_REGION") or None,
+            verify_certs=os.environ.get("OPENSEARCH_VERIFY_CERTS", "true").lower() != "false",
+            engine=engine,
+        ),
     )
     store = OpenSearchStore(
         build_client(settings),
@@ -77,18 +80,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def rec(
     image_id: str, content_hash: str = "h1", tenant: str = "t1", collection: str = "c1", **kwargs: object
 ) -> ImageRecord:
-    return ImageRecord(
-        id=image_id,
-        blob_key=f"originals/{image_id}",
-        content_hash=content_hash,
-        source=f"upload:{image_id}.jpg",
-        collection=collection,
-        tenant=tenant,
-        external_id=f"ext-{image_id}",
-        tags=["a", "b"],
-        created_at=1_700_000_000.5,
-        **kwargs,
-    )
+    """A record with every field set (blob ``originals/<id>``), as the tests below read them back."""
+    return record(image_id, content_hash=content_hash, source=f"upload:{image_id}.jpg", collection=collection,
+                  tenant=tenant, external_id=f"ext-{image_id}", tags=["a", "b"], created_at=1_700_000_000.5, **kwargs)
 
 
 def vec(*values: float) -> np.ndarray:
@@ -98,34 +92,14 @@ def vec(*values: float) -> np.ndarray:
 
 
 def index(store: Store, image_id: str, vector: np.ndarray, model: str = MODEL, content_hash: str = "h1") -> None:
-    assert store.set_image_vectors(
-        [
-            ImageVectorUpdate(
-                id=image_id,
-                content_hash=content_hash,
-                vector=vector,
-                model=model,
-                thumb_key=f"thumbs/{image_id}",
-                width=64,
-                height=48,
-            )
-        ]
-    ) == [image_id]
+    update = vector_update(image_id, vector, content_hash=content_hash, model=model, thumb_key=f"thumbs/{image_id}",
+                           width=64, height=48)
+    assert store.set_image_vectors([update]) == [image_id]
 
 
 def caption(store: Store, image_id: str, text: str, vector: np.ndarray, content_hash: str = "h1") -> None:
-    assert store.set_captions(
-        [
-            CaptionUpdate(
-                id=image_id,
-                content_hash=content_hash,
-                caption=text,
-                vector=vector,
-                caption_model="cap:v1",
-                text_model=MODEL,
-            )
-        ]
-    ) == [image_id]
+    update = caption_update(image_id, text, vector, content_hash=content_hash, caption_model="cap:v1", text_model=MODEL)
+    assert store.set_captions([update]) == [image_id]
 
 
 def ids(results: list[tuple[str, float]]) -> list[str]:
@@ -192,26 +166,8 @@ def test_set_captions(store: Store) -> None:
 
 def test_updates_only_touch_the_version_that_was_processed(store: Store) -> None:
     store.put(rec("a", content_hash="new"))
-    assert (
-        store.set_image_vectors(
-            [
-                ImageVectorUpdate(
-                    id="a", content_hash="old", vector=vec(1), model=MODEL, thumb_key="t", width=1, height=1
-                )
-            ]
-        )
-        == []
-    )
-    assert (
-        store.set_captions(
-            [
-                CaptionUpdate(
-                    id="a", content_hash="old", caption="stale", vector=vec(1), caption_model="cap", text_model=MODEL
-                )
-            ]
-        )
-        == []
-    )
+    assert store.set_image_vectors([vector_update("a", vec(1), content_hash="old", model=MODEL)]) == []
+    assert store.set_captions([caption_update("a", "stale", vec(1), content_hash="old", text_model=MODEL)]) == []
     store.set_failed("a", "old", "embed", "stale failure")
     got = store.get("a")
     assert (got.status, got.caption, got.error) == ("queued", None, None)
@@ -223,22 +179,8 @@ def test_deleted_records_are_never_resurrected(store: Store) -> None:
     removed = store.delete("a")
     assert removed is not None and removed.id == "a" and removed.blob_key == "originals/a"
     assert store.delete("a") is None
-    assert (
-        store.set_image_vectors(
-            [ImageVectorUpdate(id="a", content_hash="h1", vector=vec(1), model=MODEL, thumb_key="t", width=1, height=1)]
-        )
-        == []
-    )
-    assert (
-        store.set_captions(
-            [
-                CaptionUpdate(
-                    id="a", content_hash="h1", caption="x", vector=vec(1), caption_model="cap", text_model=MODEL
-                )
-            ]
-        )
-        == []
-    )
+    assert store.set_image_vectors([vector_update("a", vec(1), content_hash="h1", model=MODEL)]) == []
+    assert store.set_captions([caption_update("a", "x", vec(1), content_hash="h1", text_model=MODEL)]) == []
     store.set_failed("a", "h1", "embed", "late")
     assert store.get("a") is None
     assert store.knn("image", vec(1), 5, MODEL, Filters()) == []

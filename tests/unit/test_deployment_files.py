@@ -12,9 +12,9 @@ import subprocess
 import pytest
 import yaml
 
-from imagesearch.config import Settings
+from imagesearch.config import IngestSettings, Settings
 from imagesearch.dev.procs import imagesearch_command
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 PROCESS_COMMANDS = {"serve", "worker", "s3-listener"}
 
@@ -86,13 +86,13 @@ def test_compose_environment_reads_as_unset_where_it_is_empty(compose, monkeypat
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         settings = Settings(_env_file=None)
-        assert settings.clip_model_dir is None and settings.captioner_dir is None, name
-        assert settings.redis_url == "redis://redis:6379/0" and settings.store == "opensearch", name
+        assert settings.models.clip_model_dir is None and settings.models.captioner_dir is None, name
+        assert settings.redis.url == "redis://redis:6379/0" and settings.storage.backend == "opensearch", name
 
 
 def test_an_empty_variable_means_unset(monkeypatch):
     monkeypatch.setenv("IMAGESEARCH_CLIP_MODEL_DIR", "")
     monkeypatch.setenv("IMAGESEARCH_DECODE_MIN_SIDE", "")
     settings = Settings(_env_file=None)
-    assert settings.clip_model_dir is None and settings.decode_min_side == Settings.model_fields[
+    assert settings.models.clip_model_dir is None and settings.ingest.decode_min_side == IngestSettings.model_fields[
         "decode_min_side"].default

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from imagesearch.redis_state import Keyspace
-from imagesearch.taskqueue import MemoryTaskQueue
-from tests.conftest import ROOT
+from tests.support.images import jpeg
+from tests.support.paths import ROOT
 
 OBSERVE = """
 from imagesearch import metrics
@@ -112,12 +112,8 @@ def test_broker_down_is_a_metric_not_a_failed_scrape(tmp_path):
     assert "imagesearch_queue_depth" not in collected
 
 
-def test_api_serves_metrics_and_counts_uploads_and_searches(data_dir, redis_client):
-    from api import create_app
-    from imagesearch.config import Settings
-    from tests.conftest import jpeg
-
-    client = create_app(Settings(data_dir=data_dir), queue=MemoryTaskQueue()).test_client()
+def test_api_serves_metrics_and_counts_uploads_and_searches(make_app, data_dir, redis_client):
+    client = make_app(data_dir=data_dir).test_client()
 
     def scrape() -> dict:
         response = client.get("/metrics")
@@ -158,13 +154,10 @@ def test_json_log_lines_carry_bound_ids_and_extras():
     assert "task_ids" not in second and "ValueError: boom" in second["exc_info"]
 
 
-def test_api_logs_carry_the_request_and_image_ids(data_dir, redis_client):
-    from api import create_app
+def test_api_logs_carry_the_request_and_image_ids(make_app, data_dir, redis_client):
     from imagesearch import logging_setup
-    from imagesearch.config import Settings
-    from tests.conftest import jpeg
 
-    client = create_app(Settings(data_dir=data_dir), queue=MemoryTaskQueue()).test_client()
+    client = make_app(data_dir=data_dir).test_client()
     stream = io.StringIO()
     handler = logging_setup.configure(stream=stream)  # replaces the app's handler for this test
     try:

@@ -13,7 +13,7 @@ from imagesearch.models.clip import ClipSpec, load_clip
 from imagesearch.pipeline import caption_batch, embed_batch
 from imagesearch.stores.base import Filters
 from imagesearch.stores.embedded import EmbeddedStore
-from tests.conftest import jpeg
+from tests.support.images import jpeg
 
 
 class IndexedEmbedded:

@@ -6,29 +6,16 @@ import time
 
 import numpy as np
 
-from imagesearch.records import ImageRecord
 from imagesearch.requeue import requeue_stale
-from imagesearch.stores.base import ImageVectorUpdate
 from imagesearch.stores.embedded import EmbeddedStore
+from tests.support.factories import record, vector_update
 
 
 def test_only_queued_records_older_than_the_age_are_sent_again(tmp_path):
     store = EmbeddedStore(tmp_path / "s.sqlite3")
     for image_id in ("lost", "done", "broken"):
-        store.put(ImageRecord(id=image_id, blob_key=f"k/{image_id}", content_hash="h"))
-    store.set_image_vectors(
-        [
-            ImageVectorUpdate(
-                id="done",
-                content_hash="h",
-                vector=np.ones(4, np.float32) / 2,
-                model="m",
-                thumb_key="t",
-                width=1,
-                height=1,
-            )
-        ]
-    )
+        store.put(record(image_id))
+    store.set_image_vectors([vector_update("done", np.ones(4, np.float32) / 2)])
     store.set_failed("broken", "h", "embed", "not an image")
     sent: list[str] = []
 

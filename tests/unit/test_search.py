@@ -7,10 +7,10 @@ from PIL import Image
 
 from imagesearch.config import Settings
 from imagesearch.models import get_clip
-from imagesearch.records import ImageRecord
 from imagesearch.search import Query, QueryError, SearchService, rrf
-from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate
 from imagesearch.stores.embedded import EmbeddedStore
+from tests.support.factories import caption_update, record, vector_update
+from tests.support.images import jpeg
 
 
 def test_rrf_rewards_agreement_between_lists():
@@ -26,28 +26,11 @@ def service(tmp_path):
     store = EmbeddedStore(tmp_path / "s.sqlite3")
     colours = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}
     for name, rgb in colours.items():
-        store.put(ImageRecord(id=name, blob_key="k", content_hash="h", collection="c1" if name != "blue" else "c2"))
+        store.put(record(name, collection="c1" if name != "blue" else "c2"))
         vector = clip.encode_images([Image.new("RGB", (64, 64), rgb)])[0]
-        store.set_image_vectors(
-            [
-                ImageVectorUpdate(
-                    id=name, content_hash="h", vector=vector, model=clip.identity, thumb_key="t", width=64, height=64
-                )
-            ]
-        )
+        store.set_image_vectors([vector_update(name, vector, model=clip.identity, width=64, height=64)])
         caption = f"a {name} picture"
-        store.set_captions(
-            [
-                CaptionUpdate(
-                    id=name,
-                    content_hash="h",
-                    caption=caption,
-                    vector=clip.encode_texts([caption])[0],
-                    caption_model="cap",
-                    text_model=clip.identity,
-                )
-            ]
-        )
+        store.set_captions([caption_update(name, caption, clip.encode_texts([caption])[0], text_model=clip.identity)])
     return SearchService(settings, store, clip)
 
 
@@ -78,7 +61,6 @@ def test_caption_stage_sees_the_whole_thumbnail(tmp_path):
     from imagesearch.blobs import LocalBlobStore
     from imagesearch.models import get_captioner
     from imagesearch.pipeline import caption_batch, embed_batch
-    from tests.conftest import jpeg
 
     settings = Settings(data_dir=tmp_path)
     store, blobs = EmbeddedStore(tmp_path / "s.sqlite3"), LocalBlobStore(settings.blob_dir)
@@ -100,4 +82,4 @@ def test_caption_stage_sees_the_whole_thumbnail(tmp_path):
         [record.id], settings=settings, store=store, blobs=blobs, captioner=Recording(), clip=get_clip(settings)
     )
     assert outcome.done == [record.id]
-    assert seen == [(settings.thumbnail_size, settings.thumbnail_size * 3 // 4)]
+    assert seen == [(settings.ingest.thumbnail_size, settings.ingest.thumbnail_size * 3 // 4)]

@@ -10,7 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagesearch.config import Settings
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 _spec = importlib.util.spec_from_file_location("settings_table", ROOT / "scripts" / "settings_table.py")
 settings_table = importlib.util.module_from_spec(_spec)
@@ -28,7 +28,9 @@ def test_readme_table_matches_the_settings_class():
 
 def test_every_setting_is_in_the_table_and_documented():
     rows = {row["name"]: row for row in settings_table.rows()}
-    assert list(rows) == list(Settings.model_fields)
+    expected = [name for name in Settings.model_fields if name not in Settings.GROUPS]
+    expected += [f"{group}.{name}" for group, cls in Settings.GROUPS.items() for name in cls.model_fields]
+    assert sorted(rows) == sorted(expected)
     undocumented = sorted(name for name, row in rows.items() if not row["description"])
     assert not undocumented, (f"settings without a description: {undocumented}; add Field(description=...) to "
                               f"the field in imagesearch/config.py, then {FIX}")
@@ -36,8 +38,9 @@ def test_every_setting_is_in_the_table_and_documented():
 
 
 def test_the_description_is_the_fields_own():
-    for name, field in Settings.model_fields.items():
-        assert field.description, name
+    for cls in (Settings, *Settings.GROUPS.values()):
+        for name, field in cls.model_fields.items():
+            assert field.description or name in Settings.GROUPS, (cls.__name__, name)
     assert not hasattr(settings_table, "DESCRIPTIONS")  # no second source of wording
 
 
@@ -63,7 +66,7 @@ def test_rendering_of_types_defaults_and_descriptions():
     assert rows["flag"]["default"] == "`false`" and rows["flag"]["description"] == ""
     assert settings_table.undocumented(Fake) == ["flag"]
     block = settings_table.render(Fake)
-    assert "| `APP_MODE` | `a` \\| `b` | `a` |" in block  # pipes escaped inside the table
+    assert "| `APP_MODE` | `mode` | `a` \\| `b` | `a` |" in block  # pipes escaped inside the table
 
 
 def test_check_and_write_name_a_setting_without_description(tmp_path, monkeypatch, capsys):

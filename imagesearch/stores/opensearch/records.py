@@ -26,42 +26,25 @@ _VECTOR_SOURCE = list(VECTOR_FIELDS.values())
 _MGET_CHUNK = 500
 
 # Painless scripts: constant sources (compiled once and cached by OpenSearch), values as params.
-IMAGE_SCRIPT = f"""\
-if (ctx._source.content_hash == params.content_hash) {{
-  ctx._source.status = '{Status.INDEXED}';
-  ctx._source.error = null;
-  ctx._source.image_vector = params.vector;
-  ctx._source.image_model = params.model;
-  ctx._source.thumb_key = params.thumb_key;
-  ctx._source.width = params.width;
-  ctx._source.height = params.height;
-  ctx._source.updated_at = params.now;
-}} else {{
-  ctx.op = 'noop';
-}}"""
 
-CAPTION_SCRIPT = f"""\
-if (ctx._source.content_hash == params.content_hash) {{
-  ctx._source.caption = params.caption;
-  ctx._source.caption_status = '{CaptionStatus.DONE}';
-  ctx._source.caption_vector = params.vector;
-  ctx._source.caption_model = params.caption_model;
-  ctx._source.text_model = params.text_model;
-  ctx._source.updated_at = params.now;
-}} else {{
-  ctx.op = 'noop';
-}}"""
 
+def _if_same_version(*assignments: str) -> str:
+    """Apply the assignments only to the version of the image the update was computed for."""
+    body = "".join(f"  ctx._source{a};\n" for a in assignments)
+    return f"if (ctx._source.content_hash == params.content_hash) {{\n{body}}} else {{\n  ctx.op = 'noop';\n}}"
+
+
+IMAGE_SCRIPT = _if_same_version(
+    f".status = '{Status.INDEXED}'", ".error = null", ".image_vector = params.vector", ".image_model = params.model",
+    ".thumb_key = params.thumb_key", ".width = params.width", ".height = params.height",
+    ".updated_at = params.now")
+CAPTION_SCRIPT = _if_same_version(
+    ".caption = params.caption", f".caption_status = '{CaptionStatus.DONE}'", ".caption_vector = params.vector",
+    ".caption_model = params.caption_model", ".text_model = params.text_model", ".updated_at = params.now")
 # One script for both stages: ``status_field`` names the field, and "failed" is the same word in
 # Status and CaptionStatus.
-FAILED_SCRIPT = f"""\
-if (ctx._source.content_hash == params.content_hash) {{
-  ctx._source[params.status_field] = '{Status.FAILED}';
-  ctx._source.error = params.error;
-  ctx._source.updated_at = params.now;
-}} else {{
-  ctx.op = 'noop';
-}}"""
+FAILED_SCRIPT = _if_same_version(f"[params.status_field] = '{Status.FAILED}'", ".error = params.error",
+                                 ".updated_at = params.now")
 
 # (image id, content hash, stage, error)
 Failure = tuple[str, str, str, str]

@@ -60,8 +60,8 @@ class OpenSearchStore(RecordOperations, SearchOperations):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenSearchStore:
-        return cls(build_client(settings), settings.opensearch_index_prefix, engine=settings.opensearch_engine,
-                   dim=settings.opensearch_dim)
+        return cls(build_client(settings), settings.opensearch.index_prefix, engine=settings.opensearch.engine,
+                   dim=settings.opensearch.dim)
 
     def for_index(self, index: str) -> OpenSearchStore:
         """The same store bound to one physical index (reads and writes), e.g. to fill a new

@@ -65,24 +65,24 @@ def build_client(settings: Settings) -> OpenSearch:
     """An opensearch-py client for the settings: basic auth, or SigV4 signing with boto3's
     credential chain (Amazon OpenSearch Service ``es``, or ``aoss``) when a region is set."""
     kwargs: dict[str, Any] = {
-        "hosts": [settings.opensearch_url],
-        "verify_certs": settings.opensearch_verify_certs,
+        "hosts": [settings.opensearch.url],
+        "verify_certs": settings.opensearch.verify_certs,
         # The store retries with backoff itself; the transport would retry at once, unpaced.
         "max_retries": 0,
         "retry_on_timeout": False,
         "timeout": 30,
     }
-    if settings.opensearch_aws_region:
+    if settings.opensearch.aws_region:
         import boto3
         from opensearchpy import Urllib3AWSV4SignerAuth
 
         credentials = boto3.Session().get_credentials()
         if credentials is None:
             raise ValueError("IMAGESEARCH_OPENSEARCH_AWS_REGION is set but boto3 found no AWS credentials")
-        kwargs["http_auth"] = Urllib3AWSV4SignerAuth(credentials, settings.opensearch_aws_region,
-                                                     settings.opensearch_aws_service)
-    elif settings.opensearch_username:
-        kwargs["http_auth"] = (settings.opensearch_username, settings.opensearch_password or "")
+        kwargs["http_auth"] = Urllib3AWSV4SignerAuth(credentials, settings.opensearch.aws_region,
+                                                     settings.opensearch.aws_service)
+    elif settings.opensearch.username:
+        kwargs["http_auth"] = (settings.opensearch.username, settings.opensearch.password or "")
     return OpenSearch(**kwargs)
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from imagesearch.dev import world
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "models" / "demo"
 REGRESSION = ROOT / "tests" / "data" / "demo_clip_text_vectors.json"
 

@@ -1,17 +1,17 @@
 """Request-contract tests of the OpenSearch store.
 
 The store runs with opensearch-py's real client, transport, serializer and bulk helpers against a
-fake OpenSearch: an HTTP server on 127.0.0.1 (``http.server`` in a thread) that records every
+fake OpenSearch (``tests/fakes/opensearch.py``): an HTTP server on 127.0.0.1 that records every
 request and answers with canned OpenSearch-format responses. The tests assert the exact requests
 (mappings, bulk bodies, queries, alias actions) and how the store reads the answers (partial
 bulk failures, 429/503 retries, score conversion).
 
 Every request the store sends in any test is also checked against the official OpenSearch API
-specification (``../shared/opensearch-api-spec``, see ``opensearch_spec.py``): the operation must
-exist, its query parameters and body must fit it (strictly: no unknown keys), every k-NN clause
-must be a valid ``KnnQuery``, every vector mapping a valid ``KnnVectorProperty``, every alias
-action a valid alias ``Action``, and every document and painless script must only use fields the
-store's own mapping defines. The specification's own k-NN, bulk and alias test stories are
+specification (``../shared/opensearch-api-spec``, see ``tests/fakes/opensearch_spec.py``): the
+operation must exist, its query parameters and body must fit it (strictly: no unknown keys), every
+k-NN clause must be a valid ``KnnQuery``, every vector mapping a valid ``KnnVectorProperty``, every
+alias action a valid alias ``Action``, and every document and painless script must only use fields
+the store's own mapping defines. The specification's own k-NN, bulk and alias test stories are
 replayed through the same validator. Those checks are skipped, with the reason shown, only when
 the specification folder is missing.
 """
@@ -21,21 +21,17 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 import pytest
 import yaml
 
-from imagesearch.config import Settings
+from imagesearch.config import OpenSearchSettings, Settings, StoreSettings
 from imagesearch.records import ImageRecord
 from imagesearch.stores import open_store
-from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate, StoreUnavailable
+from imagesearch.stores.base import Filters, StoreUnavailable
 from imagesearch.stores.opensearch import OpenSearchStore, StoreRejected, build_client
 from imagesearch.stores.opensearch.mapping import (
     TEMPLATE_PATH,
@@ -45,8 +41,9 @@ from imagesearch.stores.opensearch.mapping import (
     score_to_cosine,
 )
 from imagesearch.stores.opensearch.records import CAPTION_SCRIPT, FAILED_SCRIPT, IMAGE_SCRIPT
-
-from .opensearch_spec import SPEC_ROOT, OpenSearchSpec, SpecViolation, parse_ndjson
+from tests.fakes.opensearch import DROP, FakeOpenSearch, Request, Responder, Response, error_body
+from tests.fakes.opensearch_spec import SPEC_ROOT, OpenSearchSpec, SpecViolation
+from tests.support.factories import caption_update, vector_update
 
 MODEL = "clip:test/tiny"
 DIM = 4
@@ -65,139 +62,7 @@ KNN_VECTOR = {
 }
 
 
-# -- the fake OpenSearch ------------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    raw: bytes
-
-    @property
-    def body(self) -> Any:
-        if not self.raw:
-            return None
-        if self.path.endswith("/_bulk"):
-            return parse_ndjson(self.raw)
-        return json.loads(self.raw)
-
-    def pairs(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-        """A bulk body as (action, source) pairs."""
-        lines, out, i = self.body, [], 0
-        while i < len(lines):
-            (op,) = lines[i]
-            if op == "delete":
-                out.append((lines[i], None))
-                i += 1
-            else:
-                out.append((lines[i], lines[i + 1]))
-                i += 2
-        return out
-
-
-Response = tuple[int, Any]
-Responder = Callable[[Request], Response]
-DROP: Response = (0, None)  # close the connection without a response
-
-
-@dataclass
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    responses: list[Response | Responder]
-    calls: int = 0
-
-    def answer(self, request: Request) -> Response:
-        response = self.responses[min(self.calls, len(self.responses) - 1)]
-        self.calls += 1
-        return response(request) if callable(response) else response
-
-
-@dataclass
-class FakeOpenSearch:
-    requests: list[Request] = field(default_factory=list)
-    routes: list[Route] = field(default_factory=list)
-    unmatched: list[Request] = field(default_factory=list)
-    # Findings of the spec/mapping checks that a test provokes on purpose.
-    expected_problems: set[str] = field(default_factory=set)
-    responses: list[tuple[Request, int, Any]] = field(default_factory=list)
-
-    def on(self, method: str, path: str, *responses: Response | Responder) -> Route:
-        """Answer ``method path`` (a regex matched against the whole decoded path) with the
-        responses in turn, the last one repeating. Later routes win over earlier ones."""
-        route = Route(method, re.compile(path), list(responses))
-        self.routes.insert(0, route)
-        return route
-
-    def handle(self, request: Request) -> Response:
-        self.requests.append(request)
-        for route in self.routes:
-            if route.method == request.method and route.pattern.fullmatch(request.path):
-                status, body = route.answer(request)
-                self.responses.append((request, status, body))
-                return status, body
-        self.unmatched.append(request)
-        return 500, error_body("fake_unrouted_exception", f"no route for {request.method} {request.path}", 500)
-
-    def sent(self, method: str, path: str) -> list[Request]:
-        return [r for r in self.requests if r.method == method and re.fullmatch(path, r.path)]
-
-    def start(self) -> None:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _serve(self) -> None:
-                split = urlsplit(self.path)
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                request = Request(
-                    self.command,
-                    unquote(split.path),
-                    dict(parse_qsl(split.query)),
-                    {k.lower(): v for k, v in self.headers.items()},
-                    raw,
-                )
-                status, body = fake.handle(request)
-                if (status, body) == DROP:  # hang up without answering, like a node going away
-                    self.close_connection = True
-                    return
-                data = b"" if body is None else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def error_body(kind: str, reason: str, status: int) -> dict[str, Any]:
-    return {
-        "error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
-        "status": status,
-    }
+# -- canned answers of the fake OpenSearch ------------------------------------------------------
 
 
 def not_found_index(name: str = "imagesearch-write") -> Response:
@@ -443,7 +308,9 @@ def _response_problems(spec: OpenSearchSpec, request: Request, status: int, body
 
 
 def make_store(fake: FakeOpenSearch, **kwargs: Any) -> OpenSearchStore:
-    settings = Settings(_env_file=None, store="opensearch", opensearch_url=fake.url)
+    settings = Settings(
+        _env_file=None, storage=StoreSettings(backend="opensearch"), opensearch=OpenSearchSettings(url=fake.url)
+    )
     kwargs.setdefault("sleep", lambda seconds: None)
     return OpenSearchStore(build_client(settings), "imagesearch", **kwargs)
 
@@ -564,19 +431,8 @@ def test_first_index_without_a_dimension_gets_vector_fields_from_the_first_vecto
     assert created["settings"]["index"]["knn"] is True  # static: must be set at creation
     assert "model" not in created["mappings"]["_meta"]
 
-    assert store.set_image_vectors(
-        [
-            ImageVectorUpdate(
-                id="img1",
-                content_hash="hash1",
-                vector=unit(1, 2, 3, 4, 5, 6),
-                model=MODEL,
-                thumb_key="t",
-                width=4,
-                height=3,
-            )
-        ]
-    ) == ["img1"]
+    update = vector_update("img1", unit(1, 2, 3, 4, 5, 6), content_hash="hash1", model=MODEL, width=4, height=3)
+    assert store.set_image_vectors([update]) == ["img1"]
     (put_mapping,) = fake.sent("PUT", "/imagesearch-write/_mapping")
     six = dict(KNN_VECTOR, dimension=6)
     assert put_mapping.body == {
@@ -584,19 +440,7 @@ def test_first_index_without_a_dimension_gets_vector_fields_from_the_first_vecto
         "_meta": {"schema_version": 1, "engine": "faiss", "space_type": "innerproduct", "model": MODEL, "dim": 6},
     }
     # Known now: the next vector write goes straight to the bulk request.
-    store.set_image_vectors(
-        [
-            ImageVectorUpdate(
-                id="img1",
-                content_hash="hash1",
-                vector=unit(1, 2, 3, 4, 5, 6),
-                model=MODEL,
-                thumb_key="t",
-                width=4,
-                height=3,
-            )
-        ]
-    )
+    store.set_image_vectors([update])
     assert len(fake.sent("PUT", "/imagesearch-write/_mapping")) == 1
 
 
@@ -799,33 +643,11 @@ def test_set_image_vectors_is_a_conditional_painless_update(store: OpenSearchSto
     )
     done = store.set_image_vectors(
         [
-            ImageVectorUpdate(
-                id="img1",
-                content_hash="hash1",
-                vector=vector,
-                model=MODEL,
-                thumb_key="thumbs/img1.jpg",
-                width=640,
-                height=480,
+            vector_update(
+                "img1", vector, content_hash="hash1", model=MODEL, thumb_key="thumbs/img1.jpg", width=640, height=480
             ),
-            ImageVectorUpdate(
-                id="reuploaded",
-                content_hash="old-hash",
-                vector=vector,
-                model=MODEL,
-                thumb_key="thumbs/r.jpg",
-                width=10,
-                height=10,
-            ),
-            ImageVectorUpdate(
-                id="deleted",
-                content_hash="hash3",
-                vector=vector,
-                model=MODEL,
-                thumb_key="thumbs/d.jpg",
-                width=10,
-                height=10,
-            ),
+            vector_update("reuploaded", vector, content_hash="old-hash", model=MODEL),
+            vector_update("deleted", vector, content_hash="hash3", model=MODEL),
         ]
     )
     assert done == ["img1"]
@@ -871,21 +693,9 @@ def test_partial_bulk_failure_records_the_400_and_retries_the_429(
     )  # the failure of the 400 item
     done = store.set_image_vectors(
         [
-            ImageVectorUpdate(
-                id="ok", content_hash="h-ok", vector=unit(1, 0, 0, 0), model=MODEL, thumb_key="t/ok", width=1, height=1
-            ),
-            ImageVectorUpdate(
-                id="bad", content_hash="h-bad", vector=unit(1, 0, 0), model=MODEL, thumb_key="t/bad", width=1, height=1
-            ),
-            ImageVectorUpdate(
-                id="busy",
-                content_hash="h-busy",
-                vector=unit(0, 1, 0, 0),
-                model=MODEL,
-                thumb_key="t/busy",
-                width=1,
-                height=1,
-            ),
+            vector_update("ok", unit(1, 0, 0, 0), content_hash="h-ok", model=MODEL),
+            vector_update("bad", unit(1, 0, 0), content_hash="h-bad", model=MODEL),
+            vector_update("busy", unit(0, 1, 0, 0), content_hash="h-busy", model=MODEL),
         ]
     )
     assert sorted(done) == ["busy", "ok"]
@@ -912,18 +722,8 @@ def test_whole_bulk_requests_answered_429_or_5xx_are_retried_with_backoff(
         answers.append((status, error_body(kind, "busy", status)))
     answers.append(bulk_answer())
     fake.on("POST", "/_bulk", *answers)
-    assert store.set_captions(
-        [
-            CaptionUpdate(
-                id="img1",
-                content_hash="hash1",
-                caption="a cat",
-                vector=unit(1, 1, 0, 0),
-                caption_model="cap:v1",
-                text_model=MODEL,
-            )
-        ]
-    ) == ["img1"]
+    update = caption_update("img1", "a cat", unit(1, 1, 0, 0), content_hash="hash1", text_model=MODEL)
+    assert store.set_captions([update]) == ["img1"]
     bodies = [r.raw for r in fake.sent("POST", "/_bulk")]
     assert len(bodies) == len(statuses) and len(set(bodies)) == 1  # the same request each time
     caps = [min(2.0, 0.5 * 2**n) for n in range(len(sleeps))]
@@ -952,14 +752,7 @@ def test_item_level_503_and_409_are_retried(store: OpenSearchStore, fake: FakeOp
         ),
         bulk_answer(),
     )
-    assert store.set_captions(
-        [
-            CaptionUpdate(
-                id=i, content_hash="h", caption="c", vector=unit(1, 0, 0, 0), caption_model="cap", text_model=MODEL
-            )
-            for i in "ab"
-        ]
-    ) == ["a", "b"]
+    assert store.set_captions([caption_update(i, "c", unit(1, 0, 0, 0), text_model=MODEL) for i in "ab"]) == ["a", "b"]
     assert [len(r.pairs()) for r in fake.sent("POST", "/_bulk")] == [2, 2]
 
 
@@ -974,9 +767,7 @@ def test_a_dropped_bulk_connection_is_retried(
 def test_vectors_of_another_model_are_written_with_a_warning(
     store: OpenSearchStore, fake: FakeOpenSearch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    update = ImageVectorUpdate(
-        id="img1", content_hash="hash1", vector=unit(1, 0, 0, 0), model="clip:newer", thumb_key="t", width=1, height=1
-    )
+    update = vector_update("img1", unit(1, 0, 0, 0), content_hash="hash1", model="clip:newer")
     assert store.set_image_vectors([update]) == ["img1"]  # knn filters by model: no silent mix
     store.set_image_vectors([update])
     warnings = [r for r in caplog.records if "run a reindex" in r.getMessage()]
@@ -984,7 +775,8 @@ def test_vectors_of_another_model_are_written_with_a_warning(
 
 
 def test_unreachable_cluster_is_store_unavailable(sleeps: list[float]) -> None:
-    settings = Settings(_env_file=None, opensearch_url="http://127.0.0.1:9")  # discard port: refused
+    # The discard port: refused.
+    settings = Settings(_env_file=None, opensearch=OpenSearchSettings(url="http://127.0.0.1:9"))
     store = OpenSearchStore(build_client(settings), sleep=sleeps.append, retries=1)
     with pytest.raises(StoreUnavailable):
         store.get("x")
@@ -1001,17 +793,10 @@ def test_set_captions_update_and_400_marks_caption_failed(store: OpenSearchStore
     vector = unit(0, 0, 1, 1)
     assert store.set_captions(
         [
-            CaptionUpdate(
-                id="img1",
-                content_hash="hash1",
-                caption="a cat on a sofa",
-                vector=vector,
-                caption_model="cap:v1",
-                text_model=MODEL,
+            caption_update(
+                "img1", "a cat on a sofa", vector, content_hash="hash1", caption_model="cap:v1", text_model=MODEL
             ),
-            CaptionUpdate(
-                id="img2", content_hash="hash2", caption="x", vector=vector, caption_model="cap:v1", text_model=MODEL
-            ),
+            caption_update("img2", "x", vector, content_hash="hash2", caption_model="cap:v1", text_model=MODEL),
         ]
     ) == ["img1"]
     first, failure = fake.sent("POST", "/_bulk")
@@ -1354,11 +1139,8 @@ def test_open_store_builds_the_opensearch_store_from_settings(fake: FakeOpenSear
     fake.on("POST", "/search-prod-read/_mget", (200, {"docs": []}))
     settings = Settings(
         _env_file=None,
-        store="opensearch",
-        opensearch_url=fake.url,
-        opensearch_index_prefix="search-prod",
-        opensearch_engine="lucene",
-        opensearch_dim=768,
+        storage=StoreSettings(backend="opensearch"),
+        opensearch=OpenSearchSettings(url=fake.url, index_prefix="search-prod", engine="lucene", dim=768),
     )
     store = open_store(settings)
     assert isinstance(store, OpenSearchStore)
@@ -1376,10 +1158,8 @@ def test_basic_auth(fake: FakeOpenSearch) -> None:
     fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": []}))
     settings = Settings(
         _env_file=None,
-        store="opensearch",
-        opensearch_url=fake.url,
-        opensearch_username="admin",
-        opensearch_password="s3cret",
+        storage=StoreSettings(backend="opensearch"),
+        opensearch=OpenSearchSettings(url=fake.url, username="admin", password="s3cret"),
     )
     OpenSearchStore.from_settings(settings).get("x")
     assert fake.requests[0].headers["authorization"] == "Basic " + base64.b64encode(b"admin:s3cret").decode()
@@ -1397,10 +1177,8 @@ def test_sigv4_signing_with_boto3_credentials(
     fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": []}))
     settings = Settings(
         _env_file=None,
-        store="opensearch",
-        opensearch_url=fake.url,
-        opensearch_aws_region="eu-west-1",
-        opensearch_aws_service=service,
+        storage=StoreSettings(backend="opensearch"),
+        opensearch=OpenSearchSettings(url=fake.url, aws_region="eu-west-1", aws_service=service),
     )
     OpenSearchStore.from_settings(settings).get("x")
     headers = fake.requests[0].headers
@@ -1525,25 +1303,8 @@ def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchS
     fake.on("POST", "/_aliases", (200, {"acknowledged": True}))
     store = make_store(fake)
     store.put(record())
-    store.set_image_vectors(
-        [
-            ImageVectorUpdate(
-                id="img1", content_hash="hash1", vector=unit(1, 2, 3, 4), model=MODEL, thumb_key="t", width=1, height=1
-            )
-        ]
-    )
-    store.set_captions(
-        [
-            CaptionUpdate(
-                id="img1",
-                content_hash="hash1",
-                caption="a cat",
-                vector=unit(4, 3, 2, 1),
-                caption_model="cap",
-                text_model=MODEL,
-            )
-        ]
-    )
+    store.set_image_vectors([vector_update("img1", unit(1, 2, 3, 4), content_hash="hash1", model=MODEL)])
+    store.set_captions([caption_update("img1", "a cat", unit(4, 3, 2, 1), content_hash="hash1", text_model=MODEL)])
     store.set_failed("img1", "hash1", "caption", "boom")
     store.knn("image", unit(1, 1, 1, 1), 5, MODEL, Filters(tenant="t", collection="c", exclude_id="x"), 0.2)
     store.keyword("cat", 5, Filters(tenant="t"))

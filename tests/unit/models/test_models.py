@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagesearch.config import Settings
+from imagesearch.config import ModelSettings, Settings
 from imagesearch.models import ModelUnavailable, get_captioner, get_clip
 from imagesearch.models.captioner import CaptionerSpec, load_captioner
 from imagesearch.models.clip import ClipSpec, load_clip
@@ -76,8 +76,8 @@ def test_offline_hub_failure_says_how_to_fix(monkeypatch):
 
 
 def test_cpu_bf16_precision_stays_close_to_fp32():
-    fp32 = get_clip(Settings(precision="fp32"))
-    bf16 = load_clip(ClipSpec.from_settings(Settings(precision="bf16")))
+    fp32 = get_clip(Settings(models=ModelSettings(precision="fp32")))
+    bf16 = load_clip(ClipSpec.from_settings(Settings(models=ModelSettings(precision="bf16"))))
     images = [Image.new("RGB", (64, 64), (i * 50, 100, 200)) for i in range(4)]
     similarity = (fp32.encode_images(images) * bf16.encode_images(images)).sum(axis=1)
     assert bf16.dtype.is_floating_point and str(bf16.dtype) == "torch.bfloat16"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from imagesearch.records import ImageRecord
-from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate
+from imagesearch.stores.base import Filters
 from imagesearch.stores.embedded import EmbeddedStore
 from imagesearch.stores.vector_table import VectorTable
+from tests.support.factories import caption_update, record, vector_update
 
 DIM = 8
 
@@ -23,20 +23,8 @@ def _unit(seed: int) -> np.ndarray:
 def _writer(path: str, start: int, count: int) -> None:
     store = EmbeddedStore(Path(path))
     for i in range(start, start + count):
-        store.put(ImageRecord(id=f"img-{i}", blob_key=f"k{i}", content_hash=f"h{i}"))
-        store.set_image_vectors(
-            [
-                ImageVectorUpdate(
-                    id=f"img-{i}",
-                    content_hash=f"h{i}",
-                    vector=_unit(i),
-                    model="m1",
-                    thumb_key=f"t{i}",
-                    width=10,
-                    height=10,
-                )
-            ]
-        )
+        store.put(record(f"img-{i}", content_hash=f"h{i}"))
+        store.set_image_vectors([vector_update(f"img-{i}", _unit(i), content_hash=f"h{i}", model="m1")])
     store.close()
 
 
@@ -62,21 +50,9 @@ def test_exact_knn_matches_brute_force_with_filters(tmp_path):
     store = EmbeddedStore(tmp_path / "s.sqlite3")
     vectors = {}
     for i in range(50):
-        record = ImageRecord(
-            id=f"i{i}",
-            blob_key="k",
-            content_hash="h",
-            collection="a" if i % 2 else "b",
-            tenant="t1" if i < 40 else "t2",
-        )
-        store.put(record)
-        vectors[record.id] = _unit(i)
-    store.set_image_vectors(
-        [
-            ImageVectorUpdate(id=i, content_hash="h", vector=v, model="m1", thumb_key="t", width=1, height=1)
-            for i, v in vectors.items()
-        ]
-    )
+        store.put(record(f"i{i}", collection="a" if i % 2 else "b", tenant="t1" if i < 40 else "t2"))
+        vectors[f"i{i}"] = _unit(i)
+    store.set_image_vectors([vector_update(i, v, model="m1") for i, v in vectors.items()])
     q = _unit(999)
     hits = store.knn("image", q, 5, "m1", Filters(tenant="t1", collection="a"))
     expected = sorted(
@@ -92,56 +68,21 @@ def test_exact_knn_matches_brute_force_with_filters(tmp_path):
 
 def test_updates_never_resurrect_or_overwrite_a_newer_version(tmp_path):
     store = EmbeddedStore(tmp_path / "s.sqlite3")
-    store.put(ImageRecord(id="x", blob_key="k", content_hash="old"))
-    store.put(ImageRecord(id="x", blob_key="k", content_hash="new"))  # re-uploaded while a task ran
-    assert (
-        store.set_image_vectors(
-            [
-                ImageVectorUpdate(
-                    id="x", content_hash="old", vector=_unit(1), model="m1", thumb_key="t", width=1, height=1
-                )
-            ]
-        )
-        == []
-    )
+    store.put(record("x", content_hash="old"))
+    store.put(record("x", content_hash="new"))  # re-uploaded while a task ran
+    assert store.set_image_vectors([vector_update("x", _unit(1), content_hash="old", model="m1")]) == []
     assert store.get("x").status == "queued"
     store.delete("x")
-    assert (
-        store.set_image_vectors(
-            [
-                ImageVectorUpdate(
-                    id="x", content_hash="new", vector=_unit(1), model="m1", thumb_key="t", width=1, height=1
-                )
-            ]
-        )
-        == []
-    )
+    assert store.set_image_vectors([vector_update("x", _unit(1), content_hash="new", model="m1")]) == []
     assert store.get("x") is None and store.knn("image", _unit(1), 5, "m1", Filters()) == []
 
 
 def test_captions_keyword_search_and_delete(tmp_path):
     store = EmbeddedStore(tmp_path / "s.sqlite3")
     for i, caption in enumerate(["two red circles left of a blue square", "one green star", "three green stars"]):
-        store.put(ImageRecord(id=f"c{i}", blob_key="k", content_hash="h"))
-        store.set_image_vectors(
-            [
-                ImageVectorUpdate(
-                    id=f"c{i}", content_hash="h", vector=_unit(i), model="m1", thumb_key="t", width=1, height=1
-                )
-            ]
-        )
-        store.set_captions(
-            [
-                CaptionUpdate(
-                    id=f"c{i}",
-                    content_hash="h",
-                    caption=caption,
-                    vector=_unit(10 + i),
-                    caption_model="cap",
-                    text_model="m1",
-                )
-            ]
-        )
+        store.put(record(f"c{i}"))
+        store.set_image_vectors([vector_update(f"c{i}", _unit(i), model="m1")])
+        store.set_captions([caption_update(f"c{i}", caption, _unit(10 + i), text_model="m1")])
     assert [i for i, _ in store.keyword("green star", 10, Filters())][:2] in (["c1", "c2"], ["c2", "c1"])
     assert store.keyword('" OR *', 10, Filters()) == []  # FTS syntax in user text is inert
     assert store.knn("caption", _unit(11), 1, "m1", Filters())[0][0] == "c1"

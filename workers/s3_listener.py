@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from imagesearch.backoff import equal_jitter
@@ -71,19 +72,20 @@ class VisibilityKeeper(threading.Thread):
                     log.warning("could not extend visibility: %s", exc)
 
 
+@dataclass(kw_only=True)
 class S3Listener:
-    def __init__(self, *, sqs: BaseClient, queue_url: str, ingestor: S3Ingestor, batch_size: int = 10,
-                 wait_seconds: int = 20, visibility_timeout: int = 60) -> None:
-        self.sqs = sqs
-        self.queue_url = queue_url
-        self.ingestor = ingestor
-        self.batch_size = batch_size
-        self.wait_seconds = wait_seconds
-        self.visibility_timeout = visibility_timeout
-        self.keeper = VisibilityKeeper(sqs, queue_url, visibility_timeout)
+    sqs: BaseClient
+    queue_url: str
+    ingestor: S3Ingestor
+    batch_size: int = 10
+    wait_seconds: int = 20
+    visibility_timeout: int = 60
+    handled: int = field(default=0, init=False)
+    failed: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.keeper = VisibilityKeeper(self.sqs, self.queue_url, self.visibility_timeout)
         self._stopping = threading.Event()
-        self.handled = 0
-        self.failed = 0
 
     def stop(self, *_args: object) -> None:
         if not self._stopping.is_set():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from opensearchpy import OpenSearch, helpers
@@ -86,18 +86,18 @@ def build_client(settings: Settings) -> OpenSearch:
     return OpenSearch(**kwargs)
 
 
+@dataclass
 class RetryingClient:
     """API calls and bulk requests under the store's retry policy: ``retries`` more attempts after
     the first, paced by capped exponential backoff with equal jitter."""
 
-    def __init__(self, client: OpenSearch, *, retries: int = 5, backoff_s: float = 0.5, backoff_max_s: float = 10.0,
-                 chunk_size: int = 500, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.client = client
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
-        self.chunk_size = chunk_size
-        self.sleep = sleep
+    client: OpenSearch
+    _: KW_ONLY
+    retries: int = 5
+    backoff_s: float = 0.5
+    backoff_max_s: float = 10.0
+    chunk_size: int = 500
+    sleep: Callable[[float], None] = time.sleep
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (1 for the first retry)."""

@@ -103,17 +103,31 @@ def bulk_answer(overrides: dict[str, tuple[int, Any]] | None = None) -> Responde
     return respond
 
 
-def search_answer(*hits: tuple[str, float]) -> Response:
-    return 200, {
-        "took": 2,
+def search_body(hits: list[dict[str, Any]], *, total: int | None = None, **extra: Any) -> dict[str, Any]:
+    """A search response as OpenSearch sends it; ``extra`` adds top-level keys (scroll id, aggregations)."""
+    scores = [h["_score"] for h in hits if h.get("_score") is not None]
+    return {
+        **extra,
+        "took": 1,
         "timed_out": False,
         "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
         "hits": {
-            "total": {"value": len(hits), "relation": "eq"},
-            "max_score": hits[0][1] if hits else None,
-            "hits": [{"_index": PHYSICAL, "_id": i, "_score": s} for i, s in hits],
+            "total": {"value": len(hits) if total is None else total, "relation": "eq"},
+            "max_score": max(scores) if scores else None,
+            "hits": hits,
         },
     }
+
+
+def doc_body(source: dict[str, Any], *, doc_id: str = "img1", index: str = PHYSICAL, version: int = 1,
+             seq_no: int = 0) -> dict[str, Any]:
+    """A found document as GET /<index>/_doc/<id> sends it."""
+    return {"_index": index, "_id": doc_id, "_version": version, "_seq_no": seq_no, "_primary_term": 1,
+            "found": True, "_source": source}
+
+
+def search_answer(*hits: tuple[str, float]) -> Response:
+    return 200, search_body([{"_index": PHYSICAL, "_id": i, "_score": s} for i, s in hits])
 
 
 def knn_score(cosine: float) -> float:
@@ -535,35 +549,19 @@ def test_iter_records_scrolls_the_read_alias(fake: FakeOpenSearch) -> None:
         "/imagesearch-read/_search",
         (
             200,
-            {
-                "_scroll_id": "scroll-1",
-                "took": 1,
-                "timed_out": False,
-                "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-                "hits": {
-                    "total": {"value": 2, "relation": "eq"},
-                    "max_score": None,
-                    "hits": [
-                        {"_index": PHYSICAL, "_id": "a", "_score": None, "_source": source_of(first)},
-                        {"_index": PHYSICAL, "_id": "b", "_score": None, "_source": source_of(second)},
-                    ],
-                },
-            },
+            search_body(
+                [
+                    {"_index": PHYSICAL, "_id": "a", "_score": None, "_source": source_of(first)},
+                    {"_index": PHYSICAL, "_id": "b", "_score": None, "_source": source_of(second)},
+                ],
+                _scroll_id="scroll-1",
+            ),
         ),
     )
     fake.on(
         "POST",
         "/_search/scroll",
-        (
-            200,
-            {
-                "_scroll_id": "scroll-1",
-                "took": 1,
-                "timed_out": False,
-                "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-                "hits": {"total": {"value": 2, "relation": "eq"}, "max_score": None, "hits": []},
-            },
-        ),
+        (200, search_body([], total=2, _scroll_id="scroll-1")),
     )
     fake.on("DELETE", "/_search/scroll", (200, {"succeeded": True, "num_freed": 1}))
     got = list(make_store(fake).iter_records(batch_size=2))
@@ -586,27 +584,11 @@ def test_put_is_a_bulk_index_of_a_queued_document(store: OpenSearchStore, fake: 
     assert action == {"index": {"_index": "imagesearch-write", "_id": "img1"}}
     updated_at = source.pop("updated_at")
     assert isinstance(updated_at, int) and updated_at > 1_700_000_000_000
-    assert source == {
-        "id": "img1",
-        "tenant": "acme",
-        "collection": "pets",
-        "tags": ["cat", "indoor"],
-        "external_id": "ext-1",
-        "source": "upload:cat.jpg",
-        "blob_key": "originals/img1",
-        "content_hash": "hash1",
-        "status": "queued",
-        "error": None,
-        "caption": None,
-        "caption_status": "pending",
-        "thumb_key": None,
-        "width": None,
-        "height": None,
-        "image_model": None,
-        "caption_model": None,
-        "text_model": None,
-        "created_at": 1_700_000_000_250,
-    }
+    expected = source_of(rec)
+    del expected["updated_at"]
+    assert source == expected
+    assert (source["id"], source["tenant"], source["collection"], source["created_at"]) == (
+        "img1", "acme", "pets", 1_700_000_000_250)
 
 
 def test_put_rejected_by_opensearch_raises(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
@@ -832,27 +814,11 @@ def test_delete_is_conditional_on_the_version_read(store: OpenSearchStore, fake:
         "/imagesearch-read/_doc/img1",
         (
             200,
-            {
-                "_index": PHYSICAL,
-                "_id": "img1",
-                "_version": 1,
-                "_seq_no": 5,
-                "_primary_term": 1,
-                "found": True,
-                "_source": source_of(old),
-            },
+            doc_body(source_of(old), version=1, seq_no=5),
         ),
         (
             200,
-            {
-                "_index": PHYSICAL,
-                "_id": "img1",
-                "_version": 2,
-                "_seq_no": 6,
-                "_primary_term": 1,
-                "found": True,
-                "_source": source_of(new),
-            },
+            doc_body(source_of(new), version=2, seq_no=6),
         ),
     )
     fake.on(
@@ -900,15 +866,7 @@ def test_get_many_is_an_mget_without_vectors(store: OpenSearchStore, fake: FakeO
             200,
             {
                 "docs": [
-                    {
-                        "_index": PHYSICAL,
-                        "_id": "img1",
-                        "_version": 3,
-                        "_seq_no": 2,
-                        "_primary_term": 1,
-                        "found": True,
-                        "_source": indexed,
-                    },
+                    doc_body(indexed, version=3, seq_no=2),
                     {"_index": PHYSICAL, "_id": "gone", "found": False},
                 ]
             },
@@ -962,15 +920,7 @@ def test_vector_returns_the_vector_and_its_model(store: OpenSearchStore, fake: F
         "/imagesearch-read/_doc/img1",
         (
             200,
-            {
-                "_index": PHYSICAL,
-                "_id": "img1",
-                "_version": 2,
-                "_seq_no": 1,
-                "_primary_term": 1,
-                "found": True,
-                "_source": {"caption_vector": vector.tolist(), "text_model": MODEL},
-            },
+            doc_body({"caption_vector": vector.tolist(), "text_model": MODEL}, version=2, seq_no=1),
         ),
     )
     got, model = store.vector("img1", "caption")
@@ -981,15 +931,7 @@ def test_vector_returns_the_vector_and_its_model(store: OpenSearchStore, fake: F
         "/imagesearch-read/_doc/img2",
         (
             200,
-            {
-                "_index": PHYSICAL,
-                "_id": "img2",
-                "_version": 1,
-                "_seq_no": 1,
-                "_primary_term": 1,
-                "found": True,
-                "_source": {},
-            },
+            doc_body({}, doc_id="img2", version=1, seq_no=1),
         ),
     )
     assert store.vector("img2", "image") is None
@@ -1081,12 +1023,10 @@ def test_counts_is_one_aggregation(store: OpenSearchStore, fake: FakeOpenSearch)
         "/imagesearch-read/_search",
         (
             200,
-            {
-                "took": 1,
-                "timed_out": False,
-                "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-                "hits": {"total": {"value": 6, "relation": "eq"}, "max_score": None, "hits": []},
-                "aggregations": {
+            search_body(
+                [],
+                total=6,
+                aggregations={
                     "status": {
                         "doc_count_error_upper_bound": 0,
                         "sum_other_doc_count": 0,
@@ -1094,7 +1034,7 @@ def test_counts_is_one_aggregation(store: OpenSearchStore, fake: FakeOpenSearch)
                     },
                     "caption_pending": {"doc_count": 1},
                 },
-            },
+            ),
         ),
     )
     assert store.counts() == {"queued": 2, "indexed": 4, "failed": 0, "caption_pending": 1}
@@ -1107,19 +1047,12 @@ def test_stale_queued_is_one_filtered_sorted_search(store: OpenSearchStore, fake
         "/imagesearch-read/_search",
         (
             200,
-            {
-                "took": 1,
-                "timed_out": False,
-                "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-                "hits": {
-                    "total": {"value": 2, "relation": "eq"},
-                    "max_score": None,
-                    "hits": [
-                        {"_index": "imagesearch-v1", "_id": "old", "_score": None, "sort": [1000]},
-                        {"_index": "imagesearch-v1", "_id": "older-than-cutoff", "_score": None, "sort": [2000]},
-                    ],
-                },
-            },
+            search_body(
+                [
+                    {"_index": "imagesearch-v1", "_id": "old", "_score": None, "sort": [1000]},
+                    {"_index": "imagesearch-v1", "_id": "older-than-cutoff", "_score": None, "sort": [2000]},
+                ]
+            ),
         ),
     )
     assert store.stale_queued(1_700_000_000.25, limit=50) == ["old", "older-than-cutoff"]
@@ -1289,15 +1222,7 @@ def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchS
         "/imagesearch-read/_doc/img1",
         (
             200,
-            {
-                "_index": first,
-                "_id": "img1",
-                "_version": 1,
-                "_seq_no": 0,
-                "_primary_term": 1,
-                "found": True,
-                "_source": source_of(record()),
-            },
+            doc_body(source_of(record()), index=first, version=1, seq_no=0),
         ),
     )
     fake.on("POST", "/_aliases", (200, {"acknowledged": True}))

@@ -62,16 +62,27 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def redis_client():
+    """The shared test Redis. Only this session's namespace is cleared (never FLUSHDB): another
+    session on the same machine may be using the same database at the same time."""
     import redis
 
-    client = redis.Redis.from_url(os.environ["IMAGESEARCH_REDIS_URL"])
+    from imagesearch.redis_state import Keyspace, connect
+
+    client = connect(os.environ["IMAGESEARCH_REDIS_URL"])
     try:
         client.ping()
     except redis.ConnectionError as exc:
         pytest.fail(f"the tests need Redis at 127.0.0.1:6379 ({exc})")
-    client.flushdb()
+    keys = Keyspace(os.environ["IMAGESEARCH_REDIS_NAMESPACE"])
+
+    def clear() -> None:
+        found = [key for pattern in keys.patterns for key in client.scan_iter(match=pattern)]
+        if found:
+            client.delete(*found)
+
+    clear()
     yield client
-    client.flushdb()
+    clear()
 
 
 @pytest.fixture

@@ -195,7 +195,7 @@ def main() -> None:
         "benchmark": "api_load",
         "n": args.n,
         "k": args.k,
-        "server": "gunicorn api.wsgi:app -w 1 --threads 4 (imagesearch.dev.procs.start_api)",
+        "server": "imagesearch serve --workers 1 --threads 4 (gunicorn; imagesearch.dev.procs.start_api)",
         "api_omp_num_threads": env.get("OMP_NUM_THREADS", "1 (the API's default)"),
         "model": "ViT-B-32, random weights, fp32",
         "api_start_s": round(api_start_s, 2),

@@ -92,7 +92,10 @@ class S3BlobStore:
         """Looked up per call, so a store opened before a fork never uses the parent's client."""
         from imagesearch.s3.client import s3_client
 
-        return s3_client(self.settings)
+        if self.settings is None:
+            return s3_client()
+        return s3_client(endpoint_url=self.settings.s3.endpoint_url,
+                         addressing_style=self.settings.s3.addressing_style)
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         from imagesearch.s3.client import call_errors, classify
@@ -100,7 +103,7 @@ class S3BlobStore:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, ContentType=content_type)
         except call_errors() as exc:
-            raise classify(exc, f"s3 put {key}", writing=True) from exc
+            raise classify(exc, f"s3 put {key}", writing=True, own_bucket=True) from exc
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
         from imagesearch.s3.client import call_errors, classify
@@ -108,7 +111,7 @@ class S3BlobStore:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
         except call_errors() as exc:
-            raise classify(exc, f"s3 get {key}") from exc
+            raise classify(exc, f"s3 get {key}", own_bucket=True) from exc
         body = response["Body"]
         try:
             data = body.read() if max_bytes is None else body.read(max_bytes + 1)
@@ -126,7 +129,7 @@ class S3BlobStore:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
         except call_errors() as exc:
-            raise classify(exc, f"s3 delete {key}", writing=True) from exc
+            raise classify(exc, f"s3 delete {key}", writing=True, own_bucket=True) from exc
 
 
 def open_blobs(settings: Settings) -> BlobStore:

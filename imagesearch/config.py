@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.sources import ENV_FILE_SENTINEL
 
@@ -48,11 +48,9 @@ class RedisSettings(BaseSettings):
     @model_validator(mode="after")
     def _adopt_deprecated_queue_prefix(self) -> RedisSettings:
         if self.queue_prefix is not None:
-            warnings.warn(
-                "IMAGESEARCH_QUEUE_PREFIX is deprecated: set IMAGESEARCH_REDIS_NAMESPACE",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+            # FutureWarning, not DeprecationWarning: Python shows it by default, so operators see it.
+            warnings.warn("IMAGESEARCH_QUEUE_PREFIX is deprecated: set IMAGESEARCH_REDIS_NAMESPACE", FutureWarning,
+                          stacklevel=2)
             if not self.namespace:
                 self.namespace = self.queue_prefix
         return self
@@ -97,7 +95,8 @@ class OpenSearchSettings(BaseSettings):
     )
     verify_certs: bool = Field(default=True, description="Verify the OpenSearch server's TLS certificate.")
     dim: int | None = Field(
-        default=None, description="Vector dimension for a new index; unset: taken from the first vector written."
+        default=None, gt=0,
+        description="Vector dimension for a new index; unset: taken from the first vector written.",
     )
 
 
@@ -115,15 +114,16 @@ class BlobSettings(BaseSettings):
 class S3Settings(BaseSettings):
     """S3: blob storage, `s3://` originals, and S3 events."""
 
-    model_config = SettingsConfigDict(**_COMMON, env_prefix="IMAGESEARCH_S3_")
+    # Here an empty variable is a value: S3_PREFIX= keeps blobs at the bucket root and
+    # S3_IMAGE_EXTENSIONS= turns the extension filter off. The optional fields read "" as unset.
+    model_config = SettingsConfigDict(**{**_COMMON, "env_ignore_empty": False}, env_prefix="IMAGESEARCH_S3_")
 
     bucket: str = Field(default="", description="Bucket for originals and thumbnails (`BLOB_BACKEND=s3`).")
-    prefix: str = Field(default="imagesearch/", description="Key prefix inside `S3_BUCKET`.")
+    prefix: str = Field(default="imagesearch/", description="Key prefix inside `S3_BUCKET` (empty: the bucket root).")
     endpoint_url: str | None = Field(
         default=None,
-        description="S3 endpoint of an S3-compatible store (MinIO, R2, moto) for every S3 call: blob storage and s3:// "
-        "originals alike (imagesearch/s3/client.py). Unset: boto3's own chain decides "
-        "(AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), else AWS.",
+        description="S3 endpoint of the blob storage bucket (MinIO, R2, moto); unset: AWS. Originals in other buckets "
+        "(`s3://` sources, backfill, reconcile) use boto3's own chain (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`).",
     )
     webhook_token: str | None = Field(
         default=None,
@@ -142,8 +142,8 @@ class S3Settings(BaseSettings):
     )
     image_extensions: str = Field(
         default=".jpg,.jpeg,.jpe,.png,.webp,.gif,.bmp,.tif,.tiff,.mpo",
-        description="Extensions of the S3 keys to ingest, comma-separated; a key with another extension is recorded "
-        "as failed without being fetched, a key without one is fetched and the decoder decides.",
+        description="Extensions of the S3 keys to ingest, comma-separated (empty: any); a key with another "
+        "extension is recorded as failed without being fetched, a key without one is fetched and the decoder decides.",
     )
     event_log_ttl_seconds: int = Field(
         default=15 * 24 * 3600,
@@ -155,6 +155,12 @@ class S3Settings(BaseSettings):
         default="auto",
         description="S3 addressing style (botocore) when reading `s3://` originals: `auto`, `path` or `virtual`.",
     )
+
+    @field_validator("endpoint_url", "webhook_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
 
 
 class ModelSettings(BaseSettings):
@@ -261,7 +267,7 @@ class WorkerSettings(BaseSettings):
         description="The longest a batch may take; with the retry backoff it bounds the visibility timeout.",
     )
     retry_backoff_seconds: float = Field(
-        default=2.0, gt=0, description="First retry delay; doubles per attempt, with full jitter."
+        default=2.0, gt=0, description="First retry delay; doubles per attempt, with equal jitter."
     )
     retry_backoff_max_seconds: float = Field(default=300.0, gt=0, description="Longest retry delay.")
     visibility_timeout_seconds: int = Field(

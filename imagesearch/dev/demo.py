@@ -21,9 +21,12 @@ from imagesearch.models.loading import ModelUnavailable, require_files
 from imagesearch.redis_state import connect
 from imagesearch.vocab import SearchMode
 
-# The trained demo models ship in the repository, not in the package: the demo runs from a checkout
-# (scripts/demo.sh changes to its root); IMAGESEARCH_DEMO_MODELS points elsewhere.
-DEMO_MODELS = Path(os.environ.get("IMAGESEARCH_DEMO_MODELS", "models/demo")).resolve()
+# The trained demo models ship in the repository, not in the package. IMAGESEARCH_DEMO_MODELS
+# points at them; by default they are found next to this checkout (an editable install), else in
+# ./models/demo.
+_CHECKOUT_MODELS = Path(__file__).resolve().parents[2] / "models" / "demo"
+DEMO_MODELS = Path(os.environ.get("IMAGESEARCH_DEMO_MODELS")
+                   or (_CHECKOUT_MODELS if _CHECKOUT_MODELS.is_dir() else "models/demo")).resolve()
 DEFAULT_QUERIES = ("one red circle", "two blue squares", "a green star on the left", "three yellow triangles")
 
 

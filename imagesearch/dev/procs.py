@@ -207,11 +207,12 @@ class RedisServer:
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: tuple[str, ...] = ("embed", "caption"),
-                 timeout: float = 120, extra_args: tuple[str, ...] = ()) -> ManagedProcess:
+                 timeout: float = 120, extra_args: tuple[str, ...] = (), cwd: Path | None = None) -> ManagedProcess:
+    """``imagesearch worker`` for ``queues``; ``cwd`` (default: this process's) is where it reads .env."""
     args = imagesearch_command("worker", ",".join(queues), "--concurrency", "1",
                                "--name", f"{name}-{uuid.uuid4().hex[:6]}@%h",
                                "--without-gossip", "--without-mingle", *extra_args)
-    proc = ManagedProcess(args, env, log_dir / f"{name}.log")
+    proc = ManagedProcess(args, env, log_dir / f"{name}.log", cwd=cwd)
     try:
         proc.wait_for_output("ready.", timeout)
     except BaseException:
@@ -221,11 +222,12 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str, queues: tuple[st
 
 
 def start_api(env: dict[str, str], log_dir: Path, name: str = "api", port: int = 0,
-              timeout: float = 120) -> tuple[ManagedProcess, str]:
+              timeout: float = 120, cwd: Path | None = None) -> tuple[ManagedProcess, str]:
+    """``imagesearch serve`` on loopback and its base URL once ready; ``cwd`` as for :func:`start_worker`."""
     port = port or free_port()
     args = imagesearch_command("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                                "--threads", "4")
-    proc = ManagedProcess(args, env, log_dir / f"{name}.log")
+    proc = ManagedProcess(args, env, log_dir / f"{name}.log", cwd=cwd)
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:

@@ -1,7 +1,8 @@
 """Real API and Celery worker processes for a test, with the environment the conftest set up.
 
 Each child gets this run's environment (its Redis db and namespace, the tiny models), its own data
-folder and the repository on ``PYTHONPATH``; its log goes beside the data folder.
+folder and the repository on ``PYTHONPATH``; it runs in the test's folder, where its log goes, so it
+never reads a developer's .env.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ def child_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def start_worker(data_dir: Path, name: str, queues=("embed", "caption"), extra_args: tuple[str, ...] = (),
                  **extra: str) -> ManagedProcess:
-    return procs.start_worker(child_env(data_dir, **extra), data_dir.parent, name, queues, extra_args=extra_args)
+    return procs.start_worker(child_env(data_dir, **extra), data_dir.parent, name, queues, extra_args=extra_args,
+                              cwd=data_dir.parent)
 
 
 def start_api(data_dir: Path, name: str = "api", **extra: str) -> tuple[ManagedProcess, str]:
     """The API process and its base URL."""
-    return procs.start_api(child_env(data_dir, **extra), data_dir.parent, name)
+    return procs.start_api(child_env(data_dir, **extra), data_dir.parent, name, cwd=data_dir.parent)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from imagesearch.errors import ConfigurationError
 from imagesearch.vocab import VectorField
 
 # Package data, so that an installed wheel finds it as well as a source checkout.
@@ -46,9 +47,9 @@ def space_type() -> str:
 def vector_properties(dim: int, engine: str) -> dict[str, Any]:
     """The two ``knn_vector`` field mappings for vectors of ``dim`` dimensions."""
     if engine not in ENGINES:
-        raise ValueError(f"unknown k-NN engine {engine!r}; expected one of {ENGINES}")
+        raise ConfigurationError(f"unknown k-NN engine {engine!r}; expected one of {ENGINES}")
     if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
-        raise ValueError(f"vector dimension must be a positive integer, got {dim!r}")
+        raise ConfigurationError(f"vector dimension must be a positive integer, got {dim!r}")
     properties = _template()["mappings"]["properties"]
     out = {}
     for name in VECTOR_FIELDS.values():
@@ -79,7 +80,7 @@ def index_body(model: str | None, dim: int | None, engine: str) -> dict[str, Any
     if dim is not None:
         properties.update(vector_properties(dim, engine))
     elif engine not in ENGINES:
-        raise ValueError(f"unknown k-NN engine {engine!r}; expected one of {ENGINES}")
+        raise ConfigurationError(f"unknown k-NN engine {engine!r}; expected one of {ENGINES}")
     body["mappings"]["_meta"] = index_meta(model, dim, engine)
     return body
 
@@ -123,4 +124,4 @@ def score_to_cosine(score: float, space: str | None = None) -> float:
         return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
     if space == "cosinesimil":
         return 2.0 * score - 1.0
-    raise ValueError(f"no cosine conversion for space type {space!r}")
+    raise ConfigurationError(f"no cosine conversion for space type {space!r}")

@@ -17,7 +17,7 @@ from opensearchpy import exceptions as os_errors
 
 from imagesearch.backoff import equal_jitter
 from imagesearch.config import Settings
-from imagesearch.errors import PermanentError
+from imagesearch.errors import ConfigurationError, PermanentError
 from imagesearch.stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def build_client(settings: Settings) -> OpenSearch:
 
         credentials = boto3.Session().get_credentials()
         if credentials is None:
-            raise ValueError("IMAGESEARCH_OPENSEARCH_AWS_REGION is set but boto3 found no AWS credentials")
+            raise ConfigurationError("IMAGESEARCH_OPENSEARCH_AWS_REGION is set but boto3 found no AWS credentials")
         kwargs["http_auth"] = Urllib3AWSV4SignerAuth(credentials, settings.opensearch.aws_region,
                                                      settings.opensearch.aws_service)
     elif settings.opensearch.username:

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from imagesearch.config import OpenSearchSettings, Settings, StoreSettings
+from imagesearch.errors import ConfigurationError
 from imagesearch.records import ImageRecord
 from imagesearch.stores import open_store
 from imagesearch.stores.base import Filters, StoreUnavailable
@@ -377,7 +378,7 @@ def test_index_body_per_engine_and_dimension(spec: OpenSearchSpec) -> None:
     }
     without = index_body(None, None, "faiss")
     assert "image_vector" not in without["mappings"]["properties"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError):
         index_body(None, 8, "nmslib")
 
 

@@ -68,23 +68,15 @@ def test_sigkill_of_the_whole_worker_mid_batch_loses_nothing(broker, data_dir):
     them back once the visibility timeout passes, and every image ends indexed, once."""
     from imagesearch.stores.base import Filters
 
-    settings = Settings(data_dir=data_dir)
-    store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
-    ids = [ingest.accept(ingest.Upload(jpeg((i * 7 % 256, 40, 90), size=(640, 480))), settings=settings, store=store,
-                         blobs=blobs, enqueue=lambda _: None).id for i in range(80)]
-    for image_id in ids:
-        broker.enqueue_embed(image_id)
-    fast = {"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS": "8", "IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS": "2",
-            "IMAGESEARCH_MAX_BATCH_SECONDS": "5", "IMAGESEARCH_EMBED_FLUSH_EVERY": "8",
-            "IMAGESEARCH_EMBED_BATCH_SIZE": "4"}
-    first = start_worker(data_dir, "worker-1", queues=("embed",), **fast)
+    store, ids = _queued_photos(data_dir, broker, 80, lambda i: (i * 7 % 256, 40, 90))
+    first = start_worker(data_dir, "worker-1", queues=("embed",), **FAST_REDELIVERY)
     try:
         first.wait_for_output("embed batch:", 90)  # at least one batch done, others prefetched or running
     finally:
         first.kill()  # SIGKILL to the whole process group: no warm shutdown, nothing acknowledged
         first.close()
     assert store.counts()["indexed"] < 80  # killed with work outstanding
-    second = start_worker(data_dir, "worker-2", queues=("embed",), **fast)
+    second = start_worker(data_dir, "worker-2", queues=("embed",), **FAST_REDELIVERY)
     try:
         wait_until(lambda: store.counts()["indexed"] == 80, 240, 0.5, what="all 80 indexed after restart")
         clip_model = store.get(ids[0]).image_model
@@ -154,15 +146,8 @@ def test_redis_restart_during_ingestion_loses_nothing(durable_broker, data_dir):
     """Redis (AOF, fsync always) is killed and restarted while the worker holds messages."""
     # Redis delivery is a pop then a separate write of the unacknowledged copy: a kill between the
     # two loses that message, and the record it was for is re-sent once the queue is empty.
-    env = {"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS": "8", "IMAGESEARCH_REQUEUE_STALE_AFTER_SECONDS": "20",
-           "IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS": "2", "IMAGESEARCH_MAX_BATCH_SECONDS": "5",
-           "IMAGESEARCH_EMBED_FLUSH_EVERY": "8", "IMAGESEARCH_EMBED_BATCH_SIZE": "4"}
-    settings = Settings(data_dir=data_dir)
-    store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
-    ids = [ingest.accept(ingest.Upload(jpeg((i * 5 % 256, 9, 99), size=(640, 480))), settings=settings, store=store,
-                         blobs=blobs, enqueue=lambda _: None).id for i in range(40)]
-    for image_id in ids:
-        durable_broker.enqueue_embed(image_id)
+    env = {**FAST_REDELIVERY, "IMAGESEARCH_REQUEUE_STALE_AFTER_SECONDS": "20"}
+    store, _ = _queued_photos(data_dir, durable_broker, 40, lambda i: (i * 5 % 256, 9, 99))
     worker = start_worker(data_dir, "worker", queues=("embed",), **env)
     try:
         worker.wait_for_output("embed batch:", 90)
@@ -178,3 +163,20 @@ def test_redis_restart_during_ingestion_loses_nothing(durable_broker, data_dir):
         assert log.count("re-sending records queued for over") == connects
     finally:
         worker.close()
+
+
+# Redelivery within seconds instead of an hour: a short visibility timeout, short retries, small batches.
+FAST_REDELIVERY = {"IMAGESEARCH_VISIBILITY_TIMEOUT_SECONDS": "8", "IMAGESEARCH_RETRY_BACKOFF_MAX_SECONDS": "2",
+                   "IMAGESEARCH_MAX_BATCH_SECONDS": "5", "IMAGESEARCH_EMBED_FLUSH_EVERY": "8",
+                   "IMAGESEARCH_EMBED_BATCH_SIZE": "4"}
+
+
+def _queued_photos(data_dir, broker, count: int, colour) -> tuple[EmbeddedStore, list[str]]:
+    """``count`` photo-sized uploads accepted and queued on ``broker``; the store and their ids."""
+    settings = Settings(data_dir=data_dir)
+    store, blobs = EmbeddedStore(settings.store_path), LocalBlobStore(settings.blob_dir)
+    ids = [ingest.accept(ingest.Upload(jpeg(colour(i), size=(640, 480))), settings=settings, store=store,
+                         blobs=blobs, enqueue=lambda _: None).id for i in range(count)]
+    for image_id in ids:
+        broker.enqueue_embed(image_id)
+    return store, ids

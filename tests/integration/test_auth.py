@@ -102,8 +102,9 @@ def test_scopes(app, keys):
 
 
 def test_rate_limit_is_shared_across_app_instances(make_app, data_dir, redis_client):
+    namespace = f"ratelimit-{uuid.uuid4().hex[:8]}-"  # one namespace, two app instances
     apps = [make_app(data_dir=data_dir, api=ApiSettings(auth="keys", rate_limit_per_minute=5),
-                     redis=RedisSettings(namespace=f"ratelimit-{uuid.uuid4().hex[:8]}-")) for _ in range(2)]
+                     redis=RedisSettings(namespace=namespace)) for _ in range(2)]
     key = _keyring(apps[0].extensions["imagesearch"].settings).create("burst", "t")
     first, second = (app.test_client() for app in apps)
     codes = [(first if i % 2 else second).get("/v1/images/nope", headers=_auth(key)).status_code for i in range(8)]

@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import requests
 
+from imagesearch.redis_state import connect
+
 T = TypeVar("T")
 
 
@@ -175,7 +177,7 @@ class RedisServer:
             if proc.popen.poll() is not None:
                 raise RuntimeError(f"redis-server on port {self.port} exited ({proc.popen.returncode}):\n"
                                    f"{proc.output()[-2000:]}")
-            client = redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, retry=None)
+            client = connect(self.url(), timeout=2)
             try:
                 info = client.info()
             except redis.RedisError:  # not listening yet, or LOADING

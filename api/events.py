@@ -109,8 +109,8 @@ class EventServices:
         self.settings = svc.settings
         self.verifier = SnsVerifier([t.strip() for t in svc.settings.events.sns_topic_allowlist.split(",")], fetch_cert)
         self.http_get = http_get or _default_http_get
-        self.ingestor = S3Ingestor(settings=svc.settings, store=svc.store, blobs=svc.blobs, enqueue=svc.enqueue_embed,
-                                   event_log=event_log or svc.event_log)
+        self.ingestor = svc.s3_ingestor if event_log is None else S3Ingestor(
+            settings=svc.settings, store=svc.store, blobs=svc.blobs, enqueue=svc.enqueue_embed, event_log=event_log)
 
 
 _build_lock = threading.Lock()

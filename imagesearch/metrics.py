@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imagesearch.redis_state import Keyspace, connect, queue_depths
+from imagesearch.redis_state import Keyspace, queue_depths
 
 if TYPE_CHECKING:  # pragma: no cover
     from imagesearch.config import Settings
@@ -166,11 +166,7 @@ class QueueDepthCollector:
         depth = GaugeMetricFamily("imagesearch_queue_depth", "Messages waiting in each queue (Redis LLEN), "
                                   "read at scrape time.", labels=["queue"])
         try:
-            client = connect(self.redis_url, timeout=self.timeout)
-            try:
-                depths = queue_depths(client, self.keys)
-            finally:
-                client.close()
+            depths = queue_depths(self.redis_url, self.keys, timeout=self.timeout)
         except Exception:  # noqa: BLE001 - a broker outage is reported as a metric, never a failed scrape
             up.add_metric([], 0)
             yield up

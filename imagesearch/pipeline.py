@@ -159,7 +159,7 @@ def caption_batch(ids: list[str], *, settings: Settings, store: Store, blobs: Bl
                   captioner: Captioner, clip: ClipEncoder) -> BatchOutcome:
     def work(records: dict[str, ImageRecord], outcome: BatchOutcome) -> None:
         todo = [record for record in (records.get(i) for i in dict.fromkeys(ids))
-                if record is not None and not _captioned(record, captioner, clip)]
+                if record is not None and not _nothing_to_caption(record, captioner, clip)]
         chosen = {record.id for record in todo}
         outcome.skipped.extend(i for i in dict.fromkeys(ids) if i not in chosen)
         loaded = _load_images(todo, lambda r: r.thumb_key, blobs, settings, settings.ingest.thumbnail_size, outcome)
@@ -179,7 +179,7 @@ def caption_batch(ids: list[str], *, settings: Settings, store: Store, blobs: Bl
     return _run_stage(Stage.CAPTION, ids, store, work)
 
 
-def _captioned(record: ImageRecord, captioner: Captioner, clip: ClipEncoder) -> bool:
+def _nothing_to_caption(record: ImageRecord, captioner: Captioner, clip: ClipEncoder) -> bool:
     """Nothing to do: not embedded yet (no thumbnail), or already captioned by these models."""
     if record.status != Status.INDEXED or not record.thumb_key:
         return True

@@ -17,12 +17,17 @@ from imagesearch.vocab import Stage
 STATE_ROOT = "imagesearch:"
 
 
-def queue_depths(client: redis.Redis, keys: Keyspace) -> dict[Stage, int]:
-    """Messages waiting per stage: the lengths of the stages' Celery lists, in one round trip."""
-    with client.pipeline(transaction=False) as pipe:
-        for stage in Stage:
-            pipe.llen(keys.queue(stage))
-        return {stage: int(length) for stage, length in zip(Stage, pipe.execute())}
+def queue_depths(url: str, keys: Keyspace, *, timeout: float) -> dict[Stage, int]:
+    """Messages waiting per stage: the lengths of the stages' Celery lists, in one round trip on a
+    connection of its own (a scrape or a status query must not wait behind other commands)."""
+    client = connect(url, timeout=timeout)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for stage in Stage:
+                pipe.llen(keys.queue(stage))
+            return {stage: int(length) for stage, length in zip(Stage, pipe.execute())}
+    finally:
+        client.close()
 
 
 def connect(url: str, *, timeout: float | None = None) -> redis.Redis:

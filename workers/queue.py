@@ -11,7 +11,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from imagesearch.config import Settings
-from imagesearch.redis_state import connect, queue_depths
+from imagesearch.redis_state import queue_depths
 from imagesearch.taskqueue import QueueUnavailable
 from imagesearch.vocab import Stage
 from workers.celery_app import TASK_OF_STAGE
@@ -34,10 +34,7 @@ class CeleryTaskQueue:
 
     def depths(self) -> dict[Stage, int]:
         """Messages waiting per stage (the lengths of the queues' Redis lists)."""
-        client = connect(self.redis_url, timeout=10)
         try:
-            return queue_depths(client, self.keys)
+            return queue_depths(self.redis_url, self.keys, timeout=10)
         except (redis.RedisError, OSError) as exc:
             raise QueueUnavailable(f"could not read the queue depths: {exc}") from exc
-        finally:
-            client.close()

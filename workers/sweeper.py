@@ -31,29 +31,27 @@ def _services() -> Services:
     return build_services(get_settings())
 
 
-def sweep(app: Any, settings: Settings, interval: float) -> list[str]:
+def sweep(settings: Settings, interval: float) -> list[str]:
     """One pass: nothing while embed messages wait, or another worker holds the lock."""
     svc = _services()
     keys, period = settings.keys, settings.workers.requeue_stale_after_seconds
-    with app.connection_for_write() as conn:
-        client = conn.default_channel.client
-        if int(client.llen(keys.queue(Stage.EMBED))) > 0:
-            return []
-        if not client.set(keys.requeue_sweep_lock, "1", nx=True, ex=max(1, int(interval))):
-            return []
+    if svc.queue.depths()[Stage.EMBED] > 0:
+        return []
+    if not svc.redis.set(keys.requeue_sweep_lock, "1", nx=True, ex=max(1, int(interval))):
+        return []
 
-        def send_once(image_id: str) -> bool:
-            if not client.set(keys.requeued(image_id), "1", nx=True, ex=2 * period):
-                return False
-            svc.queue.enqueue(Stage.EMBED, image_id)
-            return True
+    def send_once(image_id: str) -> bool:
+        if not svc.redis.set(keys.requeued(image_id), "1", nx=True, ex=2 * period):
+            return False
+        svc.queue.enqueue(Stage.EMBED, image_id)
+        return True
 
-        return requeue_stale(svc.store, send_once, older_than_seconds=period)
+    return requeue_stale(svc.store, send_once, older_than_seconds=period)
 
 
-def _guarded_sweep(app: Any, settings: Settings, interval: float) -> None:
+def _guarded_sweep(settings: Settings, interval: float) -> None:
     try:
-        sweep(app, settings, interval)
+        sweep(settings, interval)
     except Exception:  # the next interval tries again; the worker must keep consuming
         log.exception("re-sending stale queued records failed; retrying in %.0f s", interval)
 
@@ -73,7 +71,7 @@ class RequeueStale(bootsteps.StartStopStep):
         if settings.workers.requeue_stale_after_seconds <= 0 or settings.keys.queue(Stage.EMBED) not in queues:
             return
         interval = max(1.0, settings.workers.requeue_stale_after_seconds / 10)
-        self.tref = consumer.timer.call_repeatedly(interval, _guarded_sweep, (consumer.app, settings, interval))
+        self.tref = consumer.timer.call_repeatedly(interval, _guarded_sweep, (settings, interval))
         log.info("re-sending records queued for over %d s when the embed queue is empty (checked every %.0f s)",
                  settings.workers.requeue_stale_after_seconds, interval)
 

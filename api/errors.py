@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from imagesearch.errors import Conflict, ImageSearchError, InvalidInput, NotFound, TooLarge, TransientError
 from imagesearch.imaging import InvalidImage
-from imagesearch.models import ModelUnavailable
+from imagesearch.models import ModelMisconfigured, ModelUnavailable
 from imagesearch.search import NoVectorYet, UnknownImage
 from imagesearch.stores.base import StoreUnavailable
 from imagesearch.taskqueue import QueueUnavailable
@@ -28,6 +28,7 @@ STATUS_OF: tuple[tuple[type[ImageSearchError], int, str], ...] = (
     (Conflict, 409, "conflict"),
     (InvalidInput, 422, "invalid_request"),
     (StoreUnavailable, 503, "store_unavailable"),
+    (ModelMisconfigured, 503, "model_misconfigured"),
     (ModelUnavailable, 503, "model_unavailable"),
     (QueueUnavailable, 503, "broker_unavailable"),
     (TransientError, 503, "unavailable"),

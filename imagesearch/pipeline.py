@@ -13,7 +13,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import torch
 from PIL import Image
 
 from imagesearch import imaging
@@ -21,6 +20,7 @@ from imagesearch.blobs import BlobMissing, BlobStore, thumbnail_key
 from imagesearch.config import Settings
 from imagesearch.errors import PermanentError, TransientError
 from imagesearch.models import Captioner, ClipEncoder
+from imagesearch.models.clip import PixelInput
 from imagesearch.records import ImageRecord
 from imagesearch.s3.sources import read_original
 from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, Store
@@ -78,7 +78,7 @@ def _load_images(records: list[ImageRecord], key_of: Callable[[ImageRecord], str
 @dataclass(frozen=True)
 class _Prepared:
     record: ImageRecord
-    pixels: torch.Tensor
+    pixels: PixelInput
     thumbnail: bytes
     size: tuple[int, int]
 
@@ -106,7 +106,7 @@ def _embed_todo(todo: list[ImageRecord], settings: Settings, store: Store, blobs
                     _sort_error(record.id, exc, outcome)
             if not ready:
                 continue
-            vectors = clip.encode_pixels(torch.stack([p.pixels for p in ready]))
+            vectors = clip.encode_pixels(clip.collate([p.pixels for p in ready]))
             updates = []
             for prepared, vector in zip(ready, vectors):
                 key = thumbnail_key(prepared.record.id)

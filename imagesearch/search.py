@@ -13,6 +13,7 @@ from imagesearch.errors import Conflict, NotFound, PermanentError
 from imagesearch.models import ClipEncoder
 from imagesearch.records import ImageRecord
 from imagesearch.stores.base import Filters, Store
+from imagesearch.text import normalize_text
 from imagesearch.vocab import SearchMode, VectorField
 
 
@@ -98,7 +99,7 @@ class SearchService:
                 [i for i, _ in self.store.knn(VectorField.CAPTION, vector, depth, model, filters, query.min_score)],
             ]
             if query.text:
-                lists.append([i for i, _ in self.store.keyword(query.text, depth, filters)])
+                lists.append([i for i, _ in self.store.keyword(normalize_text(query.text), depth, filters)])
             scored = rrf(lists, self.settings.search.rrf_k)[: query.k]
         else:
             scored = self.store.knn(VectorField(query.mode), vector, query.k, model, filters, query.min_score)

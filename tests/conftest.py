@@ -26,7 +26,12 @@ _SESSION_DIR = pytest.StashKey[Path]()
 def pytest_configure(config: pytest.Config) -> None:
     # Set before any project module reads its settings (and before huggingface_hub reads
     # HF_HUB_OFFLINE at import), so in-process code and child processes agree.
-    os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    # HF_HOME is a private, empty hub cache: a test can only load a hub name whose replica it
+    # installed there (imagesearch/dev/replicas), never a developer's downloads nor the network.
+    session_dir = config.stash[_SESSION_DIR] = Path(tempfile.mkdtemp(prefix="imagesearch-tests-"))
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                       "HF_HOME": str(session_dir / "hf-home")})
+    os.environ.pop("HF_HUB_CACHE", None)
     from imagesearch.config import Settings
     from imagesearch.dev.tiny_models import build_tiny_models
 
@@ -35,7 +40,6 @@ def pytest_configure(config: pytest.Config) -> None:
     for settings_class in (Settings, *Settings.GROUPS.values()):
         settings_class.model_config["env_file"] = None
 
-    session_dir = config.stash[_SESSION_DIR] = Path(tempfile.mkdtemp(prefix="imagesearch-tests-"))
     redis_db = int(os.environ.get("IMAGESEARCH_TEST_REDIS_DB", "12"))
     clip_dir, captioner_dir = build_tiny_models(session_dir / "models")
     os.environ.update({

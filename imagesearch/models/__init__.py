@@ -1,10 +1,10 @@
-"""Model loading and inference: CLIP (open_clip) and a captioner (transformers).
+"""Model loading and inference: CLIP (open_clip or transformers) and a captioner (transformers).
 
 Each model is loaded once per process (see :func:`get_clip` / :func:`get_captioner`).
 """
 
 from imagesearch.models.captioner import Captioner, get_captioner
 from imagesearch.models.clip import ClipEncoder, get_clip
-from imagesearch.models.loading import ModelUnavailable
+from imagesearch.models.loading import ModelMisconfigured, ModelUnavailable
 
-__all__ = ["Captioner", "ClipEncoder", "ModelUnavailable", "get_captioner", "get_clip"]
+__all__ = ["Captioner", "ClipEncoder", "ModelMisconfigured", "ModelUnavailable", "get_captioner", "get_clip"]

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    BaseImageProcessor,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from imagesearch.config import Settings
 from imagesearch.models.loading import (
@@ -21,6 +28,7 @@ from imagesearch.models.loading import (
     require_files,
     weights_fingerprint,
 )
+from imagesearch.text import normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ class CaptionerSpec:
     precision: str = "auto"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "CaptionerSpec":
+    def from_settings(cls, settings: Settings) -> CaptionerSpec:
         return cls(
             settings.models.captioner_model,
             settings.models.captioner_dir,
@@ -56,7 +64,8 @@ class CaptionerSpec:
 class Captioner:
     """Writes one caption per image; generation settings are explicit, not library defaults."""
 
-    def __init__(self, model, image_processor, tokenizer, device: torch.device, identity: str,
+    def __init__(self, model: PreTrainedModel, image_processor: BaseImageProcessor,
+                 tokenizer: PreTrainedTokenizerBase, device: torch.device, identity: str,
                  max_length: int, num_beams: int) -> None:
         self.model = model.eval()
         self.image_processor = image_processor
@@ -80,7 +89,7 @@ class Captioner:
                 do_sample=False,
             )
         texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
-        return [" ".join(text.split()) for text in texts]
+        return [normalize_text(text) for text in texts]
 
 
 def load_captioner(spec: CaptionerSpec) -> Captioner:

@@ -14,6 +14,12 @@ class ModelUnavailable(TransientError):
     """Model files could not be found locally nor downloaded; the message says how to fix it."""
 
 
+class ModelMisconfigured(ModelUnavailable):
+    """The model settings cannot load as given (a tag trained with another activation, a language
+    code for a model without languages). Transient for the messages waiting on the model: they are
+    retried, not failed, until an operator fixes the settings and restarts the process."""
+
+
 def pick_device(setting: str) -> torch.device:
     if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")

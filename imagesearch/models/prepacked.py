@@ -11,7 +11,7 @@ them against the stock path on a probe and keeps the stock modules when anything
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -99,7 +99,7 @@ def prepack_text_transformer(model: nn.Module, probe: Callable[[], torch.Tensor]
             packed = probe()
             same = packed.shape == reference.shape and bool(torch.allclose(packed, reference, atol=atol, rtol=0))
             error = None if same else f"max difference {(packed - reference).abs().max().item():.2e}"
-        except Exception as exc:  # a private operator changed: serve with the stock kernels
+        except Exception as exc:  # noqa: BLE001 - a private operator changed: serve with the stock kernels
             error = repr(exc)
     if error is None:
         del originals

@@ -1,0 +1,159 @@
+"""open_clip models: registry names with a pretrained tag, ``hf-hub:`` repos and ``local-dir`` folders.
+
+Two rules that open_clip itself only warns about are errors here:
+- the activation follows the pretrained tag. OpenAI's weights were trained with QuickGELU, and
+  open_clip's ``ViT-B-32`` config is GELU: loading ``openai`` weights into it gives vectors off by
+  up to 2.5e-3 with no error. The tag's ``quick_gelu`` now decides;
+- any remaining config/tag mismatch warning stops the load, naming both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import open_clip
+import torch
+from PIL import Image
+
+from imagesearch.errors import ConfigurationError
+from imagesearch.models.clip import CLIP_FILES, ClipEncoder, ClipSpec, PixelInput
+from imagesearch.models.loading import ModelUnavailable, require_files, weights_fingerprint
+from imagesearch.models.prepacked import prepack_text_transformer
+from imagesearch.models.sources import ClipSource, SourceKind
+
+log = logging.getLogger(__name__)
+
+# One short and one long query: the packed text layers must reproduce both.
+_PROBE_TEXTS = ["dog", "two children running in front of a house with a red door, seen from the street"]
+
+
+class OpenClipEncoder(ClipEncoder):
+    def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
+                 tokenizer: Callable[[Sequence[str]], torch.Tensor], device: torch.device, identity: str,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self._preprocess = preprocess
+        self.tokenizer = tokenizer
+        super().__init__(model, device, identity, dtype)
+
+    def preprocess(self, image: Image.Image) -> PixelInput:
+        return self._preprocess(image)
+
+    def _image_features(self, pixels: PixelInput) -> torch.Tensor:
+        return self.model.encode_image(self._to_device(pixels))
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts).to(self.device)
+        model = self.model
+        pool = getattr(model, "text_pool_type", None)
+        if not isinstance(model, open_clip.CLIP) or pool not in ("argmax", "eos") or model.attn_mask is None:
+            return model.encode_text(tokens)
+        # The text transformer is causal, so positions after the end-of-text token cannot change
+        # the pooled vector: run only up to the last end-of-text position in the batch. Exact,
+        # and a short query costs a fraction of the full 77-token context. Bidirectional towers
+        # (XLM-R, BERT: CustomTextCLIP) take the stock path above.
+        if pool == "argmax":
+            ends = tokens.argmax(dim=-1)
+        else:
+            ends = (tokens == model.text_eos_id).int().argmax(dim=-1)
+        length = int(ends.max().item()) + 1
+        tokens = tokens[:, :length]
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast_dtype)
+        x = x + model.positional_embedding[:length].to(cast_dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+        x = model.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), ends]
+        projection = model.text_projection
+        if projection is not None:
+            x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        return x
+
+
+def needs_quick_gelu(name: str, pretrained: str) -> bool:
+    """Whether QuickGELU must be forced: the tag was trained with it and the architecture lacks it."""
+    tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}
+    arch_cfg = open_clip.get_model_config(name) or {}
+    return bool(tag_cfg.get("quick_gelu", False)) and not arch_cfg.get("quick_gelu", False)
+
+
+def _hf_text_override(directory: Path) -> dict:
+    """A downloaded folder whose text tower is a transformers model keeps that model's config.json
+    beside open_clip's; point open_clip at the folder instead of the hub name it was saved with
+    (a stored absolute path would break when the folder moves)."""
+    config = json.loads((directory / "open_clip_config.json").read_text())
+    text_cfg = dict(config.get("model_cfg", {}).get("text_cfg", {}))
+    if "hf_model_name" not in text_cfg or not (directory / "config.json").is_file():
+        return {}
+    text_cfg["hf_model_name"] = str(directory)
+    # The folder's checkpoint holds the whole model: build the tower from the config, never from
+    # separate pretrained text weights (this override replaces the flag open_clip would set).
+    text_cfg["hf_model_pretrained"] = False
+    return {"text_cfg": text_cfg}
+
+
+def load_open_clip(spec: ClipSpec, source: ClipSource, device: torch.device, dtype: torch.dtype) -> ClipEncoder:
+    # Weights are held in the compute dtype. (fp32 weights under CPU autocast were re-cast on every
+    # call and lost the fused attention path: 2x slower than fp32, see bench/RESULTS.md.)
+    weights = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+    if device.type == "cpu" and weights == "fp16":
+        weights = "fp32"  # CPUs have no fast fp16 kernels: keep fp32 weights and autocast
+    overrides: dict = {}
+    force_quick_gelu = False
+    if source.kind is SourceKind.DIRECTORY:
+        directory = Path(source.name).resolve()
+        require_files(directory, CLIP_FILES, "IMAGESEARCH_CLIP_MODEL_DIR")
+        name, pretrained = f"local-dir:{directory}", None
+        identity = f"clip:{directory.name}@{weights_fingerprint(directory, ('*.safetensors', '*.bin'))}"
+        overrides = _hf_text_override(directory)
+    elif source.kind is SourceKind.HF_HUB:
+        name, pretrained = f"hf-hub:{source.name}", None
+        identity = f"clip:{source.label}"
+    else:
+        name, pretrained = source.name, source.pretrained
+        identity = f"clip:{source.label}"
+        if open_clip.get_model_config(name) is None:
+            raise ConfigurationError(f"IMAGESEARCH_CLIP_MODEL={name} is not in open_clip's registry "
+                                     "(`imagesearch models list`; or use hf-hub:org/name / transformers:org/name)")
+        force_quick_gelu = needs_quick_gelu(name, pretrained)
+    tokenizer_kwargs = {"language": spec.language} if spec.language else {}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=device, precision=weights,
+                force_quick_gelu=force_quick_gelu, **overrides)
+            tokenizer = open_clip.get_tokenizer(name, **tokenizer_kwargs)
+    except Exception as exc:  # open_clip raises RuntimeError/OSError/ValueError for network and files alike
+        if source.kind is SourceKind.DIRECTORY:
+            raise ModelUnavailable(f"could not load CLIP from {source.name}: {exc}") from exc
+        raise ModelUnavailable(
+            f"could not load CLIP {source.label} from the hub or the local cache ({exc}). Offline, run "
+            "`imagesearch models download` where the hub is reachable and set IMAGESEARCH_CLIP_MODEL_DIR to "
+            "the folder it writes."
+        ) from exc
+    _refuse_mismatches(caught, source, spec)
+    if force_quick_gelu:
+        log.info("CLIP %s: QuickGELU, as tag %r was trained", source.name, pretrained)
+    encoder = OpenClipEncoder(model, preprocess, tokenizer, device, identity, dtype)
+    if spec.prepack_text and device.type == "cpu" and dtype == torch.float32:
+        encoder.prepacked_text = prepack_text_transformer(
+            model, lambda: torch.from_numpy(encoder.encode_texts(_PROBE_TEXTS)))
+    return encoder
+
+
+def _refuse_mismatches(caught: list[warnings.WarningMessage], source: ClipSource, spec: ClipSpec) -> None:
+    for warning in caught:
+        message = str(warning.message)
+        if "mismatch" in message.lower():
+            raise ConfigurationError(
+                f"CLIP {source.name!r} with pretrained tag {source.pretrained!r}: {message} Choose the "
+                "architecture the tag was trained with (`imagesearch models list`).")
+        if "cannot set language" in message.lower():
+            raise ConfigurationError(
+                f"IMAGESEARCH_CLIP_LANGUAGE={spec.language}: the tokenizer of CLIP {source.label} has no "
+                "languages; unset it for this model.")
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)

@@ -1,0 +1,133 @@
+"""The three CLIP sources, folder detection, the tag-driven activation and query text normalisation.
+
+Fast: tiny transformers models saved to a folder stand in for the hub; tests/replicas/ loads the
+published architectures by hub name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    PreTrainedTokenizerFast,
+    SiglipConfig,
+    SiglipImageProcessor,
+    SiglipModel,
+    SiglipProcessor,
+)
+
+from imagesearch.errors import ConfigurationError
+from imagesearch.models import ModelMisconfigured
+from imagesearch.models.clip import ClipSpec, load_clip
+from imagesearch.models.open_clip_backend import needs_quick_gelu
+from imagesearch.models.sources import Library, SourceKind, parse_clip_source
+from imagesearch.text import normalize_text
+
+WORDS = ["[PAD]", "[UNK]", "<s>", "</s>", "a", "red", "dog", "two", "children", "running", "house"]
+
+
+def _tokenizer(max_length: int) -> PreTrainedTokenizerFast:
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
+                                   eos_token="</s>", model_max_length=max_length)
+
+
+def _tower(**extra: int) -> dict:
+    return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, **extra)
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-transformers-clip")
+    config = CLIPConfig(text_config=_tower(vocab_size=len(WORDS), max_position_embeddings=16, pad_token_id=0,
+                                           bos_token_id=2, eos_token_id=3),
+                        vision_config=_tower(image_size=32, patch_size=8), projection_dim=16)
+    CLIPModel(config).save_pretrained(folder)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=processor, tokenizer=_tokenizer(16)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def siglip_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-siglip")
+    config = SiglipConfig(text_config=_tower(vocab_size=len(WORDS), max_position_embeddings=12),
+                          vision_config=_tower(image_size=32, patch_size=8))
+    SiglipModel(config).save_pretrained(folder)
+    processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    SiglipProcessor(image_processor=processor, tokenizer=_tokenizer(12)).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("model", "kind", "name"), [
+    ("ViT-B-32", SourceKind.REGISTRY, "ViT-B-32"),
+    ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", SourceKind.HF_HUB, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
+    ("transformers:openai/clip-vit-base-patch32", SourceKind.TRANSFORMERS, "openai/clip-vit-base-patch32"),
+])
+def test_one_setting_names_three_sources(model, kind, name):
+    source = parse_clip_source(model, "laion2b_s34b_b79k", None)
+    assert (source.kind, source.name) == (kind, name)
+    assert source.label.startswith(f"{kind}:")
+
+
+@pytest.mark.parametrize("model", ["hf-hub:", "transformers:just-a-name", "transformers:a/b/c", ""])
+def test_malformed_sources_are_configuration_errors(model):
+    with pytest.raises(ConfigurationError):
+        parse_clip_source(model, "tag", None)
+
+
+def test_a_registry_name_needs_a_tag():
+    with pytest.raises(ConfigurationError, match="CLIP_PRETRAINED"):
+        parse_clip_source("ViT-B-32", "", None)
+
+
+def test_folders_are_told_apart_by_their_config(tmp_path, clip_folder):
+    assert parse_clip_source("x", None, clip_folder).library is Library.TRANSFORMERS
+    (tmp_path / "open_clip_config.json").write_text("{}")
+    (tmp_path / "config.json").write_text("{}")  # an HF text tower's config beside open_clip's
+    assert parse_clip_source("x", None, tmp_path).library is Library.OPEN_CLIP
+
+
+def test_the_activation_follows_the_tag():
+    assert needs_quick_gelu("ViT-B-32", "openai")
+    assert not needs_quick_gelu("ViT-B-32", "laion2b_s34b_b79k")
+    assert not needs_quick_gelu("ViT-B-32-quickgelu", "openai")  # the architecture already has it
+
+
+def test_transformers_folder_encodes_normalised_vectors(clip_folder):
+    clip = load_clip(ClipSpec("unused", None, clip_folder, "cpu"))
+    texts = clip.encode_texts(["a red dog", "two children running in front of a house"])
+    images = clip.encode_images([Image.new("RGB", (50, 40), "red"), Image.new("RGB", (40, 50), "blue")])
+    assert texts.shape == (2, clip.dim) and images.shape == (2, clip.dim) and clip.dim == 16
+    assert np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+    # The attention mask goes with padded ids: a text's vector does not depend on its batch.
+    alone = clip.encode_texts(["a red dog"])[0]
+    assert np.abs(alone - texts[0]).max() < 1e-5
+    assert clip.identity.startswith(f"clip:{clip_folder.name}@")
+
+
+def test_siglip_pads_every_text_to_its_full_context(siglip_folder):
+    clip = load_clip(ClipSpec("unused", None, siglip_folder, "cpu"))
+    assert clip.padding == "max_length" and clip.max_length == 12
+    tokens = clip.tokenizer(["a dog"], padding=clip.padding, truncation=True, max_length=clip.max_length)
+    assert len(tokens["input_ids"][0]) == 12
+
+
+def test_a_language_code_is_refused_where_the_model_has_none(clip_folder):
+    # Misconfigured models are transient for the messages waiting on them: retried, never failed.
+    with pytest.raises(ModelMisconfigured, match="CLIP_LANGUAGE"):
+        load_clip(ClipSpec("unused", None, clip_folder, "cpu", language="zho_Hans"))
+
+
+def test_full_width_and_spacing_normalise_to_one_form(clip_folder):
+    assert normalize_text("ＴＷＯ　ｒｅｄ  circles\u3000２") == "TWO red circles 2"
+    assert normalize_text("两个红色圆形") == "两个红色圆形"
+    clip = load_clip(ClipSpec("unused", None, clip_folder, "cpu"))
+    assert np.abs(clip.encode_texts(["ａ　ｒｅｄ　ｄｏｇ"]) - clip.encode_texts(["a red dog"])).max() == 0

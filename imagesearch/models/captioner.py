@@ -85,6 +85,9 @@ class Captioner:
             output = self.model.generate(
                 pixel_values=pixels,
                 max_new_tokens=self.max_length,
+                # Published configs carry a 4.x `max_length` (vit-gpt2: 20) that transformers 5 turns into a
+                # generation default and warns about on every call; the caption length is max_new_tokens.
+                max_length=None,
                 num_beams=self.num_beams,
                 do_sample=False,
             )

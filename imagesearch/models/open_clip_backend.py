@@ -118,6 +118,10 @@ def load_open_clip(spec: ClipSpec, source: ClipSource, device: torch.device, dty
         if open_clip.get_model_config(name) is None:
             raise ConfigurationError(f"IMAGESEARCH_CLIP_MODEL={name} is not in open_clip's registry "
                                      "(`imagesearch models list`; or use hf-hub:org/name / transformers:org/name)")
+        if not open_clip.get_pretrained_cfg(name, pretrained) and not Path(pretrained).is_file():
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+            raise ConfigurationError(f"IMAGESEARCH_CLIP_PRETRAINED={pretrained} is not a tag open_clip registers "
+                                     f"for {name} (registered: {tags})")
         force_quick_gelu = needs_quick_gelu(name, pretrained)
     tokenizer_kwargs = {"language": spec.language} if spec.language else {}
     try:
@@ -149,9 +153,12 @@ def _refuse_mismatches(caught: list[warnings.WarningMessage], source: ClipSource
     for warning in caught:
         message = str(warning.message)
         if "mismatch" in message.lower():
+            repo = (open_clip.get_pretrained_cfg(source.name, source.pretrained) or {}).get("hf_hub", "").strip("/")
+            hint = (f" Or load hf-hub:{repo}, whose open_clip_config.json states the activation its weights were "
+                    "trained with.") if repo else ""
             raise ConfigurationError(
                 f"CLIP {source.name!r} with pretrained tag {source.pretrained!r}: {message} Choose the "
-                "architecture the tag was trained with (`imagesearch models list`).")
+                f"architecture the tag was trained with (`imagesearch models list`).{hint}")
         if "cannot set language" in message.lower():
             raise ConfigurationError(
                 f"IMAGESEARCH_CLIP_LANGUAGE={spec.language}: the tokenizer of CLIP {source.label} has no "

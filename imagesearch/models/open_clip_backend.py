@@ -17,6 +17,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.hf_model import ClsPooler, HFTextEncoder, MaxPooler, MeanPooler
 from PIL import Image
 
 from imagesearch.errors import ConfigurationError
@@ -49,6 +50,8 @@ class OpenClipEncoder(ClipEncoder):
         tokens = self.tokenizer(texts).to(self.device)
         model = self.model
         pool = getattr(model, "text_pool_type", None)
+        if isinstance(getattr(model, "text", None), HFTextEncoder):
+            return model.encode_text(_without_trailing_padding(tokens, model.text))
         if not isinstance(model, open_clip.CLIP) or pool not in ("argmax", "eos") or model.attn_mask is None:
             return model.encode_text(tokens)
         # The text transformer is causal, so positions after the end-of-text token cannot change
@@ -71,6 +74,18 @@ class OpenClipEncoder(ClipEncoder):
         if projection is not None:
             x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
         return x
+
+
+def _without_trailing_padding(tokens: torch.Tensor, text: HFTextEncoder) -> torch.Tensor:
+    """open_clip pads HF-tower texts to the full context (77); the tower masks padding out, so the
+    columns past the batch's longest text change nothing but cost: an XLM-R query took 188 ms at 77
+    tokens (bench/models.py). Only for poolers that read unpadded positions alone."""
+    pooler = text.pooler
+    if not (isinstance(pooler, MeanPooler | MaxPooler) or (isinstance(pooler, ClsPooler)
+                                                          and pooler.cls_token_position == 0)):
+        return tokens
+    real = (tokens != text.config.pad_token_id).any(dim=0).nonzero()
+    return tokens[:, : int(real.max()) + 1] if len(real) else tokens
 
 
 def needs_quick_gelu(name: str, pretrained: str) -> bool:

@@ -55,10 +55,11 @@ def s3_listener() -> None:
 
 
 def demo(images: int = typer.Option(60, help="How many sample images to index."),
-         query: list[str] = typer.Option([], "--query", "-q", help="Queries to run (repeatable)."),
+         query: list[str] = typer.Option([], "--query", "-q", help="Queries to run (repeatable), in English or "
+                                         "Chinese. Default: drawn from the indexed images, in both languages."),
          keep_running: bool = typer.Option(False, help="Leave the API and workers running afterwards."),
          port: int = typer.Option(0, help="API port (0: a free one).")) -> None:
-    """Start the API and both workers, index sample images, and print search results."""
+    """Start the API and both workers, index sample images, and print search results marked right or wrong."""
     from imagesearch.dev.demo import run_demo
 
     raise typer.Exit(run_demo(images=images, queries=query, keep_running=keep_running, port=port))

@@ -6,9 +6,13 @@
 
 No service, store or queue: the models load through ``get_clip``/``get_captioner`` and see images
 the way the workers do (``imaging.decode(min_side=448)`` for CLIP; the 256-px JPEG thumbnail for
-the captioner). Queries are the distinct canonical captions of the held-out images; an image is a
-hit when its canonical caption equals the query (several images can share one), and each metric is
-reported next to its chance level.
+the captioner). Queries are the distinct canonical captions of the held-out images, in English and
+in Chinese; an image is a hit when its canonical caption equals the query (several images can share
+one), and each metric is reported next to its chance level. The caption scheme compares a query in
+either language with CLIP text vectors of the generated captions, which are English.
+
+"Short" queries name only count, colour and shape ("two red circles", "两个红色圆形"); an image is
+a hit when the query is true of it (``world.matches``: one group of that kind, any size, anywhere).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ HELDOUT_SEED = 2  # training used world seed 1
 DEMO_DIR = ROOT / "models" / "demo"
 REGRESSION_FILE = ROOT / "tests" / "data" / "demo_clip_text_vectors.json"
 REGRESSION_TEXTS = ("one small green star at the top", "two large red circles left of a small blue square",
-                    "three yellow triangles")
+                    "three yellow triangles", "顶部有一颗绿色小星星", "两个红色大圆形在一个蓝色小正方形的左边",
+                    "三个黄色三角形")
 MAX_PIXELS = 64_000_000
 
 
@@ -117,8 +122,27 @@ def attribute_agreement(generated: list[str], samples: list[world.Sample]) -> di
     return out
 
 
+def short_queries(samples: list[world.Sample], language: str) -> list[dict]:
+    """Count, colour and shape of each one-group image ("two red circles"), with every image it is true of."""
+    texts = sorted({(g.phrase(with_size=False) if language == "en" else g.phrase_zh(with_size=False))
+                    for s in samples if len(s.groups) == 1 for g in s.groups})
+    out = []
+    for text in texts:
+        description = world.describe(text)
+        assert description is not None, text
+        out.append({"query": text, "relevant": [s.id for s in samples if world.matches(description, s)]})
+    return out
+
+
+def _encode(clip, texts: list[str]) -> np.ndarray:
+    return np.concatenate([clip.encode_texts(chunk) for chunk in _batched(texts, 256)])
+
+
 def evaluate(samples: list[world.Sample], settings: Settings, batch: int = 64) -> dict:
-    """All metrics for ``samples`` (text->image, captioner, caption scheme) with chance levels."""
+    """All metrics for ``samples`` (text->image, captioner, caption scheme) with chance levels.
+
+    English metrics keep their names (``text_to_image_r1``...); the Chinese ones end in ``_zh``.
+    """
     from imagesearch.models import get_captioner, get_clip
 
     started = time.time()
@@ -129,31 +153,54 @@ def evaluate(samples: list[world.Sample], settings: Settings, batch: int = 64) -
     generated: list[str] = []
     for chunk in _batched(samples, batch):
         generated += captioner.caption([captioner_input(s) for s in chunk])
-    caption_vectors = np.concatenate([clip.encode_texts(chunk) for chunk in _batched(generated, 256)])
-
-    queries = world.queries(samples)
+    caption_vectors = _encode(clip, generated)
     index_of = {s.id: i for i, s in enumerate(samples)}
-    relevant = [{index_of[i] for i in q["relevant"]} for q in queries]
-    query_vectors = np.concatenate([clip.encode_texts([q["query"] for q in chunk]) for chunk in _batched(queries, 256)])
 
-    image_recall = recall_at(query_vectors, image_vectors, relevant)
-    caption_recall = recall_at(query_vectors, caption_vectors, relevant)
-    chance = chance_recall_at(len(samples), relevant)
+    out: dict = {"images": len(samples)}
+    query_vectors: dict[str, np.ndarray] = {}
+    for language in world.LANGUAGES:
+        suffix = "" if language == "en" else "_zh"
+        queries = world.queries(samples, language)
+        relevant = [{index_of[i] for i in q["relevant"]} for q in queries]
+        query_vectors[language] = _encode(clip, [q["query"] for q in queries])
+        image_recall = recall_at(query_vectors[language], image_vectors, relevant)
+        caption_recall = recall_at(query_vectors[language], caption_vectors, relevant)
+        chance = chance_recall_at(len(samples), relevant)
+        short = short_queries(samples, language)
+        short_relevant = [{index_of[i] for i in q["relevant"]} for q in short]
+        short_vectors = _encode(clip, [q["query"] for q in short])
+        short_recall = recall_at(short_vectors, image_vectors, short_relevant)
+        short_caption_recall = recall_at(short_vectors, caption_vectors, short_relevant)
+        out |= {
+            f"queries{suffix}": len(queries),
+            f"text_to_image_r1{suffix}": image_recall[1],
+            f"text_to_image_r5{suffix}": image_recall[5],
+            f"caption_scheme_r1{suffix}": caption_recall[1],
+            f"caption_scheme_r5{suffix}": caption_recall[5],
+            f"chance_r1{suffix}": chance[1],
+            f"chance_r5{suffix}": chance[5],
+            f"short_queries{suffix}": len(short),
+            f"short_text_to_image_r1{suffix}": short_recall[1],
+            f"short_text_to_image_r5{suffix}": short_recall[5],
+            f"short_caption_scheme_r1{suffix}": short_caption_recall[1],
+            f"short_caption_scheme_r5{suffix}": short_caption_recall[5],
+            f"short_chance_r1{suffix}": chance_recall_at(len(samples), short_relevant)[1],
+        }
+    # The two languages in one text space: does each Chinese canonical caption find its English
+    # translation among all English canonical captions? (The queries of both languages are sorted
+    # by their own text, so match them up through the images they name.)
+    english_of = {tuple(q["relevant"]): i for i, q in enumerate(world.queries(samples, "en"))}
+    translation = [english_of[tuple(q["relevant"])] for q in world.queries(samples, "zh")]
+    nearest = np.argmax(query_vectors["zh"] @ query_vectors["en"].T, axis=1)
+    out["zh_to_en_translation_r1"] = float(np.mean(nearest == np.array(translation)))
     exact = float(np.mean([g == s.caption for g, s in zip(generated, samples)]))
-    return {
-        "images": len(samples),
-        "queries": len(queries),
-        "text_to_image_r1": image_recall[1],
-        "text_to_image_r5": image_recall[5],
-        "caption_scheme_r1": caption_recall[1],
-        "caption_scheme_r5": caption_recall[5],
-        "chance_r1": chance[1],
-        "chance_r5": chance[5],
+    return out | {
         "caption_exact": exact,
         "caption_exact_chance_uniform": 1 / caption_space_size(),
         "caption_exact_chance_prior": caption_prior_chance(),
         "caption_attributes": attribute_agreement(generated, samples),
-        "examples": [{"id": s.id, "truth": s.caption, "generated": g} for s, g in zip(samples[:8], generated[:8])],
+        "examples": [{"id": s.id, "truth": s.caption, "truth_zh": s.caption_zh, "generated": g}
+                     for s, g in zip(samples[:8], generated[:8])],
         "clip": clip.identity,
         "captioner": captioner.identity,
         "seconds": round(time.time() - started, 1),
@@ -169,7 +216,7 @@ def write_regression(settings: Settings, path: Path = REGRESSION_FILE) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"clip": clip.identity, "texts": list(REGRESSION_TEXTS),
                "vectors": [[round(float(v), 7) for v in row] for row in vectors]}
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {path}")
 
 
@@ -188,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_regression:
         write_regression(settings)
     results = evaluate(world.generate(args.n, args.seed), settings)
-    text = json.dumps(results, indent=2)
+    text = json.dumps(results, indent=2, ensure_ascii=False)
     print(text)
     if args.json:
-        args.json.write_text(text + "\n")
+        args.json.write_text(text + "\n", encoding="utf-8")
     return 0
 
 

@@ -10,8 +10,9 @@ arranged as one group at a position (left/right/top/bottom/centre) or as two gro
 relation (left of / above). Backgrounds vary (solid, gradient, soft texture, faint stripes) and
 images carry light blur, noise and JPEG artefacts so models cannot key on exact pixel values.
 
-One module although over 350 lines: the caption grammar, its renderer and its parser
-(``parse_caption``) must change together, and splitting them would hide that.
+One module although over 700 lines: the two caption grammars, the structure they describe, the
+strict parser (``parse_caption``) and the query reader (``describe``) must change together, and
+splitting them would hide that.
 
 The caption grammar is deliberately small and regular (33 words)::
 
@@ -23,6 +24,21 @@ The caption grammar is deliberately small and regular (33 words)::
 The first caption of a sample is canonical (one per image, a pure function of its structure); the
 others are true paraphrases (relation swapped, "a" for "one", size or position left out) that help a
 CLIP model understand shorter queries such as "one green star" or "three green stars".
+
+Every sample also has Chinese captions (``Sample.captions_zh``) from a grammar of its own, not a
+word-for-word translation: count + measure word (两, not 二, before a measure word; 颗 for stars,
+个 for the rest) + colour + size + shape, and the place first for a single group::
+
+    <place>有<count><measure><colour><size><shape>     "左边有两个红色小圆形", "顶部有一颗绿色小星星"
+    <group A>在<group B>的(左边 | 上方)                "两个红色小圆形在一个蓝色大正方形的左边"
+
+with the same kinds of true paraphrases (relation swapped, "B的左边有A", size or place left out).
+The English captions are unchanged by it, byte for byte.
+
+``describe`` reads a query in either language into a ``Description`` (what it says about the
+groups, their sizes, the place and the relation; what it leaves out matches anything) and
+``matches`` judges it against a sample's true structure, so a Chinese query is marked right or
+wrong by what the image shows, never by comparing its text with an English caption.
 """
 
 from __future__ import annotations
@@ -30,9 +46,12 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -67,6 +86,20 @@ COUNT_WORDS: tuple[str, ...] = ("one", "two", "three", "four")
 # Count pairs for two-group images: at most four shapes in total.
 TWO_GROUP_COUNTS: tuple[tuple[int, int], ...] = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (2, 2))
 
+# Chinese. Counts take a measure word, and before one "two" is 两 (二 is for counting aloud).
+ZH_COUNTS: tuple[str, ...] = ("一", "两", "三", "四")
+ZH_MEASURE_WORDS: dict[str, str] = {"circle": "个", "square": "个", "triangle": "个", "star": "颗"}
+ZH_SHAPES: dict[str, str] = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星星"}
+ZH_COLOURS: dict[str, str] = {"red": "红色", "orange": "橙色", "yellow": "黄色", "green": "绿色", "blue": "蓝色",
+                              "purple": "紫色"}
+ZH_SIZES: dict[str, str] = {"small": "小", "large": "大"}
+# A single group's place in the picture (顶部/底部: the top/bottom part of the image) ...
+ZH_POSITIONS: dict[str, str] = {"left": "左边", "right": "右边", "top": "顶部", "bottom": "底部", "centre": "中间"}
+# ... and one group relative to another: "A在B的左边" (A left of B), "A在B的上方" (A above B).
+ZH_RELATIONS: dict[str, str] = {"left of": "左边", "above": "上方", "right of": "右边", "below": "下方"}
+
+LANGUAGES: tuple[str, ...] = ("en", "zh")
+
 BACKGROUNDS: tuple[str, ...] = ("solid", "gradient", "texture", "stripes")
 IMAGE_SIZE = 128
 _SUPERSAMPLE = 2  # draw at 2x and downsample: antialiased edges without a rasteriser dependency
@@ -88,6 +121,12 @@ class Group:
         noun = self.shape if self.count == 1 else self.shape + "s"
         words = [count] + ([self.size] if with_size else []) + [self.colour, noun]
         return " ".join(words)
+
+    def phrase_zh(self, with_size: bool = True) -> str:
+        """"两个红色小圆形": count, measure word, colour, size, shape (Chinese nouns have no plural)."""
+        size = ZH_SIZES[self.size] if with_size else ""
+        return (ZH_COUNTS[self.count - 1] + ZH_MEASURE_WORDS[self.shape] + ZH_COLOURS[self.colour] + size
+                + ZH_SHAPES[self.shape])
 
 
 @dataclass(frozen=True)
@@ -117,6 +156,15 @@ class Sample:
     @property
     def caption(self) -> str:
         return self.captions[0]
+
+    @property
+    def captions_zh(self) -> tuple[str, ...]:
+        """Chinese captions, canonical first: a pure function of the structure, like ``captions``."""
+        return captions_zh_for(self.groups, self.position, self.relation)
+
+    @property
+    def caption_zh(self) -> str:
+        return self.captions_zh[0]
 
     def image(self) -> Image.Image:
         return Image.open(io.BytesIO(self.image_jpeg)).convert("RGB")
@@ -186,6 +234,290 @@ def parse_caption(text: str) -> tuple[tuple[Group, ...], str | None, str | None]
             second = group_at(i + len(relation.split()), True)
             if second is not None and second[1] == len(words):
                 return (group, second[0]), None, relation
+    return None
+
+
+# ----------------------------------------------------------------------------- Chinese captions
+
+def vocabulary_zh() -> list[str]:
+    """Every character a Chinese caption can use, sorted (a character-level tokenizer needs no more)."""
+    pieces = list(ZH_COUNTS) + list(ZH_MEASURE_WORDS.values()) + list(ZH_SHAPES.values())
+    pieces += list(ZH_COLOURS.values()) + list(ZH_SIZES.values()) + list(ZH_POSITIONS.values())
+    pieces += list(ZH_RELATIONS.values()) + ["有", "在", "的"]
+    return sorted({char for piece in pieces for char in piece})
+
+
+def captions_zh_for(groups: tuple[Group, ...], position: str | None, relation: str | None) -> tuple[str, ...]:
+    """Chinese canonical caption first, then its true paraphrases, in a fixed order.
+
+    One group: the place first ("左边有…", the usual way to say what is where), then "…在左边",
+    then the same without the size, then without the place. Two groups: "A在B的左边" names the
+    left (or top) group first, like the English canonical caption; the paraphrases swap the
+    relation ("B在A的右边") or lead with the reference group ("B的左边有A").
+    """
+    out: list[str] = []
+    if len(groups) == 1:
+        (g,) = groups
+        assert position is not None
+        where = ZH_POSITIONS[position]
+        for with_size in (True, False):
+            out += [f"{where}有{g.phrase_zh(with_size)}", f"{g.phrase_zh(with_size)}在{where}"]
+        out += [g.phrase_zh(), g.phrase_zh(with_size=False)]
+    else:
+        a, b = groups
+        assert relation is not None
+        rel, inverse = ZH_RELATIONS[relation], ZH_RELATIONS[INVERSE_RELATION[relation]]
+        for with_size in (True, False):
+            first, second = a.phrase_zh(with_size), b.phrase_zh(with_size)
+            out += [f"{first}在{second}的{rel}", f"{second}在{first}的{inverse}",
+                    f"{second}的{rel}有{first}", f"{first}的{inverse}有{second}"]
+    return tuple(dict.fromkeys(out))
+
+
+# ----------------------------------------------------------------------------- reading queries
+
+@dataclass(frozen=True)
+class GroupPattern:
+    """What a query says about one group; None leaves that attribute open."""
+
+    shape: str
+    count: int | None = None
+    size: str | None = None
+    colour: str | None = None
+
+    def fits(self, group: Group) -> bool:
+        return (self.shape == group.shape and self.count in (None, group.count)
+                and self.size in (None, group.size) and self.colour in (None, group.colour))
+
+
+@dataclass(frozen=True)
+class Description:
+    """A query read as structure: one group (at ``position``, None = anywhere) or two groups with
+    ``groups[0] <relation> groups[1]`` (relation is "left of" or "above": inverses are swapped)."""
+
+    groups: tuple[GroupPattern, ...]
+    position: str | None = None
+    relation: str | None = None
+
+
+class Structure(Protocol):
+    """What an image shows, as ``matches`` reads it (a ``Sample`` is one)."""
+
+    @property
+    def groups(self) -> tuple[Group, ...]: ...
+
+    @property
+    def position(self) -> str | None: ...
+
+    @property
+    def relation(self) -> str | None: ...
+
+
+def matches(description: Description, sample: Structure) -> bool:
+    """Whether the query is true of the image, the way the captions are true of it.
+
+    Like every caption of the world, a description names all the groups an image has: "two red
+    circles" is true of an image of two red circles anywhere, not of one that also shows a square.
+    """
+    if len(description.groups) != len(sample.groups):
+        return False
+    if not all(p.fits(g) for p, g in zip(description.groups, sample.groups)):
+        return False
+    if len(sample.groups) == 1:
+        return description.position in (None, sample.position)
+    return description.relation == sample.relation
+
+
+def render(description: Description, language: str = "en") -> str:
+    """A caption-style text saying exactly what ``description`` says ("two red circles on the left",
+    "左边有两个红色圆形"); ``describe(render(d, language)) == d``. Lets training write texts for
+    structures no image has, such as a true caption with one attribute changed."""
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, not {language!r}")
+    groups = description.groups
+    if language == "en":
+        first = _render_en(groups[0], "one")
+        if len(groups) == 2:
+            return f"{first} {description.relation} {_render_en(groups[1], 'a')}"
+        return f"{first} {POSITION_PHRASES[description.position]}" if description.position else first
+    first = _render_zh(groups[0])
+    if len(groups) == 2:
+        return f"{first}在{_render_zh(groups[1])}的{ZH_RELATIONS[description.relation or '']}"
+    return f"{ZH_POSITIONS[description.position]}有{first}" if description.position else first
+
+
+def _render_en(pattern: GroupPattern, one: str) -> str:
+    words = [] if pattern.count is None else [one if pattern.count == 1 else COUNT_WORDS[pattern.count - 1]]
+    words += [w for w in (pattern.size, pattern.colour) if w]
+    words.append(pattern.shape if pattern.count == 1 else pattern.shape + "s")
+    return " ".join(words)
+
+
+def _render_zh(pattern: GroupPattern) -> str:
+    count = "" if pattern.count is None else ZH_COUNTS[pattern.count - 1] + ZH_MEASURE_WORDS[pattern.shape]
+    colour = ZH_COLOURS[pattern.colour] if pattern.colour else ""
+    size = ZH_SIZES[pattern.size] if pattern.size else ""
+    return count + colour + size + ZH_SHAPES[pattern.shape]
+
+
+def is_chinese(text: str) -> bool:
+    """True when the text holds a CJK ideograph (the test that picks the query language "zh")."""
+    return any(_is_cjk(char) for char in text)
+
+
+def query_language(text: str) -> str:
+    return "zh" if is_chinese(text) else "en"
+
+
+def describe(text: str) -> Description | None:
+    """Read an English or Chinese query about the world; None when it is not about the world.
+
+    More forgiving than the caption grammar (it takes "a"/"an", "center", "big", 二, 的, a few
+    synonyms and full-width characters) because people, not the generator, write queries.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    return _describe_zh(text) if is_chinese(text) else _describe_en(text)
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF
+
+
+def _normalise_relation(groups: tuple[GroupPattern, GroupPattern], relation: str) -> Description:
+    if relation in RELATIONS:
+        return Description(groups, relation=relation)
+    canonical = next(r for r, inverse in INVERSE_RELATION.items() if inverse == relation)
+    return Description((groups[1], groups[0]), relation=canonical)
+
+
+# English: word lists the tolerant reader accepts (canonical words first).
+_EN_COUNTS = {"one": 1, "a": 1, "an": 1, "single": 1, "two": 2, "three": 3, "four": 4}
+_EN_SIZES = {"small": "small", "little": "small", "tiny": "small", "large": "large", "big": "large"}
+_EN_NOUNS = {s: s for s in SHAPES} | {s + "s": s for s in SHAPES}
+_EN_PLACES = {
+    "left": ("on the left", "at the left", "to the left", "left"),
+    "right": ("on the right", "at the right", "to the right", "right"),
+    "top": ("at the top", "on the top", "on top", "top"),
+    "bottom": ("at the bottom", "on the bottom", "bottom"),
+    "centre": ("in the centre", "in the center", "in the middle", "at the centre", "at the center", "centre",
+               "center", "middle"),
+}
+_EN_RELATIONS = {
+    "left of": ("to the left of", "on the left of", "left of"),
+    "right of": ("to the right of", "on the right of", "right of"),
+    "above": ("on top of", "above"),
+    "below": ("underneath", "beneath", "below", "under"),
+}
+
+
+def _en_group(words: list[str], i: int) -> tuple[GroupPattern, int] | None:
+    count = _EN_COUNTS.get(words[i]) if i < len(words) else None
+    i += count is not None
+    size = _EN_SIZES.get(words[i]) if i < len(words) else None
+    i += size is not None
+    colour = words[i] if i < len(words) and words[i] in COLOURS else None
+    i += colour is not None
+    if size is None and i < len(words) and words[i] in _EN_SIZES:  # "red small circle"
+        size = _EN_SIZES[words[i]]
+        i += 1
+    if i >= len(words) or words[i] not in _EN_NOUNS:
+        return None
+    return GroupPattern(_EN_NOUNS[words[i]], count, size, colour), i + 1
+
+
+def _describe_en(text: str) -> Description | None:
+    words = re.sub(r"[^a-z]+", " ", text.lower()).split()
+    if words[:1] == ["the"]:
+        words = words[1:]
+    first = _en_group(words, 0)
+    if first is None:
+        return None
+    group, i = first
+    rest = " ".join(words[i:])
+    if not rest:
+        return Description((group,))
+    for position, phrases in _EN_PLACES.items():
+        if rest in phrases:
+            return Description((group,), position=position)
+    for relation, phrases in _EN_RELATIONS.items():
+        for phrase in phrases:
+            if rest.startswith(phrase + " "):
+                j = i + len(phrase.split())
+                j += words[j:j + 1] == ["the"]
+                second = _en_group(words, j)
+                if second is not None and second[1] == len(words):
+                    return _normalise_relation((group, second[0]), relation)
+    return None
+
+
+# Chinese: alternatives, longest first, that the reader maps back to the world's words.
+_ZH_COUNT_WORDS = {"一": 1, "两": 2, "二": 2, "俩": 2, "三": 3, "四": 4, "1": 1, "2": 2, "3": 3, "4": 4}
+_ZH_SHAPE_WORDS = {"圆形": "circle", "圆圈": "circle", "圆": "circle", "正方形": "square", "方形": "square",
+                   "方块": "square", "三角形": "triangle", "三角": "triangle", "星星": "star", "星形": "star",
+                   "五角星": "star", "星": "star"}
+_ZH_COLOUR_WORDS = {word: colour for colour, zh in ZH_COLOURS.items() for word in (zh, zh[0])}
+_ZH_SIZE_WORDS = {"小": "small", "大": "large"}
+_ZH_PLACE_WORDS = {"left": ("左边", "左侧", "左面", "左方"), "right": ("右边", "右侧", "右面", "右方"),
+                   "top": ("顶部", "上方", "上面", "上边", "上部", "顶端"),
+                   "bottom": ("底部", "下方", "下面", "下边", "下部", "底端"),
+                   "centre": ("中间", "中央", "中心", "正中")}
+_ZH_RELATION_WORDS = {"left of": ("左边", "左侧", "左面", "左方"), "right of": ("右边", "右侧", "右面", "右方"),
+                      "above": ("上方", "上面", "上边"), "below": ("下方", "下面", "下边")}
+
+
+def _alternatives(words: Iterable[str]) -> str:
+    return "|".join(sorted(map(re.escape, words), key=len, reverse=True))
+
+
+def _zh_group_regex(tag: str) -> str:
+    # count and measure word, then size and colour in either order with an optional 的, then the shape.
+    return (rf"(?P<count{tag}>{_alternatives(_ZH_COUNT_WORDS)})?(?:个|颗|只|枚)?"
+            rf"(?:(?P<size_a{tag}>{_alternatives(_ZH_SIZE_WORDS)})的?)?"
+            rf"(?:(?P<colour{tag}>{_alternatives(_ZH_COLOUR_WORDS)})的?)?"
+            rf"(?:(?P<size_b{tag}>{_alternatives(_ZH_SIZE_WORDS)})的?)?"
+            rf"(?P<shape{tag}>{_alternatives(_ZH_SHAPE_WORDS)})")
+
+
+_ZH_A, _ZH_B = _zh_group_regex("1"), _zh_group_regex("2")
+_ZH_AT = "(?:在|位于|处于)"
+_ZH_PLACE = rf"(?P<place>{_alternatives(w for ws in _ZH_PLACE_WORDS.values() for w in ws)})"
+_ZH_RELATION = rf"(?P<rel>{_alternatives(w for ws in _ZH_RELATION_WORDS.values() for w in ws)})"
+_ZH_FORMS: tuple[re.Pattern[str], ...] = tuple(re.compile(pattern) for pattern in (
+    _ZH_A,                                                     # 两个红色圆形
+    rf"(?:{_ZH_AT})?{_ZH_PLACE}(?:有|是){_ZH_A}",              # 左边有两个红色圆形
+    rf"{_ZH_A}{_ZH_AT}(?:图片|图中|画面)?{_ZH_PLACE}",          # 两个红色圆形在(图片)左边
+    rf"{_ZH_A}{_ZH_AT}{_ZH_B}的?{_ZH_RELATION}",               # A在B的左边
+    rf"{_ZH_B}的?{_ZH_RELATION}(?:有|是){_ZH_A}",              # B的左边有A (A is left of B)
+))
+
+
+def _zh_pattern(match: re.Match[str], tag: str) -> GroupPattern:
+    count, size = match.group(f"count{tag}"), match.group(f"size_a{tag}") or match.group(f"size_b{tag}")
+    colour = match.group(f"colour{tag}")
+    return GroupPattern(_ZH_SHAPE_WORDS[match.group(f"shape{tag}")],
+                        _ZH_COUNT_WORDS[count] if count else None,
+                        _ZH_SIZE_WORDS[size] if size else None,
+                        _ZH_COLOUR_WORDS[colour] if colour else None)
+
+
+def _describe_zh(text: str) -> Description | None:
+    text = re.sub(r"[\s\W_]+", "", text)  # spaces and punctuation (full-width ones too) carry nothing here
+    text = re.sub(r"^(?:(?:一张|这张)?(?:图片|图像|照片|画面)(?:里|中|上)?)", "", text)  # "图片里…"
+    for pattern in _ZH_FORMS:
+        match = pattern.fullmatch(text)
+        if match is None:
+            continue
+        first = _zh_pattern(match, "1")
+        groups = match.groupdict()
+        if groups.get("rel"):
+            second = _zh_pattern(match, "2")
+            relation = next(r for r, words in _ZH_RELATION_WORDS.items() if groups["rel"] in words)
+            return _normalise_relation((first, second), relation)
+        if groups.get("place"):
+            position = next(p for p, words in _ZH_PLACE_WORDS.items() if groups["place"] in words)
+            return Description((first,), position=position)
+        return Description((first,))
     return None
 
 
@@ -393,27 +725,41 @@ def generate(n: int, seed: int, start: int = 0) -> list[Sample]:
     return [make_sample(seed, index) for index in range(start, start + n)]
 
 
-def queries(samples: Iterable[Sample]) -> list[dict]:
-    """One query per distinct canonical caption; relevant = every image with that caption."""
+def queries(samples: Iterable[Sample], language: str = "en") -> list[dict]:
+    """One query per distinct canonical caption in ``language`` ("en" or "zh"); relevant = every
+    image with that caption. Both languages group the images alike: each canonical caption names
+    the whole structure."""
     relevant: dict[str, list[str]] = {}
     for sample in samples:
-        relevant.setdefault(sample.caption, []).append(sample.id)
+        relevant.setdefault(_canonical(sample, language), []).append(sample.id)
     return [{"query": text, "relevant": ids} for text, ids in sorted(relevant.items())]
 
 
+def _canonical(sample: Sample, language: str) -> str:
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, not {language!r}")
+    return sample.caption if language == "en" else sample.caption_zh
+
+
 def write_dataset(folder: Path | str, n: int, seed: int) -> list[Sample]:
-    """``images/<id>.jpg``, ``captions.jsonl`` (COCO/Flickr style) and ``queries.jsonl``."""
+    """``images/<id>.jpg``, ``captions.jsonl`` (COCO/Flickr style: every English caption, then every
+    Chinese one, each row with its ``language``) and ``queries.jsonl`` (the English queries, then
+    the Chinese ones, each with its ``language``)."""
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     samples = generate(n, seed)
     with (folder / "captions.jsonl").open("w", encoding="utf-8") as captions:
         for sample in samples:
             (folder / "images" / f"{sample.id}.jpg").write_bytes(sample.image_jpeg)
-            for text in sample.captions:
-                captions.write(json.dumps({"image": f"{sample.id}.jpg", "caption": text}) + "\n")
+        for language in LANGUAGES:
+            for sample in samples:
+                for text in (sample.captions if language == "en" else sample.captions_zh):
+                    row = {"image": f"{sample.id}.jpg", "caption": text, "language": language}
+                    captions.write(json.dumps(row, ensure_ascii=False) + "\n")
     with (folder / "queries.jsonl").open("w", encoding="utf-8") as handle:
-        for query in queries(samples):
-            handle.write(json.dumps(query) + "\n")
+        for language in LANGUAGES:
+            for query in queries(samples, language):
+                handle.write(json.dumps(query | {"language": language}, ensure_ascii=False) + "\n")
     return samples
 
 

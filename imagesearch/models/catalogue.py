@@ -48,7 +48,8 @@ def _open_clip(name: str, tag: str) -> dict[str, str]:
 
 CATALOGUE: tuple[Entry, ...] = (
     Entry("ViT-B-32/laion2b_s34b_b79k", Role.CLIP, _open_clip("ViT-B-32", "laion2b_s34b_b79k"), "English",
-          "the default, for English: 9.4 points above OpenAI's weights at the same size and speed", {"en": 68.78}, IMMICH, True),
+          "the default, for English: 9.4 points above OpenAI's weights at the same size and speed",
+          {"en": 68.78}, IMMICH, True),
     Entry("ViT-B-32/openai", Role.CLIP, _open_clip("ViT-B-32", "openai"), "English",
           "only to match an existing OpenAI-CLIP index; QuickGELU, loaded as trained", {"en": 59.37}, IMMICH, True),
     Entry("ViT-B-16-SigLIP2/webli", Role.CLIP, _open_clip("ViT-B-16-SigLIP2", "webli"), "English (+ some others)",

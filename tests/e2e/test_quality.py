@@ -2,7 +2,9 @@
 with the trained demo models, on held-out procedural images (world seed 2; training used seed 1).
 
 Thresholds sit below what `imagesearch eval` measured (see the issue note and models/demo/README.md)
-and far above chance, which each assertion states.
+and far above chance, which each assertion states. The labelled set has the same queries in English
+and in Chinese; the Chinese ones must hold thresholds at most ZH_MARGIN below the English ones, in
+the image mode and in the caption mode (a Chinese query against the English generated captions).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from tests.support.processes import child_env
 
 HELDOUT_SEED = 2
 N_IMAGES = 100
+ZH_MARGIN = 0.05
+# English thresholds per mode: (R@1, R@5). Measured (100 held-out images): see models/demo/README.md.
+THRESHOLDS = {"image": (0.75, 0.95), "caption": (0.8, 0.95), "hybrid": (0.75, 0.95)}
 
 pytestmark = pytest.mark.skipif(
     not ((DEMO_MODELS / "clip" / "open_clip_model.safetensors").is_file()
@@ -42,16 +47,30 @@ def service(tmp_path_factory, redis_client):
 
 def test_each_scheme_far_above_chance(service):
     _, _, _, report = service
-    by_mode = {m.mode: m for m in report.modes}
     print(evaluate.render_table(report))
     assert report.failed_images == 0
+    languages = {lang.language: lang for lang in report.by_language}
+    assert sorted(languages) == ["en", "zh"] and languages["en"].queries == languages["zh"].queries
     # Chance: ~0.01 at R@1 and ~0.06 at R@5 (100 images, most queries with one relevant image).
     assert report.chance_recall[5] < 0.1
-    # Measured (100 held-out images): R@1/R@5 image 0.91/1.00, caption 0.95/1.00, hybrid 0.90/0.99.
-    assert by_mode["image"].recall[1] >= 0.75 and by_mode["image"].recall[5] >= 0.95
-    assert by_mode["caption"].recall[1] >= 0.8 and by_mode["caption"].recall[5] >= 0.95
-    assert by_mode["hybrid"].recall[1] >= 0.75 and by_mode["hybrid"].recall[5] >= 0.95
+    by_mode = {m.mode: m for m in languages["en"].modes}
+    for mode, (r1, r5) in THRESHOLDS.items():
+        assert by_mode[mode].recall[1] >= r1 and by_mode[mode].recall[5] >= r5, (mode, by_mode[mode])
     assert all(m.ndcg10 > 5 * report.chance_recall[1] for m in report.modes)
+
+
+@pytest.mark.parametrize("mode", ["image", "caption"])
+def test_chinese_queries_within_a_margin_of_english(service, mode):
+    """The same queries in Chinese: the image mode compares them with CLIP image vectors, the caption
+    mode with CLIP text vectors of the (English) generated captions."""
+    _, _, _, report = service
+    languages = {lang.language: {m.mode: m for m in lang.modes} for lang in report.by_language}
+    english, chinese = languages["en"][mode], languages["zh"][mode]
+    r1, r5 = THRESHOLDS[mode]
+    print(f"{mode}: en R@1 {english.recall[1]:.3f} R@5 {english.recall[5]:.3f}, "
+          f"zh R@1 {chinese.recall[1]:.3f} R@5 {chinese.recall[5]:.3f}")
+    assert chinese.recall[1] >= r1 - ZH_MARGIN and chinese.recall[5] >= r5 - ZH_MARGIN, (mode, chinese)
+    assert chinese.ndcg10 > 5 * report.chance_recall[1]
 
 
 def _scores(client: ApiClient, collection: str, text: str, mode: str) -> dict[str, float]:
@@ -59,7 +78,7 @@ def _scores(client: ApiClient, collection: str, text: str, mode: str) -> dict[st
     return {hit["external_id"]: hit["score"] for hit in body["hits"]}
 
 
-def _contrasts(samples: list[world.Sample], attribute: str) -> list[tuple[str, str, str]]:
+def _contrasts(samples: list[world.Sample], attribute: str, language: str) -> list[tuple[str, str, str]]:
     """(image id, true caption, a caption that differs only in count or only in position)."""
     out = []
     for sample in samples:
@@ -68,22 +87,30 @@ def _contrasts(samples: list[world.Sample], attribute: str) -> list[tuple[str, s
         (group,) = sample.groups
         if attribute == "count":
             other = dataclasses.replace(group, count=group.count % 4 + 1)  # one->two, ..., four->one
-            wrong = f"{other.phrase()} {world.POSITION_PHRASES[sample.position]}"
+            position = sample.position
         else:
+            other = group
             others = [p for p in world.POSITIONS if p != sample.position]
-            wrong = f"{group.phrase()} {world.POSITION_PHRASES[others[len(sample.id) % len(others)]]}"
-        out.append((sample.id, sample.captions[0], wrong))
+            position = others[len(sample.id) % len(others)]
+        assert position is not None
+        if language == "en":
+            wrong = f"{other.phrase()} {world.POSITION_PHRASES[position]}"
+            out.append((sample.id, sample.caption, wrong))
+        else:
+            out.append((sample.id, sample.caption_zh, world.captions_zh_for((other,), position, None)[0]))
     return out
 
 
+@pytest.mark.parametrize("language", ["en", "zh"])
 @pytest.mark.parametrize("attribute", ["count", "position"])
-def test_queries_that_only_counts_or_positions_separate(service, attribute):
-    """"one green star" vs "three green stars": the image must score higher for its own caption than
-    for the same words with another count (or another position). Chance: 0.5."""
+def test_queries_that_only_counts_or_positions_separate(service, attribute, language):
+    """"one green star" vs "three green stars" ("一颗绿色星星" vs "三颗绿色星星"): the image must score
+    higher for its own caption than for the same words with another count (or another position).
+    Chance: 0.5. Chinese thresholds are ZH_MARGIN below the English ones."""
     client, collection, samples, _ = service
-    contrasts = _contrasts(samples, attribute)
+    contrasts = _contrasts(samples, attribute, language)
     assert len(contrasts) >= 30
-    # Measured: count 0.90 (image) / 0.98 (caption); position 1.00 / 0.98.
+    # Measured: see models/demo/README.md.
     thresholds = {"count": {"image": 0.8, "caption": 0.85}, "position": {"image": 0.9, "caption": 0.85}}
     for mode, threshold in thresholds[attribute].items():
         wins = 0
@@ -92,5 +119,5 @@ def test_queries_that_only_counts_or_positions_separate(service, attribute):
             wrong = _scores(client, collection, wrong_caption, mode).get(image_id, -2.0)
             wins += right > wrong
         rate = wins / len(contrasts)
-        print(f"{attribute} contrast, {mode} mode: {rate:.3f} over {len(contrasts)} images")
-        assert rate >= threshold, (attribute, mode, rate)
+        print(f"{attribute} contrast, {language}, {mode} mode: {rate:.3f} over {len(contrasts)} images")
+        assert rate >= threshold - (ZH_MARGIN if language == "zh" else 0.0), (attribute, language, mode, rate)

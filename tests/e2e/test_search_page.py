@@ -4,7 +4,9 @@ mode, filter by collection, search by a dropped image and by a result ("find sim
 
 A screenshot goes to the test's tmp dir; set IMAGESEARCH_UPDATE_SCREENSHOT=1 to also refresh
 docs/screenshot-search-page.png (it is also written when missing). With the trained demo models
-in models/demo the captions are meaningful; with the tiny untrained test models they are noise."""
+in models/demo the captions are meaningful and the images the query is true of come first; with the
+tiny untrained test models they are noise. The uploads are chosen from the procedural world so that
+QUERY fits some of them and not the others."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ SCREENSHOT = ROOT / "docs" / "screenshot-search-page.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 LONG = 240_000  # ms: the shared machine is slow
+QUERY = "two red circles"
+FITTING, OTHERS = 3, 5  # uploads QUERY is true of, and the rest
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,14 +53,34 @@ def _demo_models() -> dict[str, str]:
     return {"IMAGESEARCH_CLIP_MODEL_DIR": str(clip), "IMAGESEARCH_CAPTIONER_DIR": str(captioner)}
 
 
-def _write_samples(folder: Path, n: int) -> list[Path]:
+def _choose_samples() -> tuple[list[world.Sample], list[world.Sample]]:
+    """The first FITTING samples of world seed 8 that QUERY is true of, and the first OTHERS it is not."""
+    description = world.describe(QUERY)
+    assert description is not None
+    fitting: list[world.Sample] = []
+    others: list[world.Sample] = []
+    index = 0
+    while len(fitting) < FITTING or len(others) < OTHERS:
+        sample = world.make_sample(8, index)
+        index += 1
+        chosen = fitting if world.matches(description, sample) else others
+        if len(chosen) < (FITTING if chosen is fitting else OTHERS):
+            chosen.append(sample)
+    return fitting, others
+
+
+def _write_samples(folder: Path, samples: list[world.Sample]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for sample in world.generate(n, seed=8):
+    for sample in samples:
         path = folder / (re.sub(r"[^a-z0-9]+", "-", sample.caption).strip("-") + f"-{len(paths)}.jpg")
         path.write_bytes(sample.image_jpeg)
         paths.append(path)
     return paths
+
+
+def _hit_captions(page) -> list[str]:
+    return page.eval_on_selector_all("#results .hit .caption", "els => els.map(e => e.textContent)")
 
 
 def _count(page, selector: str) -> int:
@@ -68,8 +92,12 @@ def test_search_page_end_to_end(redis_client, data_dir, tmp_path):
     models = _demo_models()
     api, base = start_api(data_dir, "api-page", **models)
     worker = start_worker(data_dir, "worker-page", **models)
-    shapes = _write_samples(tmp_path / "uploads" / "shapes", 5)
-    others = _write_samples(tmp_path / "uploads" / "default", 8)[5:]
+    fitting, unrelated = _choose_samples()
+    # Both collections hold images that fit the query and images that do not.
+    in_shapes, in_default = [fitting[0], unrelated[0], fitting[1]] + unrelated[1:3], fitting[2:] + unrelated[3:]
+    shapes = _write_samples(tmp_path / "uploads" / "shapes", in_shapes)
+    others = _write_samples(tmp_path / "uploads" / "default", in_default)
+    fitting_names = {path.name for path, sample in zip(shapes + others, in_shapes + in_default) if sample in fitting}
     total = len(shapes) + len(others)
     problems: list[str] = []
     try:
@@ -96,10 +124,14 @@ def test_search_page_end_to_end(redis_client, data_dir, tmp_path):
                     f"[data-caption-status=done]').length === {total}", timeout=LONG)
                 ids = page.eval_on_selector_all("#upload-list .upload", "els => els.map(e => e.dataset.id)")
                 assert len(set(ids)) == total and all(ids)
+                names = page.eval_on_selector_all("#upload-list .upload",
+                                                  "els => els.map(e => e.querySelector('.upload-name').textContent)")
+                fitting_ids = {i for i, name in zip(ids, names) if name in fitting_names}
+                assert len(fitting_ids) == FITTING
                 assert "indexed" in page.locator("#upload-list .upload .badge").first.inner_text()
 
                 # Text search: every indexed image comes back, with its thumbnail, caption and score.
-                page.fill("#query", "two small red circles")
+                page.fill("#query", QUERY)
                 page.click("#search-button")
                 page.wait_for_function(f"document.querySelectorAll('#results .hit').length === {total}")
                 page.wait_for_function("Array.from(document.querySelectorAll('#results .hit img'))"
@@ -110,6 +142,8 @@ def test_search_page_end_to_end(redis_client, data_dir, tmp_path):
                 assert first.locator(".caption").inner_text().strip()
                 assert set(page.eval_on_selector_all("#results .hit", "els => els.map(e => e.dataset.id)")) == set(ids)
                 assert "image mode" in page.inner_text("#search-status")
+                if models:  # trained models: an image the query is true of comes first
+                    assert first.get_attribute("data-id") in fitting_ids, _hit_captions(page)
 
                 # The mode switch re-runs the query.
                 page.click("label:has(input[value=hybrid])")
@@ -117,6 +151,9 @@ def test_search_page_end_to_end(redis_client, data_dir, tmp_path):
                 page.wait_for_function(f"document.querySelectorAll('#results .hit').length === {total}")
                 page.wait_for_function("Array.from(document.querySelectorAll('#results .hit img'))"
                                        ".every(i => i.complete && i.naturalWidth > 0)")
+                if models:
+                    assert page.locator("#results .hit").first.get_attribute("data-id") in fitting_ids, \
+                        _hit_captions(page)
                 page.mouse.move(0, 0)
                 page.screenshot(path=str(tmp_path / "search-page.png"), full_page=True, animations="disabled")
                 if os.environ.get("IMAGESEARCH_UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists():

@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["clip", "captioner"], default=None)
     parser.add_argument("--train-n", type=int, default=24000)
     parser.add_argument("--train-seed", type=int, default=TRAIN_SEED)
-    parser.add_argument("--clip-steps", type=int, default=600)
+    parser.add_argument("--clip-steps", type=int, default=1000)
     parser.add_argument("--clip-batch", type=int, default=256)
     parser.add_argument("--clip-lr", type=float, default=1e-3)
     parser.add_argument("--text-weight", type=float, default=0.5,

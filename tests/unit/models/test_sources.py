@@ -15,6 +15,10 @@ from transformers import (
     CLIPModel,
     CLIPProcessor,
     PreTrainedTokenizerFast,
+    Siglip2Config,
+    Siglip2ImageProcessor,
+    Siglip2Model,
+    Siglip2Processor,
     SiglipConfig,
     SiglipImageProcessor,
     SiglipModel,
@@ -62,6 +66,17 @@ def siglip_folder(tmp_path_factory):
     SiglipModel(config).save_pretrained(folder)
     processor = SiglipImageProcessor(size={"height": 32, "width": 32})
     SiglipProcessor(image_processor=processor, tokenizer=_tokenizer(12)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def siglip2_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-siglip2")
+    config = Siglip2Config(text_config=_tower(vocab_size=len(WORDS), max_position_embeddings=12),
+                           vision_config=_tower(patch_size=8, num_patches=16))
+    Siglip2Model(config).save_pretrained(folder)
+    processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
+    Siglip2Processor(image_processor=processor, tokenizer=_tokenizer(12)).save_pretrained(folder)
     return folder
 
 
@@ -131,3 +146,22 @@ def test_full_width_and_spacing_normalise_to_one_form(clip_folder):
     assert normalize_text("两个红色圆形") == "两个红色圆形"
     clip = load_clip(ClipSpec("unused", None, clip_folder, "cpu"))
     assert np.abs(clip.encode_texts(["ａ　ｒｅｄ　ｄｏｇ"]) - clip.encode_texts(["a red dog"])).max() == 0
+
+
+def test_siglip2_patch_inputs_pass_through_the_pipeline_interface(siglip2_folder):
+    """SigLIP 2's processor emits patches, a patch mask and shapes per image: preprocess() keeps
+    them together and collate() stacks them, as the embed stage calls it."""
+    import torch
+    from transformers import AutoModel
+
+    clip = load_clip(ClipSpec("unused", None, siglip2_folder, "cpu"))
+    images = [Image.new("RGB", (50, 40), "red"), Image.new("RGB", (30, 90), "blue")]
+    item = clip.preprocess(images[0])
+    assert isinstance(item, dict) and {"pixel_values", "pixel_attention_mask", "spatial_shapes"} <= set(item)
+    ours = clip.encode_pixels(clip.collate([clip.preprocess(image) for image in images]))
+    model = AutoModel.from_pretrained(siglip2_folder).eval()
+    with torch.inference_mode():
+        output = model.get_image_features(**clip.image_processor(images=images, return_tensors="pt"))
+    reference = torch.nn.functional.normalize(getattr(output, "pooler_output", output), dim=-1).numpy()
+    assert np.abs(ours - reference).max() < 1e-5
+    assert clip.padding == "max_length"

@@ -14,6 +14,10 @@ real architecture and small random weights (``weights.randomize_``):
 The weights are the state dict of the architecture the tag was trained with: the QuickGELU
 variant when the tag says ``quick_gelu`` (activations have no parameters, so the keys are those of
 the GELU model; open_clip loads with ``strict=True``, and the keys match exactly).
+
+Provenance (no hub access offline): the laion ``open_clip_config.json`` is open_clip's registry
+config plus the tag's mean/std, as the published file is remembered; xlm-roberta-base's config
+fields are the published ones, its tokenizer a small Unigram vocabulary with XLM-R's special ids.
 """
 
 from __future__ import annotations

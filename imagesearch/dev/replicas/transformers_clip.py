@@ -13,6 +13,10 @@ costs are real), the published tokenizer class and preprocessor config, and smal
   trained here (the model's vocab stays 32000), text padded to 64 tokens as it was trained.
 
 Nothing here is trained; the vectors only show that a loader computes what transformers computes.
+
+Provenance (no hub access offline): the CLIP config and Chinese-CLIP's text config were checked
+against public copies; Chinese-CLIP's preprocessor config (224x224, no crop) and SigLIP's tokenizer
+config (``model_input_names: ["input_ids"]``: no attention mask) are written from memory.
 """
 
 from __future__ import annotations

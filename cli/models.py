@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -44,14 +43,13 @@ def list_models(markdown: bool = typer.Option(False, help="Print the table as do
 def download(
     name: str = typer.Argument(..., help="arch/tag, hf-hub:org/name, transformers:org/name or a captioner org/name."),
     to: Path = typer.Option(..., "--to", help="A new, empty folder."),
-    language: Optional[str] = typer.Option(None, help="Language code kept in the folder (NLLB towers)."),
 ) -> None:
     """Save a model from the hub (or the local cache) as a folder the *_DIR settings load, then check it."""
     from imagesearch.errors import ImageSearchError
     from imagesearch.models.download import download as save
 
     try:
-        saved = save(name, to, language=language)
+        saved = save(name, to)
     except ImageSearchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

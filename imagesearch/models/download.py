@@ -67,7 +67,7 @@ def parse_name(name: str) -> tuple[str, ClipSource | None]:
                              "transformers:org/name, or a captioner's org/name (`imagesearch models list`)")
 
 
-def download(name: str, target: Path, *, language: str | None = None) -> Saved:
+def download(name: str, target: Path) -> Saved:
     _, source = parse_name(name)
     target = Path(target).resolve()
     if target.exists() and any(target.iterdir()):
@@ -78,20 +78,20 @@ def download(name: str, target: Path, *, language: str | None = None) -> Saved:
             return _save_captioner(name, target)
         if source.library is Library.TRANSFORMERS:
             return _save_transformers_clip(source, target)
-        return _save_open_clip(source, target, language)
+        return _save_open_clip(source, target)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # never leave a half-written folder that looks loadable
         raise
 
 
-def _spec(model: str, pretrained: str | None, directory: Path | None, language: str | None = None) -> ClipSpec:
+def _spec(model: str, pretrained: str | None, directory: Path | None) -> ClipSpec:
     # fp32 on the CPU with stock layers: what is saved is the checkpoint itself, not a serving layout.
-    return ClipSpec(model, pretrained, directory, "cpu", "fp32", prepack_text=False, language=language)
+    return ClipSpec(model, pretrained, directory, "cpu", "fp32", prepack_text=False)
 
 
-def _save_open_clip(source: ClipSource, target: Path, language: str | None) -> Saved:
+def _save_open_clip(source: ClipSource, target: Path) -> Saved:
     model_setting = f"{HF_HUB_PREFIX}{source.name}" if source.kind is SourceKind.HF_HUB else source.name
-    encoder = load_clip(_spec(model_setting, source.pretrained, None, language))
+    encoder = load_clip(_spec(model_setting, source.pretrained, None))
     if source.kind is SourceKind.HF_HUB:
         config = json.loads(Path(hf_hub_download(source.name, "open_clip_config.json")).read_text())
         model_cfg = config["model_cfg"]
@@ -104,9 +104,8 @@ def _save_open_clip(source: ClipSource, target: Path, language: str | None) -> S
     if isinstance(tokenizer, open_clip.tokenizer.HFTokenizer):
         tokenizer.tokenizer.save_pretrained(target)
         # With local-dir, open_clip loads an HF tokenizer from the folder itself: the folder can move.
+        # A language code is not stored: IMAGESEARCH_CLIP_LANGUAGE applies to a folder as to a hub name.
         text_cfg["hf_tokenizer_name"] = "./"
-        if language:
-            text_cfg.setdefault("tokenizer_kwargs", {})["language"] = language
     elif not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer):
         raise ConfigurationError(f"{source.label} uses {type(tokenizer).__name__}, which a local-dir folder cannot "
                                  "hold; use its transformers: repo instead")

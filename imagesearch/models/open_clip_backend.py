@@ -138,14 +138,13 @@ def load_open_clip(spec: ClipSpec, source: ClipSource, device: torch.device, dty
             raise ConfigurationError(f"IMAGESEARCH_CLIP_PRETRAINED={pretrained} is not a tag open_clip registers "
                                      f"for {name} (registered: {tags})")
         force_quick_gelu = needs_quick_gelu(name, pretrained)
-    tokenizer_kwargs = {"language": spec.language} if spec.language else {}
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, device=device, precision=weights,
                 force_quick_gelu=force_quick_gelu, **overrides)
-            tokenizer = open_clip.get_tokenizer(name, **tokenizer_kwargs)
+            tokenizer = open_clip.get_tokenizer(name)
     except Exception as exc:  # open_clip raises RuntimeError/OSError/ValueError for network and files alike
         if source.kind is SourceKind.DIRECTORY:
             raise ModelUnavailable(f"could not load CLIP from {source.name}: {exc}") from exc
@@ -154,7 +153,9 @@ def load_open_clip(spec: ClipSpec, source: ClipSource, device: torch.device, dty
             "`imagesearch models download` where the hub is reachable and set IMAGESEARCH_CLIP_MODEL_DIR to "
             "the folder it writes."
         ) from exc
-    _refuse_mismatches(caught, source, spec)
+    _refuse_mismatches(caught, source)
+    if spec.language:
+        _apply_language(tokenizer, spec.language, source)
     if force_quick_gelu:
         log.info("CLIP %s: QuickGELU, as tag %r was trained", source.name, pretrained)
     encoder = OpenClipEncoder(model, preprocess, tokenizer, device, identity, dtype)
@@ -164,7 +165,27 @@ def load_open_clip(spec: ClipSpec, source: ClipSource, device: torch.device, dty
     return encoder
 
 
-def _refuse_mismatches(caught: list[warnings.WarningMessage], source: ClipSource, spec: ClipSpec) -> None:
+def _apply_language(tokenizer: object, language: str, source: ClipSource) -> None:
+    """Put ``language``'s code before every text, and check that it is there.
+
+    open_clip's ``language=`` calls the HF tokenizer's ``set_src_lang_special_tokens``, which
+    transformers 5 resets to ``src_lang`` on the next call: every text came out as English
+    (``eng_Latn``) with no warning. Setting ``src_lang`` itself lasts.
+    """
+    inner = getattr(tokenizer, "tokenizer", None)
+    if inner is None or not hasattr(inner, "src_lang"):
+        raise ConfigurationError(f"IMAGESEARCH_CLIP_LANGUAGE={language}: the tokenizer of CLIP {source.label} has "
+                                 "no languages; unset it for this model.")
+    code = inner.convert_tokens_to_ids(language)
+    if code is None or code == inner.unk_token_id:
+        raise ConfigurationError(f"IMAGESEARCH_CLIP_LANGUAGE={language} is not a language code of CLIP "
+                                 f"{source.label}'s tokenizer (e.g. eng_Latn, zho_Hans)")
+    inner.src_lang = language
+    if code not in tokenizer(["probe"])[0].tolist():
+        raise ConfigurationError(f"CLIP {source.label}: the tokenizer ignored IMAGESEARCH_CLIP_LANGUAGE={language}")
+
+
+def _refuse_mismatches(caught: list[warnings.WarningMessage], source: ClipSource) -> None:
     for warning in caught:
         message = str(warning.message)
         if "mismatch" in message.lower():
@@ -174,8 +195,4 @@ def _refuse_mismatches(caught: list[warnings.WarningMessage], source: ClipSource
             raise ConfigurationError(
                 f"CLIP {source.name!r} with pretrained tag {source.pretrained!r}: {message} Choose the "
                 f"architecture the tag was trained with (`imagesearch models list`).{hint}")
-        if "cannot set language" in message.lower():
-            raise ConfigurationError(
-                f"IMAGESEARCH_CLIP_LANGUAGE={spec.language}: the tokenizer of CLIP {source.label} has no "
-                "languages; unset it for this model.")
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)

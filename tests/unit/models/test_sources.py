@@ -165,3 +165,44 @@ def test_siglip2_patch_inputs_pass_through_the_pipeline_interface(siglip2_folder
     reference = torch.nn.functional.normalize(getattr(output, "pooler_output", output), dim=-1).numpy()
     assert np.abs(ours - reference).max() < 1e-5
     assert clip.padding == "max_length"
+
+
+@pytest.fixture(scope="module")
+def nllb_tokenizer_folder(tmp_path_factory):
+    """A tiny open_clip local-dir CLIP whose tokenizer is an NllbTokenizer (200 language codes)."""
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+    from transformers import NllbTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-nllb-tokenizer")
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "▁a", "▁dog", "▁red", "a", "d", "o", "g", "r", "e", "▁"]
+    tokenizer = NllbTokenizer(vocab={p: i for i, p in enumerate(pieces)}, merges=[], src_lang="eng_Latn")
+    tokenizer.save_pretrained(folder)
+    text_cfg = {"context_length": 12, "vocab_size": len(tokenizer), "width": 32, "heads": 2, "layers": 2,
+                "hf_tokenizer_name": "./", "pool_type": "eos", "eos_id": tokenizer.eos_token_id,
+                "pad_id": tokenizer.pad_token_id}
+    model_cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+                 "text_cfg": text_cfg}
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**model_cfg)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+def test_a_language_code_goes_before_every_text(nllb_tokenizer_folder):
+    chinese = load_clip(ClipSpec("unused", None, nllb_tokenizer_folder, "cpu", language="zho_Hans"))
+    english = load_clip(ClipSpec("unused", None, nllb_tokenizer_folder, "cpu", language="eng_Latn"))
+    code = chinese.tokenizer.tokenizer.convert_tokens_to_ids("zho_Hans")
+    # Every call, not only the first: transformers 5 resets open_clip's set_language on the next call.
+    for _ in range(2):
+        assert chinese.tokenizer(["a red dog"])[0, 0].item() == code
+    assert np.abs(chinese.encode_texts(["a red dog"]) - english.encode_texts(["a red dog"])).max() > 1e-4
+
+
+def test_an_unknown_language_code_is_refused(nllb_tokenizer_folder):
+    with pytest.raises(ModelMisconfigured, match="not a language code"):
+        load_clip(ClipSpec("unused", None, nllb_tokenizer_folder, "cpu", language="klingon"))

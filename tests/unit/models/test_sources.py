@@ -184,8 +184,8 @@ def nllb_tokenizer_folder(tmp_path_factory):
     text_cfg = {"context_length": 12, "vocab_size": len(tokenizer), "width": 32, "heads": 2, "layers": 2,
                 "hf_tokenizer_name": "./", "pool_type": "eos", "eos_id": tokenizer.eos_token_id,
                 "pad_id": tokenizer.pad_token_id}
-    model_cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-                 "text_cfg": text_cfg}
+    vision_cfg = {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16}
+    model_cfg = {"embed_dim": 16, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
     torch.manual_seed(0)
     model = open_clip.CLIP(**model_cfg)
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))

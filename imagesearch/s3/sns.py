@@ -30,6 +30,10 @@ _SIGNED_FIELDS = {
 _MAX_CERT_BYTES = 64 * 1024
 
 
+_STRING_FIELDS = tuple(sorted({name for names in _SIGNED_FIELDS.values() for name in names}
+                              | {"SignatureVersion", "Signature", "SigningCertURL"}))
+
+
 class SnsVerificationError(PermanentError):
     """The envelope is not provably from SNS for an allowed topic. ``code`` says which check failed."""
 
@@ -104,6 +108,12 @@ class SnsVerifier:
 
         if not isinstance(envelope, dict) or envelope.get("Type") not in SNS_TYPES:
             raise SnsVerificationError("invalid_message", "not an SNS message")
+        # Every field read below is a string in a real envelope (or absent/null); anything else
+        # (`"TopicArn": {}`) is refused here, before a set lookup or a dict key could raise TypeError.
+        for name in _STRING_FIELDS:
+            value = envelope.get(name)
+            if value is not None and not isinstance(value, str):
+                raise SnsVerificationError("invalid_message", f"the SNS message's {name} is not a string")
         topic = envelope.get("TopicArn")
         if topic not in self.topics:  # checked before anything is fetched for it
             raise SnsVerificationError("topic_not_allowed", f"topic {topic!r} is not in the allowlist")

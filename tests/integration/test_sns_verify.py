@@ -253,6 +253,20 @@ def test_refusals_are_json_4xx_and_never_apply_anything(sns_app, signer):
     assert sent == [] and confirmed == []
 
 
+@pytest.mark.parametrize("field", ["TopicArn", "SignatureVersion", "Signature", "SigningCertURL", "Message",
+                                   "MessageId", "Timestamp", "Subject"])
+@pytest.mark.parametrize("value", [{}, [], 1, True])
+def test_fields_of_the_wrong_type_are_400_not_500(sns_app, signer, field, value):
+    """Found by schemathesis: `"TopicArn": {}` answered 500 (unhashable dict in the allowlist lookup)."""
+    client, sent, confirmed = sns_app
+    key, _ = signer
+    envelope = dict(sign(notification(s3_message()), key), **{field: value})
+    response = _post(client, envelope)
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["code"] == "invalid_message" and field in response.json["error"]["message"]
+    assert sent == [] and confirmed == []
+
+
 def test_a_subscribe_url_off_sns_is_never_fetched(sns_app, signer):
     client, _, confirmed = sns_app
     key, _ = signer

@@ -61,8 +61,9 @@ def _measure(name: str) -> dict:
 
     from imagesearch.config import Settings
     from imagesearch.models.captioner import CaptionerSpec, load_captioner
-    from imagesearch.models.catalogue import Role, find
+    from imagesearch.models.catalogue import find
     from imagesearch.models.clip import ClipSpec, load_clip
+    from imagesearch.vocab import ModelRole
 
     torch.set_num_threads(2)
     entry = find(name)
@@ -71,7 +72,7 @@ def _measure(name: str) -> dict:
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)) for _ in range(8)]
     started = time.perf_counter()
-    if entry.role is Role.CAPTIONER:
+    if entry.role is ModelRole.CAPTIONER:
         os.environ["IMAGESEARCH_CAPTION_MAX_LENGTH"] = "12"
         captioner = load_captioner(CaptionerSpec.from_settings(Settings()))
         load_s = time.perf_counter() - started

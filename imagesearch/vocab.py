@@ -41,3 +41,27 @@ class Stage(StrEnum):
 class VectorField(StrEnum):
     IMAGE = "image"
     CAPTION = "caption"
+
+
+class Library(StrEnum):
+    """The library that loads a CLIP model."""
+
+    OPEN_CLIP = "open_clip"
+    TRANSFORMERS = "transformers"
+
+
+class SourceKind(StrEnum):
+    """Where a CLIP model comes from (`IMAGESEARCH_CLIP_MODEL`'s forms, or a folder); the value
+    prefixes the model identity."""
+
+    REGISTRY = "open_clip"
+    HF_HUB = "hf-hub"
+    TRANSFORMERS = "transformers"
+    DIRECTORY = "dir"
+
+
+class ModelRole(StrEnum):
+    """What a catalogue model is for."""
+
+    CLIP = "clip"
+    CAPTIONER = "captioner"

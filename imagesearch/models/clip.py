@@ -23,8 +23,9 @@ from PIL import Image
 from imagesearch.config import Settings
 from imagesearch.errors import ConfigurationError
 from imagesearch.models.loading import ModelMisconfigured, pick_device, pick_dtype
-from imagesearch.models.sources import ClipSource, Library, parse_clip_source
+from imagesearch.models.sources import ClipSource, parse_clip_source
 from imagesearch.text import normalize_text
+from imagesearch.vocab import Library
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from imagesearch.models.captioner import CaptionerSpec, load_captioner
 from imagesearch.models.clip import ClipEncoder, ClipSpec, load_clip
 from imagesearch.models.loading import ModelUnavailable
 from imagesearch.models.open_clip_backend import needs_quick_gelu
-from imagesearch.models.sources import HF_HUB_PREFIX, TRANSFORMERS_PREFIX, ClipSource, Library, SourceKind
+from imagesearch.models.sources import HF_HUB_PREFIX, TRANSFORMERS_PREFIX, ClipSource, parse_clip_source
+from imagesearch.vocab import Library, SourceKind
 
 _PROBE_TEXTS = ["two children running in front of a house", "两个孩子在房子前面跑"]
 # What a transformers folder needs; other published formats (TF, Flax, ONNX) are left behind.
@@ -55,8 +56,6 @@ def parse_name(name: str) -> tuple[str, ClipSource | None]:
     """``arch/tag``, ``hf-hub:org/name`` or ``transformers:org/name`` name a CLIP; any other
     ``org/name`` a captioner (returned as ``(name, None)``)."""
     if name.startswith((HF_HUB_PREFIX, TRANSFORMERS_PREFIX)):
-        from imagesearch.models.sources import parse_clip_source
-
         return name, parse_clip_source(name, None, None)
     head, _, tail = name.partition("/")
     if tail and open_clip.get_model_config(head) is not None:

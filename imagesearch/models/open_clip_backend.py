@@ -24,7 +24,8 @@ from imagesearch.errors import ConfigurationError
 from imagesearch.models.clip import CLIP_FILES, ClipEncoder, ClipSpec, PixelInput
 from imagesearch.models.loading import ModelUnavailable, require_files, weights_fingerprint
 from imagesearch.models.prepacked import prepack_text_transformer
-from imagesearch.models.sources import ClipSource, SourceKind
+from imagesearch.models.sources import ClipSource
+from imagesearch.vocab import SourceKind
 
 log = logging.getLogger(__name__)
 

@@ -11,25 +11,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from imagesearch.errors import ConfigurationError
+from imagesearch.vocab import Library, SourceKind
 
 HF_HUB_PREFIX = "hf-hub:"
 TRANSFORMERS_PREFIX = "transformers:"
-
-
-class Library(StrEnum):
-    OPEN_CLIP = "open_clip"
-    TRANSFORMERS = "transformers"
-
-
-class SourceKind(StrEnum):
-    REGISTRY = "open_clip"
-    HF_HUB = "hf-hub"
-    TRANSFORMERS = "transformers"
-    DIRECTORY = "dir"
 
 
 @dataclass(frozen=True)

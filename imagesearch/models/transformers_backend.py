@@ -19,7 +19,8 @@ from transformers import AutoModel, AutoProcessor
 from imagesearch.errors import ConfigurationError
 from imagesearch.models.clip import ClipEncoder, ClipSpec, PixelInput
 from imagesearch.models.loading import ModelUnavailable, require_files, weights_fingerprint
-from imagesearch.models.sources import ClipSource, SourceKind
+from imagesearch.models.sources import ClipSource
+from imagesearch.vocab import SourceKind
 
 TRANSFORMERS_CLIP_FILES = {
     "config": ("config.json",),

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imagesearch.models.catalogue import Role, find
+from imagesearch.models.catalogue import find
+from imagesearch.vocab import ModelRole
 
 
 def install_replica(name: str, *, seed: int = 0) -> Path:
     entry = find(name)
     if entry is None or not entry.replica:
         raise ValueError(f"no offline replica for {name!r}")
-    if entry.role is Role.CAPTIONER:
+    if entry.role is ModelRole.CAPTIONER:
         from imagesearch.dev.replicas.captioners import install_captioner_replica
 
         return install_captioner_replica(name, seed=seed)

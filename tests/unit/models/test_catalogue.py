@@ -6,11 +6,12 @@ import open_clip
 import pytest
 
 from imagesearch.config import Settings
-from imagesearch.models.catalogue import CATALOGUE, Role, markdown_table
-from imagesearch.models.sources import SourceKind, parse_clip_source
+from imagesearch.models.catalogue import CATALOGUE, markdown_table
+from imagesearch.models.sources import parse_clip_source
+from imagesearch.vocab import ModelRole, SourceKind
 from tests.support.paths import ROOT
 
-CLIP_ENTRIES = [e for e in CATALOGUE if e.role is Role.CLIP]
+CLIP_ENTRIES = [e for e in CATALOGUE if e.role is ModelRole.CLIP]
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +44,7 @@ def test_the_default_settings_are_the_first_entry():
     models = Settings().models
     assert CATALOGUE[0].settings == {"IMAGESEARCH_CLIP_MODEL": models.clip_model,
                                      "IMAGESEARCH_CLIP_PRETRAINED": models.clip_pretrained}
-    captioners = [e for e in CATALOGUE if e.role is Role.CAPTIONER]
+    captioners = [e for e in CATALOGUE if e.role is ModelRole.CAPTIONER]
     assert captioners[0].settings == {"IMAGESEARCH_CAPTIONER_MODEL": models.captioner_model}
 
 

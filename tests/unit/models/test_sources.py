@@ -29,8 +29,9 @@ from imagesearch.errors import ConfigurationError
 from imagesearch.models import ModelMisconfigured
 from imagesearch.models.clip import ClipSpec, load_clip
 from imagesearch.models.open_clip_backend import needs_quick_gelu
-from imagesearch.models.sources import Library, SourceKind, parse_clip_source
+from imagesearch.models.sources import parse_clip_source
 from imagesearch.text import normalize_text
+from imagesearch.vocab import Library, SourceKind
 
 WORDS = ["[PAD]", "[UNK]", "<s>", "</s>", "a", "red", "dog", "two", "children", "running", "house"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from pydantic import BaseModel
 
+from api.auth import AUTH_RESPONSES
 from api.context import services
 from api.openapi import Resp, spec
 from schemas.api import ErrorOut
@@ -34,7 +35,7 @@ class RedriveOut(BaseModel):
 
 @bp.get("/dead-letters")
 @spec.validate(tags=TAGS, skip_validation=True, resp=Resp(
-    HTTP_200=DeadLettersOut, HTTP_401=(ErrorOut, "No or unknown API key."), HTTP_403=(ErrorOut, "Not an admin key.")))
+    HTTP_200=DeadLettersOut, **{**AUTH_RESPONSES, "HTTP_403": (ErrorOut, "Not an admin key.")}))
 def dead_letters():
     """Images whose processing killed a worker `MAX_DELIVERIES` times."""
     return jsonify(DeadLettersOut(dead_letters=services().ledger.dead_letters()).model_dump())
@@ -42,7 +43,7 @@ def dead_letters():
 
 @bp.post("/dead-letters/redrive")
 @spec.validate(json=RedriveIn, tags=TAGS, skip_validation=True, resp=Resp(
-    HTTP_200=RedriveOut, HTTP_401=(ErrorOut, "No or unknown API key."), HTTP_403=(ErrorOut, "Not an admin key.")))
+    HTTP_200=RedriveOut, **{**AUTH_RESPONSES, "HTTP_403": (ErrorOut, "Not an admin key.")}))
 def redrive():
     """Queue dead letters again (all, or the given ids) after fixing what killed the worker."""
     svc = services()

@@ -15,9 +15,18 @@ from imagesearch.apikeys import KeyRing, RateLimiter
 from imagesearch.config import Settings
 from imagesearch.records import DEFAULT_TENANT
 from imagesearch.services import Services
+from schemas.api import ErrorOut
 
 # Routes with their own authentication (webhook token, SNS signatures).
 _SELF_AUTHENTICATED = ("/v1/events/",)
+
+# What the check below can answer on any /v1 route it guards, in keys mode: spread into each such
+# route's ``Resp(...)`` so the document lists them (``Resp(HTTP_200=..., **AUTH_RESPONSES)``).
+AUTH_RESPONSES = {
+    "HTTP_401": (ErrorOut, "No API key, or an unknown or revoked one (keys mode)."),
+    "HTTP_403": (ErrorOut, "The API key lacks the scope this route needs."),
+    "HTTP_429": (ErrorOut, "More requests this minute than the key may make; Retry-After says when to retry."),
+}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from imagesearch.errors import Conflict, ImageSearchError, InvalidInput, NotFound, TooLarge, TransientError
 from imagesearch.imaging import InvalidImage
 from imagesearch.models import ModelMisconfigured, ModelUnavailable
-from imagesearch.search import NoVectorYet, UnknownImage
+from imagesearch.search import CancelledOut, NotCalibrated, NoVectorYet, UnknownImage, UnsupportedInMode
 from imagesearch.stores.base import StoreUnavailable
 from imagesearch.taskqueue import QueueUnavailable
 
@@ -24,6 +24,9 @@ STATUS_OF: tuple[tuple[type[ImageSearchError], int, str], ...] = (
     (TooLarge, 413, "too_large"),
     (UnknownImage, 404, "bad_query"),
     (NoVectorYet, 409, "bad_query"),
+    (NotCalibrated, 409, "not_calibrated"),
+    (UnsupportedInMode, 422, "unsupported_in_mode"),
+    (CancelledOut, 422, "examples_cancel_out"),
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
     (InvalidInput, 422, "invalid_request"),

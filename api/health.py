@@ -33,7 +33,17 @@ def readyz():
         except Exception as exc:  # noqa: BLE001 - readiness reports any failure, it never raises
             checks[name] = f"error: {exc}"
     ready = all(v == "ok" for v in checks.values())
-    return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
+    body = {"status": "ready" if ready else "not_ready", "checks": checks, "profile": _profile() if ready else None}
+    return jsonify(body), 200 if ready else 503
+
+
+def _profile() -> dict | None:
+    """The search profile applied to these models (fusion and calibrations), if one was saved."""
+    try:
+        profile = services().current_profile()
+    except Exception:  # noqa: BLE001 - a profile that cannot be read is not a readiness failure
+        return None
+    return profile.summary() if profile is not None else None
 
 
 def _ping_broker() -> None:

@@ -7,7 +7,7 @@ import re
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from api.auth import caller
+from api.auth import AUTH_RESPONSES, caller
 from api.context import services
 from api.errors import ApiError
 from api.openapi import Resp, UploadForm, spec
@@ -48,7 +48,9 @@ def _field(name: str, default: str | None = None) -> str | None:
 @spec.validate(form=UploadForm, tags=TAGS, skip_validation=True, resp=Resp(
     HTTP_202=(AcceptedOut, "Accepted: stored and queued for indexing; Location names the image."),
     HTTP_400=(ErrorOut, "No file, or an empty one."), HTTP_413=(ErrorOut, "Larger than MAX_UPLOAD_BYTES."),
-    HTTP_415=(ErrorOut, "Not an image in an accepted format."), HTTP_503=(ErrorOut, "Store or broker unavailable.")))
+    HTTP_415=(ErrorOut, "Not an image in an accepted format."),
+    HTTP_422=(ErrorOut, "Invalid collection, external_id or tags."),
+    HTTP_503=(ErrorOut, "Store or broker unavailable."), **AUTH_RESPONSES))
 def upload():
     """Upload an image to index.
 
@@ -87,7 +89,7 @@ def _record(image_id: str) -> ImageRecord:
 
 @bp.get("/<image_id>")
 @spec.validate(tags=TAGS, skip_validation=True, path_parameter_descriptions={"image_id": "The image's id."},
-               resp=Resp(HTTP_200=ImageOut, HTTP_404=(ErrorOut, "No such image.")))
+               resp=Resp(HTTP_200=ImageOut, HTTP_404=(ErrorOut, "No such image."), **AUTH_RESPONSES))
 def get_image(image_id: str):
     """An image's record: indexing status, caption, collection, tags, models, thumbnail URL."""
     return jsonify(image_out(_record(image_id)).model_dump())
@@ -96,7 +98,7 @@ def get_image(image_id: str):
 @bp.get("/<image_id>/thumbnail")
 @spec.validate(tags=TAGS, skip_validation=True, path_parameter_descriptions={"image_id": "The image's id."},
                resp=Resp(HTTP_200=(None, "The JPEG thumbnail."),
-                         HTTP_404=(ErrorOut, "No such image or no thumbnail yet.")))
+                         HTTP_404=(ErrorOut, "No such image or no thumbnail yet."), **AUTH_RESPONSES))
 def thumbnail(image_id: str):
     """The image's thumbnail (JPEG), written when the image is indexed."""
     record = _record(image_id)
@@ -111,7 +113,7 @@ def thumbnail(image_id: str):
 
 @bp.delete("/<image_id>")
 @spec.validate(tags=TAGS, skip_validation=True, path_parameter_descriptions={"image_id": "The image's id."},
-               resp=Resp(HTTP_204=(None, "Deleted."), HTTP_404=(ErrorOut, "No such image.")))
+               resp=Resp(HTTP_204=(None, "Deleted."), HTTP_404=(ErrorOut, "No such image."), **AUTH_RESPONSES))
 def delete(image_id: str):
     """Delete an image: its record, vectors, original and thumbnail."""
     svc = services()

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spectree import Response as Resp
 from spectree import SpecTree
 
-from imagesearch.vocab import SearchMode
+from imagesearch.vocab import Cutoff, SearchMode
 from schemas.api import MAX_K, MAX_TEXT, NAME_PATTERN, ErrorOut
 
 TITLE = "imagesearch API"
@@ -78,11 +78,15 @@ class SearchForm(BaseModel):
 
     file: bytes | None = Field(default=None, description="Query image (instead of text or image_id).")
     text: str | None = Field(default=None, max_length=MAX_TEXT)
-    image_id: str | None = Field(default=None, max_length=128)
+    image_id: str | None = Field(default=None, min_length=1, max_length=128)
     mode: SearchMode = SearchMode.IMAGE
     k: int = Field(default=10, ge=1, le=MAX_K)
     collection: str | None = Field(default=None, pattern=NAME_PATTERN)
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    min_relevance: float | None = Field(default=None, ge=0.0, le=1.0)
+    cutoff: Cutoff | None = None
+    explain: bool = False
+    dedup: bool = False
 
 
 class HealthOut(BaseModel):
@@ -92,6 +96,9 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     checks: dict[str, str] = Field(description="store, broker, models: 'ok' or 'error: ...'")
+    profile: dict[str, Any] | None = Field(
+        default=None, description="The search profile `imagesearch eval --tune` saved for the models served "
+        "(fusion, calibrated modes, when and on what it was fitted); null when none.")
 
 
 # Responses that are not JSON: (method, path) -> content type and schema.
@@ -114,8 +121,9 @@ def document(app: Flask) -> dict[str, Any]:
             for method, operation in operations.items():
                 if (method, path) in endpoints:  # "images.get_image" -> "images_get_image"
                     operation["operationId"] = endpoints[(method, path)].replace(".", "_")
-                if "requestBody" not in operation:
-                    # spectree adds the validation error to every route; only bodies are validated.
+                if "requestBody" not in operation and not any(
+                        p.get("in") == "query" for p in operation.get("parameters", ())):
+                    # spectree adds the validation error to every route; only bodies and queries are validated.
                     operation["responses"].pop("422", None)
                 content = _NON_JSON.get((method, path))
                 if content and "200" in operation["responses"]:

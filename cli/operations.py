@@ -26,6 +26,12 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         typer.echo(f"{section}: " + (", ".join(f"{k}={v}" for k, v in values.items()) if isinstance(values, dict)
                                      else str(values)))
     typer.echo(f"dead letters: {report.get('dead_letters', '?')}")
+    for profile in report.get("search_profiles", []):
+        fusion = profile["fusion"]
+        weights = ", ".join(f"{k} {v:g}" for k, v in fusion["weights"].items())
+        typer.echo(f"search profile for {profile['clip']} + {profile['captioner']}: {fusion['method']} ({weights}), "
+                   f"relevance for {', '.join(profile['calibrated_modes']) or 'no mode'}, "
+                   f"fitted {profile.get('fitted_at', '?')} on {profile.get('dataset', '?')}")
     for failure in report["latest_failures"]:
         typer.echo(f"  failed {failure['id']}  {failure['source']}: {failure['error']}")
 

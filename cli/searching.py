@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -39,11 +40,20 @@ def evaluate(dataset: Optional[Path] = typer.Argument(None, help="Folder with im
              seed: int = typer.Option(2, help="Seed of the procedural set (the demo models were trained on seed 1)."),
              api: Optional[str] = typer.Option(None, help="Evaluate a running API instead of starting one."),
              out: Path = typer.Option(Path("eval-report"), help="Folder for report.json and chart.png."),
-             modes: str = typer.Option(",".join(SearchMode), help="Comma-separated modes.")) -> None:
+             modes: str = typer.Option(",".join(SearchMode), help="Comma-separated modes."),
+             tune: bool = typer.Option(False, "--tune", help="Fit hybrid fusion weights and relevance calibration on "
+                                       "half the queries, save them for these models (the API applies them), and "
+                                       "report the other half."),
+             profile: Optional[Path] = typer.Option(None, help="A profile.json an earlier --tune wrote: measure "
+                                                    "without it, apply it, and measure again.")) -> None:
     """Index a labelled set through the real pipeline and report Recall@1/5/10, MRR, nDCG@10 and latency,
-    per mode over all queries and per query language (a procedural set has English and Chinese queries)."""
+    per mode over all queries and per query language (a procedural set has English and Chinese queries).
+    With a relevance calibration, also its expected calibration error (ECE) and the precision of the
+    hits whose relevance is at least 0.5 (P@.5)."""
     from imagesearch.dev import evaluate as ev
     from imagesearch.dev.client import ApiClient
+    from imagesearch.profiles import ProfileStore, SearchProfile
+    from imagesearch.redis_state import Keyspace, connect
 
     settings = get_settings()
     if procedural:
@@ -59,14 +69,34 @@ def evaluate(dataset: Optional[Path] = typer.Argument(None, help="Folder with im
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     if not set(chosen) <= set(SearchMode):
         raise typer.BadParameter(f"modes must be among {', '.join(SearchMode)}")
+    if (tune or profile) and set(chosen) != set(SearchMode):
+        raise typer.BadParameter("--tune and --profile need every mode")
+    if tune and profile:
+        raise typer.BadParameter("give --tune or --profile, not both")
+    given = SearchProfile.from_json(json.loads(profile.read_text())) if profile else None
     collection = f"eval-{uuid.uuid4().hex[:8]}"
+    out.mkdir(parents=True, exist_ok=True)
     typer.echo(f"{len(labelled.images)} images, {len(labelled.queries)} queries from {dataset}")
+    saved: list[SearchProfile] = []
 
     def progress(done: int, total: int) -> None:
         typer.echo(f"\r  indexed: {done}/{total}", nl=False)
 
+    def run(base: str, keys: Keyspace) -> ev.Report:
+        profiles = ProfileStore(connect(settings.redis.url, timeout=10), keys)
+
+        def save(fitted: SearchProfile) -> None:
+            if given is None:  # a tuned profile is named after the set it was fitted on
+                fitted = replace(fitted, fitted={**fitted.fitted, "dataset": dataset.name})
+            profiles.save(fitted)
+            saved.append(fitted)
+
+        return ev.run(ApiClient(base), labelled, collection, chosen, progress, tune=tune, profile=given,
+                      save_profile=save, default_fusion=settings.search.fusion(),
+                      lists_out=out / "lists.jsonl" if tune else None)
+
     if api:
-        report = ev.run(ApiClient(api), labelled, collection, chosen, progress)
+        report = run(api, settings.keys)
     else:
         from imagesearch.dev import procs
         from imagesearch.dev.demo import stack_env
@@ -75,11 +105,15 @@ def evaluate(dataset: Optional[Path] = typer.Argument(None, help="Folder with im
         env, label = stack_env(data_dir)
         typer.echo(f"models: {label}")
         with procs.local_stack(env, data_dir / "logs") as base:
-            report = ev.run(ApiClient(base), labelled, collection, chosen, progress)
+            report = run(base, Keyspace(env.get("IMAGESEARCH_REDIS_NAMESPACE", "")))
     typer.echo("")
     typer.echo(ev.render_table(report))
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report.to_json(), indent=2))
+    if tune and saved:
+        (out / "profile.json").write_text(json.dumps(saved[-1].to_json(), indent=2))
+        typer.echo(f"saved the search profile for {saved[-1].clip} + {saved[-1].captioner} "
+                   f"(and wrote {out / 'profile.json'})")
     ev.write_chart(report, out / "chart.png")
     typer.echo(f"wrote {out / 'report.json'} and {out / 'chart.png'}")
 

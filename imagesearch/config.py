@@ -19,7 +19,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.sources import ENV_FILE_SENTINEL
 
+from imagesearch.fusion import FusionConfig
 from imagesearch.redis_state import Keyspace
+from imagesearch.vocab import FusionMethod, RankedList
 
 # An empty variable means unset (compose renders `${VAR:-}` as ""; a Path would parse it as ".").
 _COMMON = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True, populate_by_name=True)
@@ -324,6 +326,31 @@ class SearchSettings(BaseSettings):
     rrf_k: int = Field(
         default=60, ge=1, description="Constant `k` of reciprocal rank fusion in hybrid mode (higher: flatter fusion)."
     )
+    fusion_method: FusionMethod = Field(
+        default=FusionMethod.LINEAR,
+        description="Hybrid fusion without a tuned profile: `linear` (weighted sum of normalised scores) or `rrf` "
+        "(weighted reciprocal rank fusion).")
+    fusion_weight_image: float = Field(default=0.5, ge=0, le=1, description="Weight of the image kNN list in hybrid.")
+    fusion_weight_caption: float = Field(default=0.5, ge=0, le=1,
+                                         description="Weight of the caption kNN list in hybrid.")
+    fusion_weight_keyword: float = Field(default=0.0, ge=0, le=1,
+                                         description="Weight of the keyword (BM25) list in hybrid.")
+    fusion_depth: int = Field(default=100, ge=1, le=1000,
+                              description="How deep each list is searched before fusion (at least `k`).")
+    duplicate_threshold: float = Field(
+        default=0.95, ge=0, le=1,
+        description="Image-to-image cosine at or above which `dedup` collapses hits and `/similar` calls them "
+        "near-duplicates.")
+    use_profiles: bool = Field(
+        default=True, description="Apply the search profile `imagesearch eval --tune` saved for the current models "
+        "(fusion and relevance calibration); false: the fusion settings above, no relevance.")
+    profile_refresh_s: float = Field(default=1.0, ge=0, le=3600,
+                                     description="How often each API process re-reads the search profile from Redis.")
+
+    def fusion(self) -> FusionConfig:
+        weights = {RankedList.IMAGE: self.fusion_weight_image, RankedList.CAPTION: self.fusion_weight_caption,
+                   RankedList.KEYWORD: self.fusion_weight_keyword}
+        return FusionConfig(self.fusion_method, weights, self.fusion_depth, self.rrf_k)
 
 
 class EventSettings(BaseSettings):

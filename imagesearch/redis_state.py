@@ -79,3 +79,7 @@ class Keyspace:
 
     def requeued(self, image_id: str) -> str:
         return f"{self._state}requeued:{image_id}"
+
+    # Search profiles (fusion weights and relevance calibration, per model identities)
+    def search_profile(self, digest: str) -> str:
+        return f"{self._state}search-profile:{digest}"

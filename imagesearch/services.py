@@ -16,6 +16,7 @@ from imagesearch.apikeys import KeyRing, RateLimiter
 from imagesearch.blobs import BlobStore, open_blobs
 from imagesearch.config import Settings
 from imagesearch.deliveries import DeliveryLedger
+from imagesearch.profiles import ProfileStore, SearchProfile
 from imagesearch.redis_state import connect
 from imagesearch.s3.event_log import RedisEventLog
 from imagesearch.s3.ingest import S3Ingestor
@@ -64,7 +65,17 @@ class Services:
     def searcher(self) -> SearchService:
         from imagesearch.search import SearchService
 
-        return SearchService(self.settings, self.store, self.clip)
+        return SearchService(self.settings, self.store, self.clip, self.current_profile)
+
+    @cached_property
+    def profiles(self) -> ProfileStore:
+        return ProfileStore(self.redis, self.settings.keys, self.settings.search.profile_refresh_s)
+
+    def current_profile(self) -> SearchProfile | None:
+        """The search profile fitted for the models this process serves, if any."""
+        from imagesearch.models.captioner import configured_captioner
+
+        return self.profiles.current(self.clip.identity, configured_captioner(self.settings))
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -16,6 +16,7 @@ def status_report(svc: Services, failures: int = 10) -> dict[str, Any]:
     try:
         report["queues"] = {str(stage): depth for stage, depth in svc.queue.depths().items()}
         report["dead_letters"] = len(svc.ledger.dead_letters())
+        report["search_profiles"] = [p.summary() for p in svc.profiles.all()]
     except (TransientError, redis.RedisError, OSError) as exc:  # the broker being down is a status
         report["queues"] = f"unavailable: {exc}"
     failed = sorted((r for r in svc.store.iter_records()

@@ -65,3 +65,20 @@ class ModelRole(StrEnum):
 
     CLIP = "clip"
     CAPTIONER = "captioner"
+
+
+class RankedList(StrEnum):
+    """The lists hybrid search fuses (each has a weight)."""
+
+    IMAGE = "image"      # kNN on CLIP image vectors (cosine)
+    CAPTION = "caption"  # kNN on CLIP text vectors of captions (cosine)
+    KEYWORD = "keyword"  # BM25 on captions
+
+
+class FusionMethod(StrEnum):
+    RRF = "rrf"        # weighted reciprocal rank fusion: ranks only
+    LINEAR = "linear"  # convex combination of normalised scores
+
+
+class Cutoff(StrEnum):
+    AUTO = "auto"  # cut at the first jump in the scores (needs no calibration)

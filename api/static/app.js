@@ -11,21 +11,32 @@
   const queryChip = $("#query-image");
   const collectionInput = $("#collection");
   const kSelect = $("#k");
+  const cutoffToggle = $("#cutoff");
   const searchButton = $("#search-button");
   const statusLine = $("#search-status");
+  const exampleBar = $("#examples");
+  const exampleList = $("#example-list");
   const results = $("#results");
   const empty = $("#empty");
+  const emptyText = empty.querySelector("p").textContent;
   const dropzone = $("#dropzone");
   const uploadInput = $("#upload-input");
   const uploadCollection = $("#upload-collection");
   const uploadList = $("#upload-list");
   const collections = new Set();
 
-  // The query is one of: text typed in the box, an image file, or an indexed image ("similar to").
-  let imageQuery = null; // {file} | {imageId, label, thumb}
+  // The query is the text typed in the box or an image file (dropped or chosen). "More like this" /
+  // "Less like this" on a result (a click on a result is "More like this") add indexed images as
+  // positive or negative examples; while there are any, the text and the image file join them as
+  // positive examples and the search goes as {positive, negative}.
+  let imageQuery = null; // {file}
+  const examples = []; // {imageId, polarity: "positive" | "negative", label, thumb}
+  const MAX_EXAMPLES = 8; // per list, as the API allows
   let searchSeq = 0;
 
   const mode = () => document.querySelector('input[name="mode"]:checked').value;
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  const hasQuery = () => Boolean(imageQuery || queryInput.value.trim() || examples.length);
 
   async function apiError(response) {
     try {
@@ -43,64 +54,118 @@
     $("#collections").appendChild(option);
   }
 
+  function fileAsBase64(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+      reader.onerror = () => reject(reader.error || new Error("could not read the query image"));
+      reader.readAsDataURL(file);
+    });
+  }
+
   // ---- search ------------------------------------------------------------------------------
 
   function setImageQuery(query) {
     imageQuery = query;
+    const preview = $("#query-image-preview");
+    if (preview.dataset.objectUrl) {
+      URL.revokeObjectURL(preview.dataset.objectUrl);
+      delete preview.dataset.objectUrl;
+    }
     if (!query) {
       queryChip.hidden = true;
       queryInput.placeholder = "Describe what you are looking for, or drop an image here";
       return;
     }
-    const preview = $("#query-image-preview");
-    if (preview.dataset.objectUrl) URL.revokeObjectURL(preview.dataset.objectUrl);
-    if (query.file) {
-      preview.src = preview.dataset.objectUrl = URL.createObjectURL(query.file);
-      $("#query-image-name").textContent = query.file.name || "image";
-    } else {
-      delete preview.dataset.objectUrl;
-      preview.src = query.thumb || "";
-      $("#query-image-name").textContent = `similar to ${query.label}`;
-    }
+    preview.src = preview.dataset.objectUrl = URL.createObjectURL(query.file);
+    $("#query-image-name").textContent = query.file.name || "image";
     queryChip.hidden = false;
     queryInput.value = "";
     queryInput.placeholder = "Searching by image; type to search by text instead";
   }
 
-  function buildRequest() {
-    const k = kSelect.value;
+  // {body, headers?, label} to send, {blocked: reason} when the examples alone cannot be searched,
+  // or null when there is nothing to search for.
+  async function buildRequest() {
+    const k = Number(kSelect.value);
     const collection = collectionInput.value.trim();
-    if (imageQuery && imageQuery.file) {
+    const cutoff = cutoffToggle.checked;
+    const text = queryInput.value.trim();
+    if (examples.length) {
+      const positive = [];
+      const negative = [];
+      const parts = [];
+      if (text) { positive.push({ text }); parts.push(`“${text}”`); }
+      if (imageQuery) {
+        positive.push({ image: await fileAsBase64(imageQuery.file) });
+        parts.push(`image “${imageQuery.file.name || "query"}”`);
+      }
+      for (const example of examples) {
+        (example.polarity === "positive" ? positive : negative).push({ image_id: example.imageId });
+      }
+      const liked = positive.length - parts.length;
+      if (liked) parts.push(`more like ${plural(liked, "image")}`);
+      if (negative.length) parts.push(`less like ${plural(negative.length, "image")}`);
+      if (!positive.length) {
+        return { blocked: "Less like what? Type a description or add a “More like this” example; "
+          + "negative examples only push results away." };
+      }
+      const payload = { positive, negative, mode: mode(), k };
+      if (collection) payload.collection = collection;
+      if (cutoff) payload.cutoff = "auto";
+      return { body: JSON.stringify(payload), headers: { "Content-Type": "application/json" }, label: parts.join(", ") };
+    }
+    if (imageQuery) {
       const body = new FormData();
       body.append("file", imageQuery.file, imageQuery.file.name || "query.jpg");
       body.append("mode", mode());
-      body.append("k", k);
+      body.append("k", String(k));
       if (collection) body.append("collection", collection);
+      if (cutoff) body.append("cutoff", "auto");
       return { body, label: `image “${imageQuery.file.name || "query"}”` };
     }
-    const payload = { mode: mode(), k: Number(k) };
+    if (!text) return null;
+    const payload = { text, mode: mode(), k };
     if (collection) payload.collection = collection;
-    if (imageQuery && imageQuery.imageId) {
-      payload.image_id = imageQuery.imageId;
-    } else {
-      const text = queryInput.value.trim();
-      if (!text) return null;
-      payload.text = text;
-    }
-    return {
-      body: JSON.stringify(payload),
-      headers: { "Content-Type": "application/json" },
-      label: payload.text ? `“${payload.text}”` : `images similar to ${imageQuery.label}`,
-    };
+    if (cutoff) payload.cutoff = "auto";
+    return { body: JSON.stringify(payload), headers: { "Content-Type": "application/json" }, label: `“${text}”` };
+  }
+
+  function showError(message) {
+    statusLine.classList.add("error");
+    statusLine.textContent = message;
+  }
+
+  // Back to the page's first state: no query, no results.
+  function resetResults() {
+    ++searchSeq; // an answer still on its way is no longer wanted
+    searchButton.disabled = false;
+    results.replaceChildren();
+    statusLine.classList.remove("error");
+    statusLine.textContent = "";
+    empty.querySelector("p").textContent = emptyText;
+    empty.hidden = false;
   }
 
   async function runSearch() {
-    const request = buildRequest();
+    const seq = ++searchSeq;
+    let request;
+    try {
+      request = await buildRequest();
+    } catch (err) {
+      if (seq === searchSeq) showError(`Search failed: ${err.message}`);
+      return;
+    }
+    if (seq !== searchSeq) return;
     if (!request) {
       queryInput.focus();
       return;
     }
-    const seq = ++searchSeq;
+    if (request.blocked) {
+      showError(request.blocked);
+      queryInput.focus();
+      return;
+    }
     searchButton.disabled = true;
     statusLine.classList.remove("error");
     statusLine.textContent = "Searching…";
@@ -109,19 +174,20 @@
       if (seq !== searchSeq) return; // a newer search superseded this one
       if (!response.ok) throw new Error(await apiError(response));
       const body = await response.json();
-      renderHits(body.hits);
-      const n = body.hits.length;
-      statusLine.textContent = `${n} result${n === 1 ? "" : "s"} for ${request.label} · ${body.mode} mode · ${Math.round(body.took_ms)} ms`;
+      if (seq !== searchSeq) return;
+      renderHits(body.hits, body.calibrated === true);
+      let line = `${plural(body.hits.length, "result")} for ${request.label}`;
+      if (body.cutoff) line += ` · ${body.cutoff.kept} of ${body.cutoff.of} kept by the auto cutoff`;
+      statusLine.textContent = `${line} · ${body.mode} mode · ${Math.round(body.took_ms)} ms`;
     } catch (err) {
       if (seq !== searchSeq) return;
-      statusLine.classList.add("error");
-      statusLine.textContent = `Search failed: ${err.message}`;
+      showError(`Search failed: ${err.message}`);
     } finally {
       if (seq === searchSeq) searchButton.disabled = false;
     }
   }
 
-  function renderHits(hits) {
+  function renderHits(hits, calibrated) {
     results.replaceChildren();
     empty.hidden = hits.length > 0;
     if (!hits.length) {
@@ -143,20 +209,89 @@
       // null: not captioned yet; "": the captioner produced nothing.
       caption.textContent = hit.caption || (hit.caption === null ? "caption pending…" : "no caption");
       caption.classList.toggle("pending", !hit.caption);
-      card.querySelector(".score").textContent = hit.score.toFixed(3);
-      card.querySelector(".score").title = "similarity score";
+      // Relevance is a calibrated probability; without a calibration for the mode it is meaningless.
+      const relevance = card.querySelector(".relevance");
+      if (calibrated && typeof hit.relevance === "number") {
+        relevance.textContent = `${Math.round(hit.relevance * 100)} % relevant`;
+        relevance.title = "calibrated chance that this image is relevant to the query";
+      } else {
+        relevance.remove();
+      }
+      const score = card.querySelector(".score");
+      score.textContent = hit.score.toFixed(3);
+      score.title = "raw similarity score (comparable within one mode only)";
       card.querySelector(".collection").textContent = hit.collection;
-      card.title = `${hit.caption || hit.id}\nclick: find similar images`;
+      card.title = `${hit.caption || hit.id}\nclick: more like this`;
+      const example = examples.find((e) => e.imageId === hit.id);
+      if (example) card.dataset.example = example.polarity;
       rememberCollection(hit.collection);
-      const similar = () => {
-        setImageQuery({ imageId: hit.id, label: hit.caption ? `“${hit.caption}”` : "this image", thumb: hit.thumbnail_url });
-        runSearch();
-      };
-      card.addEventListener("click", similar);
-      card.addEventListener("keydown", (e) => { if (e.key === "Enter") similar(); });
+      const more = () => addExample(hit, "positive");
+      card.addEventListener("click", more);
+      card.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target === card) more(); });
+      for (const [selector, polarity] of [[".more", "positive"], [".less", "negative"]]) {
+        card.querySelector(selector).addEventListener("click", (e) => {
+          e.stopPropagation(); // not also the card's own click
+          addExample(hit, polarity);
+        });
+      }
       results.appendChild(card);
     }
   }
+
+  // ---- examples ("More like this" / "Less like this") ---------------------------------------
+
+  function addExample(hit, polarity) {
+    const existing = examples.find((e) => e.imageId === hit.id);
+    if (existing && existing.polarity === polarity) return;
+    // The text and the query image count as positive examples too.
+    const taken = examples.filter((e) => e.polarity === polarity).length
+      + (polarity === "positive" ? (queryInput.value.trim() ? 1 : 0) + (imageQuery ? 1 : 0) : 0);
+    if (taken >= MAX_EXAMPLES) {
+      showError(`At most ${MAX_EXAMPLES} ${polarity} examples; remove one first.`);
+      return;
+    }
+    if (existing) existing.polarity = polarity;
+    else examples.push({ imageId: hit.id, polarity, label: hit.caption || hit.id, thumb: hit.thumbnail_url });
+    renderExamples();
+    runSearch();
+  }
+
+  function removeExamples(imageIds) {
+    for (const id of imageIds) {
+      const index = examples.findIndex((e) => e.imageId === id);
+      if (index >= 0) examples.splice(index, 1);
+    }
+    renderExamples();
+    if (hasQuery()) runSearch(); else resetResults();
+  }
+
+  function renderExamples() {
+    exampleList.replaceChildren();
+    exampleBar.hidden = examples.length === 0;
+    const template = $("#example-template");
+    for (const example of examples) {
+      const chip = template.content.firstElementChild.cloneNode(true);
+      const positive = example.polarity === "positive";
+      chip.classList.add(example.polarity);
+      chip.dataset.id = example.imageId;
+      chip.dataset.polarity = example.polarity;
+      chip.title = `${positive ? "more" : "less"} like: ${example.label}`;
+      chip.querySelector(".sign").textContent = positive ? "+" : "−";
+      const img = chip.querySelector("img");
+      if (example.thumb) img.src = example.thumb; else img.remove();
+      chip.querySelector(".example-label").textContent = example.label;
+      const close = chip.querySelector(".chip-close");
+      close.setAttribute("aria-label", `Remove the example “${example.label}”`);
+      close.addEventListener("click", () => removeExamples([example.imageId]));
+      exampleList.appendChild(chip);
+    }
+    for (const card of results.querySelectorAll(".hit")) {
+      const example = examples.find((e) => e.imageId === card.dataset.id);
+      if (example) card.dataset.example = example.polarity; else delete card.dataset.example;
+    }
+  }
+
+  $("#examples-clear").addEventListener("click", () => removeExamples(examples.map((e) => e.imageId)));
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -164,16 +299,21 @@
     runSearch();
   });
   queryInput.addEventListener("input", () => { if (queryInput.value && imageQuery) setImageQuery(null); });
-  $("#query-image-clear").addEventListener("click", () => { setImageQuery(null); queryInput.focus(); });
+  $("#query-image-clear").addEventListener("click", () => {
+    setImageQuery(null);
+    if (examples.length) runSearch();
+    queryInput.focus();
+  });
   queryFile.addEventListener("change", () => {
     if (queryFile.files.length) { setImageQuery({ file: queryFile.files[0] }); runSearch(); }
     queryFile.value = "";
   });
   for (const input of document.querySelectorAll('input[name="mode"]')) {
-    input.addEventListener("change", () => { if (imageQuery || queryInput.value.trim()) runSearch(); });
+    input.addEventListener("change", () => { if (hasQuery()) runSearch(); });
   }
-  collectionInput.addEventListener("change", () => { if (imageQuery || queryInput.value.trim()) runSearch(); });
-  kSelect.addEventListener("change", () => { if (imageQuery || queryInput.value.trim()) runSearch(); });
+  collectionInput.addEventListener("change", () => { if (hasQuery()) runSearch(); });
+  kSelect.addEventListener("change", () => { if (hasQuery()) runSearch(); });
+  cutoffToggle.addEventListener("change", () => { if (hasQuery()) runSearch(); });
 
   // Dropping an image on the search box searches by that image.
   const imageFiles = (dataTransfer) =>

@@ -95,16 +95,30 @@ class Captioner:
         return [normalize_text(text) for text in texts]
 
 
+def captioner_identity(spec: CaptionerSpec) -> str:
+    """The identity records carry (``caption_model``), known without loading the weights: what the
+    API keys search profiles by, and it runs no captioner."""
+    if spec.directory is None:
+        return f"captioner:{spec.name}"
+    directory = Path(spec.directory).resolve()
+    require_files(directory, CAPTIONER_FILES, "IMAGESEARCH_CAPTIONER_DIR")
+    return f"captioner:{directory.name}@{weights_fingerprint(directory, ('*.safetensors', '*.bin'))}"
+
+
+@lru_cache(maxsize=2)
+def cached_identity(spec: CaptionerSpec) -> str:
+    return captioner_identity(spec)
+
+
+def configured_captioner(settings: Settings) -> str:
+    """The identity of the captioner these settings name (hashed once per process)."""
+    return cached_identity(CaptionerSpec.from_settings(settings))
+
+
 def load_captioner(spec: CaptionerSpec) -> Captioner:
     device = pick_device(spec.device)
-    if spec.directory is not None:
-        directory = Path(spec.directory).resolve()
-        require_files(directory, CAPTIONER_FILES, "IMAGESEARCH_CAPTIONER_DIR")
-        source = str(directory)
-        identity = f"captioner:{directory.name}@{weights_fingerprint(directory, ('*.safetensors', '*.bin'))}"
-    else:
-        source = spec.name
-        identity = f"captioner:{spec.name}"
+    identity = captioner_identity(spec)
+    source = str(Path(spec.directory).resolve()) if spec.directory is not None else spec.name
     dtype = pick_dtype(device, spec.precision)
     if device.type == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # CPUs have no fast fp16 kernels (as for CLIP: see models/clip.py)

@@ -41,7 +41,8 @@ class CaptionUpdate:
 class Filters:
     tenant: str | None = None
     collection: str | None = None
-    exclude_id: str | None = None
+    # Ids left out of the results: the query-by-example images, which would otherwise match themselves.
+    exclude_ids: frozenset[str] = frozenset()
 
 
 class Store(Protocol):
@@ -65,6 +66,11 @@ class Store(Protocol):
 
     def vector(self, image_id: str, field: VectorField) -> tuple[np.ndarray, str] | None:
         """The stored vector and the model identity that produced it."""
+
+    def vectors(self, ids: Iterable[str], field: VectorField, model: str) -> dict[str, np.ndarray]:
+        """The stored ``field`` vectors of ``ids`` made by ``model``, by id, in one cheap read (for
+        de-duplicating results and near-duplicate search; meant for about a hundred ids). Ids that are
+        unknown, deleted, not embedded yet, or whose vector another model made are absent."""
 
     def knn(self, field: VectorField, query: np.ndarray, k: int, model: str, filters: Filters,
             min_score: float | None = None) -> list[tuple[str, float]]:

@@ -256,6 +256,14 @@ class EmbeddedStore:
             return None
         return np.frombuffer(row[0], dtype=np.float32), row[1]
 
+    def vectors(self, ids: Iterable[str], field: VectorField, model: str) -> dict[str, np.ndarray]:
+        # From the in-memory table, not SQLite: it holds exactly the indexed records' vectors per
+        # model, as knn sees them, without reading a blob per id.
+        self._refresh()
+        with self._index_lock:
+            table = self._tables.get((field, model))
+            return {} if table is None else table.get(ids)
+
     def knn(self, field: VectorField, query: np.ndarray, k: int, model: str, filters: Filters,
             min_score: float | None = None) -> list[tuple[str, float]]:
         self._refresh()
@@ -278,9 +286,10 @@ class EmbeddedStore:
             if value is not None:
                 sql += f" AND i.{column} = ?"
                 params.append(value)
-        if filters.exclude_id is not None:
-            sql += " AND i.id != ?"
-            params.append(filters.exclude_id)
+        if filters.exclude_ids:
+            excluded = sorted(filters.exclude_ids)
+            sql += f" AND i.id NOT IN ({', '.join('?' * len(excluded))})"
+            params.extend(excluded)
         sql += " ORDER BY rank LIMIT ?"
         params.append(k)
         # bm25() is lower-is-better and negative; report a positive score.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from imagesearch.stores.base import Filters
@@ -74,6 +76,19 @@ class VectorTable:
         if len(self._ids) > 1024 and len(self._row) < len(self._ids) // 2:
             self._compact()
 
+    def get(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """The vectors of those of ``ids`` held here, as copies (the columns move on compaction)."""
+        wanted = {i: self._row[i] for i in dict.fromkeys(ids) if i in self._row}
+        if not wanted:
+            return {}
+        self._write_pending()
+        rows = np.fromiter(wanted.values(), dtype=np.intp, count=len(wanted))
+        order = np.argsort(rows, kind="stable")
+        # One gather for all of them, then rows of one contiguous (n, dim) array.
+        vectors = np.empty((rows.size, self.dim), dtype=np.float32)
+        vectors[order] = self._gather(self._blocks, rows[order]).T
+        return dict(zip(wanted, vectors, strict=True))
+
     def search(self, query: np.ndarray, k: int, filters: Filters, min_score: float | None) -> list[tuple[str, float]]:
         n = len(self._ids)
         if n == 0 or k <= 0:
@@ -86,8 +101,9 @@ class VectorTable:
                 if code is None:
                     return []
                 mask &= values[:n] == code
-        if filters.exclude_id is not None and filters.exclude_id in self._row:
-            mask[self._row[filters.exclude_id]] = False
+        excluded = [self._row[i] for i in filters.exclude_ids if i in self._row]
+        if excluded:
+            mask[excluded] = False
         if min_score is not None:
             mask &= scores >= min_score
         candidates = np.flatnonzero(mask)

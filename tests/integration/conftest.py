@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from imagesearch.stores.base import Store
+from tests.support.stores import BACKENDS, open_test_store
 
 HERE = Path(__file__).parent
 
@@ -13,3 +17,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each backend in turn (OpenSearch skips without ``OPENSEARCH_URL``): one contract, every store."""
+    yield from open_test_store(request.param, tmp_path)

@@ -2,81 +2,24 @@
 
 Runs on the embedded store always, and on OpenSearch whenever ``OPENSEARCH_URL`` is set (e.g.
 ``http://127.0.0.1:9200``; optional ``OPENSEARCH_USERNAME``/``OPENSEARCH_PASSWORD``,
-``OPENSEARCH_VERIFY_CERTS=false``, ``OPENSEARCH_AWS_REGION`` for SigV4, ``OPENSEARCH_ENGINE=lucene``).
+``OPENSEARCH_VERIFY_CERTS=false``, ``OPENSEARCH_AWS_REGION`` for SigV4, ``OPENSEARCH_ENGINE=lucene``):
+the ``store`` fixture (tests/integration/conftest.py).
 Each OpenSearch test works under its own random index prefix, with ``refresh=True`` so searches
 see writes at once, and deletes its indices afterwards.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from imagesearch.config import OpenSearchSettings, Settings, StoreSettings
 from imagesearch.records import ImageRecord
 from imagesearch.stores.base import Filters, Store
-from imagesearch.stores.embedded import EmbeddedStore
 from tests.support.factories import caption_update, record, vector_update
 
 MODEL = "clip:contract/a"
 OTHER_MODEL = "clip:contract/b"
 DIM = 8
-NO_OPENSEARCH = (
-    "OPENSEARCH_URL is not set: the contract ran on the embedded store only "
-    "(set OPENSEARCH_URL=http://host:9200 to run it on OpenSearch too)"
-)
-
-
-def _opensearch_store() -> Iterator[Store]:
-    url = os.environ.get("OPENSEARCH_URL")
-    if not url:
-        pytest.skip(NO_OPENSEARCH)
-    from imagesearch.stores.opensearch import OpenSearchStore, build_client
-
-    engine = os.environ.get("OPENSEARCH_ENGINE", "faiss")
-    settings = Settings(
-        _env_file=None,
-        storage=StoreSettings(backend="opensearch"),
-        opensearch=OpenSearchSettings(
-            url=url,
-            username=os.environ.get("OPENSEARCH_USERNAME") or None,
-            password=os.environ.get("OPENSEARCH_PASSWORD") or None,
-            aws_region=os.environ.get("OPENSEARCH_AWS_REGION") or None,
-            verify_certs=os.environ.get("OPENSEARCH_VERIFY_CERTS", "true").lower() != "false",
-            engine=engine,
-        ),
-    )
-    store = OpenSearchStore(
-        build_client(settings),
-        f"imagesearch-test-{uuid.uuid4().hex[:10]}",
-        engine=engine,
-        refresh=True,
-        retries=2,
-        backoff_s=0.2,
-    )
-    try:
-        yield store
-    finally:
-        for name in store.indices():
-            store.client.indices.delete(index=name)
-        store.close()
-
-
-@pytest.fixture(params=["embedded", "opensearch"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "embedded":
-        embedded = EmbeddedStore(tmp_path / "store.sqlite3")
-        yield embedded
-        embedded.close()
-    else:
-        yield from _opensearch_store()
-
-
 def rec(
     image_id: str, content_hash: str = "h1", tenant: str = "t1", collection: str = "c1", **kwargs: object
 ) -> ImageRecord:
@@ -289,13 +232,67 @@ def test_knn_filters_and_min_score(store: Store) -> None:
         store.put(rec(image_id, tenant=tenant, collection=collection))
         index(store, image_id, v)
     q = vec(1)
+    t1_c1_not_a = Filters(tenant="t1", collection="c1", exclude_ids=frozenset({"a"}))
     assert sorted(ids(store.knn("image", q, 10, MODEL, Filters(tenant="t1")))) == ["a", "b", "d"]
     assert sorted(ids(store.knn("image", q, 10, MODEL, Filters(collection="c1")))) == ["a", "c", "d"]
-    assert ids(store.knn("image", q, 10, MODEL, Filters(tenant="t1", collection="c1", exclude_id="a"))) == ["d"]
+    assert ids(store.knn("image", q, 10, MODEL, t1_c1_not_a)) == ["d"]
     assert store.knn("image", q, 10, MODEL, Filters(tenant="nobody")) == []
     assert sorted(ids(store.knn("image", q, 10, MODEL, Filters(), min_score=0.5))) == ["a", "b", "c"]
     # Filtering happens during the search: k results survive a filter that removes the best ones.
-    assert ids(store.knn("image", q, 1, MODEL, Filters(tenant="t1", collection="c1", exclude_id="a"))) == ["d"]
+    assert ids(store.knn("image", q, 1, MODEL, t1_c1_not_a)) == ["d"]
+
+
+def test_knn_and_keyword_exclude_several_ids_at_once(store: Store) -> None:
+    layout = {"a": vec(1), "b": vec(1, 0.1), "c": vec(1, 0.3), "d": vec(1, 0.6)}
+    for image_id, v in layout.items():
+        store.put(rec(image_id))
+        index(store, image_id, v)
+        caption(store, image_id, f"a red bicycle number {image_id}", v)
+    two = Filters(exclude_ids=frozenset({"a", "c"}))
+    assert ids(store.knn("image", vec(1), 10, MODEL, two)) == ["b", "d"]
+    assert ids(store.knn("caption", vec(1), 10, MODEL, two)) == ["b", "d"]
+    # The excluded ones were the two best: k results still survive the exclusion.
+    assert ids(store.knn("image", vec(1), 1, MODEL, Filters(exclude_ids=frozenset({"a", "b"})))) == ["c"]
+    assert sorted(ids(store.keyword("red bicycle", 10, two))) == ["b", "d"]
+    assert sorted(ids(store.keyword("red bicycle", 10, Filters()))) == ["a", "b", "c", "d"]
+    # Ids the store never saw exclude nothing.
+    assert sorted(ids(store.knn("image", vec(1), 10, MODEL, Filters(exclude_ids=frozenset({"zz", "a"}))))) == [
+        "b", "c", "d"]
+
+
+def test_vectors_returns_the_stored_vectors_of_the_model(store: Store) -> None:
+    stored = {f"i{n}": vec(1, n, -n / 2, 0.1 * n) for n in range(6)}
+    for image_id, v in stored.items():
+        store.put(rec(image_id))
+        index(store, image_id, v)
+    for image_id in ("i1", "i2"):
+        caption(store, image_id, f"caption of {image_id}", vec(0, 1, 0, float(image_id[1])))
+    store.put(rec("other"))
+    index(store, "other", vec(0, 0, 1), OTHER_MODEL)  # another model's vector
+    store.put(rec("queued"))  # never embedded
+    store.put(rec("failed"))
+    index(store, "failed", vec(1, 1, 1))
+    store.set_failed("failed", "h1", "embed", "later failure")  # not indexed any more
+    store.delete("i5")
+    asked = ["i0", "i1", "i3", "i5", "other", "queued", "failed", "missing", "i0"]
+    got = store.vectors(asked, "image", MODEL)
+    assert sorted(got) == ["i0", "i1", "i3"]
+    for image_id, v in got.items():
+        assert v.dtype == np.float32 and v.shape == (DIM,)
+        np.testing.assert_allclose(v, stored[image_id], rtol=1e-6, atol=1e-7)
+    assert sorted(store.vectors(iter(stored), "image", MODEL)) == ["i0", "i1", "i2", "i3", "i4"]
+    assert list(store.vectors(["other", "i0"], "image", OTHER_MODEL)) == ["other"]
+    np.testing.assert_allclose(store.vectors(["other"], "image", OTHER_MODEL)["other"], vec(0, 0, 1), atol=1e-7)
+    captions = store.vectors(["i0", "i1", "i2"], "caption", MODEL)
+    assert sorted(captions) == ["i1", "i2"]
+    np.testing.assert_allclose(captions["i2"], vec(0, 1, 0, 2), atol=1e-7)
+    assert store.vectors([], "image", MODEL) == {}
+    assert store.vectors(["i0"], "image", "clip:never-used") == {}
+    # A re-upload drops the vector until the new version is embedded.
+    store.put(rec("i0", content_hash="h2"))
+    assert sorted(store.vectors(["i0", "i1"], "image", MODEL)) == ["i1"]
+    index(store, "i0", vec(0, 1), content_hash="h2")
+    np.testing.assert_allclose(store.vectors(["i0"], "image", MODEL)["i0"], vec(0, 1), atol=1e-7)
 
 
 def test_knn_excludes_records_that_are_not_indexed(store: Store) -> None:
@@ -330,7 +327,7 @@ def test_keyword_matches_captions(store: Store) -> None:
         caption(store, image_id, text, vec(1))
     assert ids(store.keyword("sleeping cat", 5, Filters()))[:1] == ["b"]
     assert sorted(ids(store.keyword("bicycle", 5, Filters()))) == ["a", "c"]  # stemmed: bicycles
-    assert ids(store.keyword("red bicycle", 5, Filters(exclude_id="a"))) == ["c"]
+    assert ids(store.keyword("red bicycle", 5, Filters(exclude_ids=frozenset({"a"})))) == ["c"]
     assert store.keyword("cat", 5, Filters(collection="bikes")) == []
     assert all(score > 0 for _, score in store.keyword("red", 5, Filters()))
     assert store.keyword("   ", 5, Filters()) == []

@@ -6,18 +6,20 @@ Why the filter sits inside the ``knn`` clause and how scores become cosines: ARC
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from opensearchpy import exceptions as os_errors
 
 from imagesearch.records import VectorField
-from imagesearch.stores.base import Filters
+from imagesearch.stores.base import Filters, StoreUnavailable
 from imagesearch.stores.opensearch.lifecycle import IndexLifecycle
 from imagesearch.stores.opensearch.mapping import MODEL_FIELDS, VECTOR_FIELDS, json_vector, score_to_cosine
 from imagesearch.vocab import CaptionStatus, Status
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_MGET_CHUNK = 500  # ids per mget, as in get_many
 
 
 class SearchOperations(IndexLifecycle):
@@ -36,6 +38,28 @@ class SearchOperations(IndexLifecycle):
         if not doc.get("found") or source.get(vector_field) is None:
             return None
         return np.asarray(source[vector_field], dtype=np.float32), source.get(model_field)
+
+    def vectors(self, ids: Iterable[str], field: VectorField, model: str) -> dict[str, np.ndarray]:
+        """One ``mget`` per 500 ids on the read alias, fetching only the vector, its model and the
+        status: like knn (and the embedded store), a record that is not indexed has no vector to offer."""
+        ids = list(dict.fromkeys(ids))
+        vector_field, model_field = VECTOR_FIELDS[field], MODEL_FIELDS[field]
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), _MGET_CHUNK):
+            try:
+                resp = self.retrying.call(self.client.mget, index=self._read,
+                                          body={"ids": ids[start:start + _MGET_CHUNK]},
+                                          _source_includes=[vector_field, model_field, "status"])
+            except os_errors.NotFoundError:
+                return out
+            for doc in resp["docs"]:
+                if "error" in doc:
+                    raise StoreUnavailable(f"reading the vector of {doc.get('_id')} failed: {doc['error']}")
+                source = doc.get("_source") or {}
+                if (doc.get("found") and source.get(vector_field) is not None and source.get(model_field) == model
+                        and source.get("status") == Status.INDEXED):
+                    out[doc["_id"]] = np.asarray(source[vector_field], dtype=np.float32)
+        return out
 
     def knn(self, field: VectorField, query: np.ndarray, k: int, model: str, filters: Filters,
             min_score: float | None = None) -> list[tuple[str, float]]:
@@ -119,12 +143,12 @@ class SearchOperations(IndexLifecycle):
 
 def _filter(filters: Filters, *clauses: dict[str, Any]) -> dict[str, Any]:
     """The ``bool`` filter every search applies: indexed records, the caller's tenant and
-    collection, and ``exclude_id`` left out."""
+    collection, and ``exclude_ids`` left out (one ``terms`` clause)."""
     terms = [{"term": {"status": Status.INDEXED}}, *clauses]
     for name, value in (("tenant", filters.tenant), ("collection", filters.collection)):
         if value is not None:
             terms.append({"term": {name: value}})
     query: dict[str, Any] = {"filter": terms}
-    if filters.exclude_id is not None:
-        query["must_not"] = [{"term": {"id": filters.exclude_id}}]
+    if filters.exclude_ids:
+        query["must_not"] = [{"terms": {"id": sorted(filters.exclude_ids)}}]
     return {"bool": query}

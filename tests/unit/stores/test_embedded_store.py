@@ -63,7 +63,8 @@ def test_exact_knn_matches_brute_force_with_filters(tmp_path):
     # Another model's vectors are never mixed in; min_score cuts; exclude drops the query image.
     assert store.knn("image", q, 5, "m2", Filters()) == []
     assert all(s >= 0.5 for _, s in store.knn("image", q, 50, "m1", Filters(), min_score=0.5))
-    assert "i0" not in {i for i, _ in store.knn("image", vectors["i0"], 50, "m1", Filters(exclude_id="i0"))}
+    excluded = {i for i, _ in store.knn("image", vectors["i0"], 50, "m1", Filters(exclude_ids=frozenset({"i0", "i2"})))}
+    assert excluded == set(vectors) - {"i0", "i2"}
 
 
 def test_updates_never_resurrect_or_overwrite_a_newer_version(tmp_path):
@@ -134,4 +135,10 @@ def test_vector_table_matches_brute_force_through_adds_removes_and_growth(monkey
             expected = sorted(live, key=lambda i: -float(live[i] @ query))[:5]
             assert [h[0] for h in hits] == expected
             np.testing.assert_allclose([h[1] for h in hits], [live[i] @ query for i in expected], rtol=1e-5)
+            # get() gathers the same columns, staged or written, in any order asked.
+            asked = [f"v{i}" for i in rng.permutation(400)[:60]]
+            got = table.get(asked)
+            assert list(got) == [i for i in asked if i in live]
+            for image_id, vector in got.items():
+                assert np.array_equal(vector, live[image_id])
     assert len(table) == len(live) and len(compactions) >= 2

@@ -911,6 +911,7 @@ def test_reads_before_any_index_exists_are_empty(fake: FakeOpenSearch) -> None:
     assert store.knn("image", unit(1, 0, 0, 0), 5, MODEL, Filters()) == []
     assert store.keyword("cat", 5, Filters()) == []
     assert store.vector("x", "image") is None
+    assert store.vectors(["x", "y"], "image", MODEL) == {}
     assert store.counts() == {"queued": 0, "indexed": 0, "failed": 0, "caption_pending": 0}
 
 
@@ -938,6 +939,89 @@ def test_vector_returns_the_vector_and_its_model(store: OpenSearchStore, fake: F
     assert store.vector("img2", "image") is None
 
 
+def test_excluded_ids_are_one_terms_clause_the_spec_accepts(spec: OpenSearchSpec, store: OpenSearchStore,
+                                                             fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_search", search_answer(("a", 1.5)))
+    store.knn("image", unit(1, 0, 0, 0), 5, MODEL, Filters(exclude_ids=frozenset({"q3", "q1", "q2"})))
+    store.keyword("cat", 5, Filters(exclude_ids=frozenset({"q1"})))
+    knn_request, keyword_request = fake.sent("POST", "/imagesearch-read/_search")
+    knn_bool = knn_request.body["query"]["knn"]["image_vector"]["filter"]["bool"]
+    assert knn_bool["must_not"] == [{"terms": {"id": ["q1", "q2", "q3"]}}]
+    assert keyword_request.body["query"]["bool"]["must_not"] == [{"terms": {"id": ["q1"]}}]
+    assert check_requests(spec, fake.requests) == []
+    # The validator does check the clause: a bare string where terms needs a list is refused.
+    wrong = json.loads(json.dumps(keyword_request.body))
+    wrong["query"]["bool"]["must_not"] = [{"terms": {"id": "q1"}}]
+    with pytest.raises(SpecViolation):
+        spec.validate_request("POST", keyword_request.path, keyword_request.query, wrong)
+    # No exclusions, no must_not at all.
+    store.knn("image", unit(1, 0, 0, 0), 5, MODEL, Filters())
+    assert "must_not" not in fake.requests[-1].body["query"]["knn"]["image_vector"]["filter"]["bool"]
+
+
+def test_vectors_is_one_mget_of_the_vector_field_its_model_and_the_status(
+    spec: OpenSearchSpec, store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float]
+) -> None:
+    v1, v2 = unit(1, 2, 3, 4), unit(4, 3, 2, 1)
+
+    def found(doc_id: str, source: dict[str, Any]) -> dict[str, Any]:
+        return doc_body(source, doc_id=doc_id, version=2, seq_no=1)
+
+    fake.on(
+        "POST",
+        "/imagesearch-read/_mget",
+        (429, error_body("rejected_execution_exception", "busy", 429)),
+        (
+            200,
+            {
+                "docs": [
+                    found("img1", {"image_vector": v1.tolist(), "image_model": MODEL, "status": "indexed"}),
+                    {"_index": PHYSICAL, "_id": "gone", "found": False},
+                    found("other", {"image_vector": v2.tolist(), "image_model": "clip:other/m", "status": "indexed"}),
+                    found("queued", {"image_model": None, "status": "queued"}),
+                    found("failed", {"image_vector": v2.tolist(), "image_model": MODEL, "status": "failed"}),
+                    found("img2", {"image_vector": v2.tolist(), "image_model": MODEL, "status": "indexed"}),
+                ]
+            },
+        ),
+    )
+    got = store.vectors(["img1", "gone", "other", "queued", "failed", "img2", "img1"], "image", MODEL)
+    assert list(got) == ["img1", "img2"]
+    assert all(v.dtype == np.float32 for v in got.values())
+    assert np.array_equal(got["img1"], v1) and np.array_equal(got["img2"], v2)
+    assert len(sleeps) == 1  # the 429 was retried under the store's policy
+    first, request = fake.sent("POST", "/imagesearch-read/_mget")
+    assert request.body == first.body == {"ids": ["img1", "gone", "other", "queued", "failed", "img2"]}
+    assert request.query == {"_source_includes": "image_vector,image_model,status"}
+    assert check_requests(spec, [request]) == []
+    # Caption vectors: the caption vector field and the text model.
+    fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": [
+        found("img1", {"caption_vector": v2.tolist(), "text_model": MODEL, "status": "indexed"}),
+        found("img2", {"status": "indexed"}),  # no caption yet: the fields are absent
+    ]}))
+    got = store.vectors(iter(["img1", "img2"]), "caption", MODEL)
+    assert list(got) == ["img1"] and np.array_equal(got["img1"], v2)
+    assert fake.requests[-1].query == {"_source_includes": "caption_vector,text_model,status"}
+    # Nothing asked, nothing sent.
+    sent = len(fake.requests)
+    assert store.vectors([], "image", MODEL) == {}
+    assert len(fake.requests) == sent
+
+
+def test_vectors_chunks_large_requests_and_reports_failed_docs(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    def answer(request: Request) -> Response:
+        return 200, {"docs": [{"_index": PHYSICAL, "_id": i, "found": False} for i in request.body["ids"]]}
+
+    fake.on("POST", "/imagesearch-read/_mget", answer)
+    assert store.vectors([f"i{n}" for n in range(1200)], "image", MODEL) == {}
+    assert [len(r.body["ids"]) for r in fake.sent("POST", "/imagesearch-read/_mget")] == [500, 500, 200]
+    fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": [{
+        "_index": PHYSICAL, "_id": "img1",
+        "error": {"type": "shard_not_available_exception", "reason": "[imagesearch][0] not available"}}]}))
+    with pytest.raises(StoreUnavailable, match="img1"):
+        store.vectors(["img1"], "image", MODEL)
+
+
 def test_knn_filters_inside_the_knn_clause_and_reports_cosine(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
     fake.on(
         "POST",
@@ -945,7 +1029,8 @@ def test_knn_filters_inside_the_knn_clause_and_reports_cosine(store: OpenSearchS
         search_answer(("a", knn_score(0.8)), ("b", knn_score(0.1)), ("c", knn_score(-0.4))),
     )
     query = unit(0.5, 0.5, 0.5, 0.5)
-    got = store.knn("image", query, 3, MODEL, Filters(tenant="acme", collection="pets", exclude_id="q"))
+    filters = Filters(tenant="acme", collection="pets", exclude_ids=frozenset({"q", "p"}))
+    got = store.knn("image", query, 3, MODEL, filters)
     assert [i for i, _ in got] == ["a", "b", "c"]
     assert [s for _, s in got] == pytest.approx([0.8, 0.1, -0.4])
     (request,) = fake.sent("POST", "/imagesearch-read/_search")
@@ -966,7 +1051,7 @@ def test_knn_filters_inside_the_knn_clause_and_reports_cosine(store: OpenSearchS
                                 {"term": {"tenant": "acme"}},
                                 {"term": {"collection": "pets"}},
                             ],
-                            "must_not": [{"term": {"id": "q"}}],
+                            "must_not": [{"terms": {"id": ["p", "q"]}}],  # one clause, sorted
                         }
                     },
                 }
@@ -1016,6 +1101,8 @@ def test_keyword_is_bm25_on_captions_with_the_same_filters(store: OpenSearchStor
     }
     assert store.keyword("  ?! ", 5, Filters()) == []
     assert len(fake.requests) == 1
+    store.keyword("red bicycle", 5, Filters(exclude_ids=frozenset({"b", "a"})))
+    assert fake.requests[-1].body["query"]["bool"]["must_not"] == [{"terms": {"id": ["a", "b"]}}]
 
 
 def test_counts_is_one_aggregation(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
@@ -1232,8 +1319,10 @@ def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchS
     store.set_image_vectors([vector_update("img1", unit(1, 2, 3, 4), content_hash="hash1", model=MODEL)])
     store.set_captions([caption_update("img1", "a cat", unit(4, 3, 2, 1), content_hash="hash1", text_model=MODEL)])
     store.set_failed("img1", "hash1", "caption", "boom")
-    store.knn("image", unit(1, 1, 1, 1), 5, MODEL, Filters(tenant="t", collection="c", exclude_id="x"), 0.2)
-    store.keyword("cat", 5, Filters(tenant="t"))
+    store.knn("image", unit(1, 1, 1, 1), 5, MODEL, Filters(tenant="t", collection="c", exclude_ids=frozenset("xy")),
+              0.2)
+    store.keyword("cat", 5, Filters(tenant="t", exclude_ids=frozenset({"x", "y"})))
+    store.vectors(["img1", "img2"], "image", MODEL)
     store.get_many(["img1"])
     store.vector("img1", "image")
     store.delete("img1")

@@ -125,9 +125,16 @@ def document(app: Flask) -> dict[str, Any]:
                         p.get("in") == "query" for p in operation.get("parameters", ())):
                     # spectree adds the validation error to every route; only bodies and queries are validated.
                     operation["responses"].pop("422", None)
+                if path.startswith("/v1/") and not path.startswith("/v1/events/"):
+                    # Keys are optional: an API bound to loopback runs open (README, "API keys").
+                    operation["security"] = [{"bearerKey": []}, {"headerKey": []}, {}]
                 content = _NON_JSON.get((method, path))
                 if content and "200" in operation["responses"]:
                     operation["responses"]["200"]["content"] = content
+        cached.setdefault("components", {})["securitySchemes"] = {
+            "bearerKey": {"type": "http", "scheme": "bearer", "description": "An API key (`imagesearch keys create`)."},
+            "headerKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "The same key."},
+        }
         app.extensions["openapi_document"] = cached
     return cached
 

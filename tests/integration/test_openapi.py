@@ -89,3 +89,54 @@ def test_validation_errors_are_structured(app):
     ErrorOut.model_validate(response.get_json())  # the documented error model
 
 
+
+
+def test_search_body_is_described_as_it_is_validated(document):
+    """Exactly one query source (oneOf), each example exactly one of its own; every new field named."""
+    schemas = document["components"]["schemas"]
+    search = schemas["SearchRequest"]
+    alternatives = [alt["required"] for alt in search["oneOf"]]
+    assert alternatives == [["text"], ["image"], ["image_id"], ["positive"]]
+    assert {"positive", "negative", "min_relevance", "cutoff", "explain", "dedup"} <= set(search["properties"])
+    example = schemas["ExampleIn"]
+    assert [alt["required"] for alt in example["oneOf"]] == [["text"], ["image"], ["image_id"]]
+    assert example["properties"]["weight"]["exclusiveMinimum"] == 0
+    hit = schemas["SearchHit"]["properties"]
+    assert {"relevance", "duplicates", "explain"} <= set(hit)
+    similar = document["paths"]["/v1/images/{image_id}/similar"]["get"]
+    assert {p["name"] for p in similar["parameters"]} == {"image_id", "k", "threshold"}
+    assert {"200", "404", "409", "422"} <= set(similar["responses"])
+
+
+def test_one_of_matches_the_validator(app):
+    """A body the document's oneOf accepts is what the API accepts, and the reverse, for the sources."""
+    from jsonschema import Draft202012Validator
+
+    document = app.test_client().get("/openapi.json").get_json()
+    schema = {**document["components"]["schemas"]["SearchRequest"], "$defs": document["components"]["schemas"]}
+    schema = _rebase(schema)
+    validator = Draft202012Validator(schema)
+    client = app.test_client()
+    for body in ({"text": "a"}, {"image_id": "x"}, {"positive": [{"text": "a"}]}, {"text": None, "image_id": "x"},
+                 {}, {"text": "a", "image_id": "x"}, {"text": None}, {"negative": [{"text": "a"}]},
+                 {"positive": [{"text": "a"}], "text": "b"}):
+        documented = validator.is_valid(body)
+        accepted = client.post("/v1/search", json=body).status_code != 422
+        assert documented == accepted, body
+
+
+def _rebase(node):
+    """Point ``#/components/schemas/X`` references at ``#/$defs/X`` for a standalone validator."""
+    if isinstance(node, dict):
+        return {k: (v.replace("#/components/schemas/", "#/$defs/") if k == "$ref" else _rebase(v))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rebase(v) for v in node]
+    return node
+
+
+def test_key_schemes_are_declared_on_the_v1_routes(document):
+    assert set(document["components"]["securitySchemes"]) == {"bearerKey", "headerKey"}
+    assert document["paths"]["/v1/search"]["post"]["security"] == [{"bearerKey": []}, {"headerKey": []}, {}]
+    assert "security" not in document["paths"]["/v1/events/s3"]["post"]  # a webhook token, not an API key
+    assert "security" not in document["paths"]["/healthz"]["get"]

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.sources import ENV_FILE_SENTINEL
 
+from imagesearch.attributes import AttributeSchema
 from imagesearch.fusion import FusionConfig
 from imagesearch.redis_state import Keyspace
 from imagesearch.vocab import FusionMethod, RankedList
@@ -153,6 +154,12 @@ class S3Settings(BaseSettings):
         description="How long the last sequencer per object is kept: longer than any event can stay in flight "
         "(SQS keeps messages at most 14 days).",
     )
+    metadata_map: dict[str, str] = Field(
+        default={},
+        description='S3 object metadata (`x-amz-meta-*`, without the prefix) to record fields, as JSON '
+        '`{"product-title": "title"}`; a key named `title`, `description`, `tags` or a declared attribute is taken '
+        "as is.",
+    )
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         default="auto",
         description="S3 addressing style (botocore) when reading `s3://` originals: `auto`, `path` or `virtual`.",
@@ -239,6 +246,19 @@ class IngestSettings(BaseSettings):
         description="Images are decoded at reduced size, keeping the shorter side at least this many pixels.",
     )
     thumbnail_size: int = Field(default=256, description="Longest side of stored thumbnails, in pixels.")
+    attributes: str = Field(
+        default="",
+        description="Typed record attributes, `name:type` comma-separated, types keyword, number, boolean, date "
+        "(e.g. `brand:keyword,price:number,in_stock:boolean`); filterable in search and listing.")
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes_parse(cls, value: str) -> str:
+        AttributeSchema.parse(value)  # a typo fails at start-up, not on the first upload
+        return value
+
+    def attribute_schema(self) -> AttributeSchema:
+        return AttributeSchema.parse(self.attributes)
 
 
 class WorkerSettings(BaseSettings):

@@ -6,8 +6,8 @@ stays free of any queueing library.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from imagesearch import imaging
 from imagesearch.blobs import BlobStore, original_key, thumbnail_key
@@ -29,6 +29,9 @@ class Upload:
     tenant: str = DEFAULT_TENANT
     external_id: str | None = None
     tags: tuple[str, ...] = ()
+    title: str | None = None
+    description: str | None = None
+    attributes: Mapping[str, str | float | bool] = field(default_factory=dict)
 
 
 def accept(upload: Upload, *, settings: Settings, store: Store, blobs: BlobStore,
@@ -51,6 +54,9 @@ def accept(upload: Upload, *, settings: Settings, store: Store, blobs: BlobStore
         tenant=upload.tenant,
         external_id=upload.external_id,
         tags=list(upload.tags),
+        title=upload.title,
+        description=upload.description,
+        attributes=dict(upload.attributes),
     )
     blobs.put(record.blob_key, upload.data, f"image/{image_format.lower()}")
     store.put(record)

@@ -25,6 +25,9 @@ class ImageRecord:
     tenant: str = DEFAULT_TENANT
     external_id: str | None = None
     tags: list[str] = field(default_factory=list)
+    title: str | None = None
+    description: str | None = None
+    attributes: dict[str, str | float | bool] = field(default_factory=dict)
     status: Status = Status.QUEUED
     error: str | None = None
     caption: str | None = None
@@ -37,6 +40,7 @@ class ImageRecord:
     text_model: str | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    taken_at: float | None = None  # EXIF DateTimeOriginal (epoch seconds), read by the embed stage
 
 
 def upload_id(tenant: str, collection: str, external_id: str | None) -> str:

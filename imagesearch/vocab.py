@@ -82,3 +82,12 @@ class FusionMethod(StrEnum):
 
 class Cutoff(StrEnum):
     AUTO = "auto"  # cut at the first jump in the scores (needs no calibration)
+
+
+class AttributeType(StrEnum):
+    """The types an operator can declare for a record attribute (``IMAGESEARCH_ATTRIBUTES``)."""
+
+    KEYWORD = "keyword"  # exact strings: brand, colour, SKU
+    NUMBER = "number"    # price, rating
+    BOOLEAN = "boolean"  # in stock
+    DATE = "date"        # ISO 8601 or epoch seconds, kept as epoch seconds

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from imagesearch.errors import TransientError
+from imagesearch.filtering import Where
 from imagesearch.records import ImageRecord, VectorField
 
 
@@ -25,6 +26,7 @@ class ImageVectorUpdate:
     thumb_key: str
     width: int
     height: int
+    taken_at: float | None = None  # from EXIF DateTimeOriginal, when the image has one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +45,29 @@ class Filters:
     collection: str | None = None
     # Ids left out of the results: the query-by-example images, which would otherwise match themselves.
     exclude_ids: frozenset[str] = frozenset()
+    # The filter language (tags, dates, attributes): applied inside kNN, so k hits survive it.
+    where: Where = field(default_factory=Where)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordPatch:
+    """What ``PATCH /v1/images/<id>`` may change without re-embedding; None leaves a field as it is.
+    ``attributes`` replaces the whole set (already merged and typed by the caller)."""
+
+    collection: str | None = None
+    tags: list[str] | None = None
+    attributes: dict[str, str | float | bool] | None = None
+    title: str | None = None
+    description: str | None = None
+    clear: frozenset[str] = frozenset()  # "title" / "description" set to null
+
+
+@dataclass(frozen=True)
+class Page:
+    """Records sorted by (created_at, id), and the cursor after the last one (None: no more)."""
+
+    records: list[ImageRecord]
+    after: tuple[float, str] | None
 
 
 class Store(Protocol):
@@ -77,7 +102,15 @@ class Store(Protocol):
         """Exact or approximate cosine neighbours among vectors made by ``model`` only."""
 
     def keyword(self, text: str, k: int, filters: Filters) -> list[tuple[str, float]]:
-        """Keyword (BM25) matches on captions."""
+        """Keyword (BM25) matches on captions, titles and descriptions (CJK-aware analysis)."""
+
+    def patch(self, image_id: str, changes: RecordPatch) -> ImageRecord | None:
+        """Change metadata in place (vectors and status untouched); None when the record is gone.
+        A record deleted meanwhile is never recreated."""
+
+    def list_records(self, filters: Filters, status: str | None, after: tuple[float, str] | None,
+                     limit: int) -> Page:
+        """Records matching ``filters`` (and ``status``), by ``created_at`` then id, after ``after``."""
 
     def counts(self) -> dict[str, int]: ...
 

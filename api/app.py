@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = No
     auth.register(app, svc)
     _bind_log_context(app)
     app.register_blueprint(page.bp)
-    app.register_blueprint(health.bp)
+    health.register(app, svc)  # readiness, and this process's warmth (api.gunicorn_conf warms it)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(images.bp)
     app.register_blueprint(search.bp)

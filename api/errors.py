@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from imagesearch.errors import Conflict, ImageSearchError, InvalidInput, NotFound, TooLarge, TransientError
 from imagesearch.imaging import InvalidImage
 from imagesearch.models import ModelMisconfigured, ModelUnavailable
-from imagesearch.search import CancelledOut, NotCalibrated, NoVectorYet, UnknownImage, UnsupportedInMode
+from imagesearch.search import CancelledOut, NotCalibrated, NoVectorYet, PageTooDeep, UnknownImage, UnsupportedInMode
 from imagesearch.stores.base import StoreUnavailable
 from imagesearch.taskqueue import QueueUnavailable
 
@@ -27,6 +27,7 @@ STATUS_OF: tuple[tuple[type[ImageSearchError], int, str], ...] = (
     (NotCalibrated, 409, "not_calibrated"),
     (UnsupportedInMode, 422, "unsupported_in_mode"),
     (CancelledOut, 422, "examples_cancel_out"),
+    (PageTooDeep, 422, "page_too_deep"),
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
     (InvalidInput, 422, "invalid_request"),

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from spectree import Response as Resp
 from spectree import SpecTree
 
-from imagesearch.vocab import Cutoff, SearchMode
-from schemas.api import MAX_K, MAX_TEXT, NAME_PATTERN, ErrorOut
+from imagesearch.vocab import Cutoff, SearchMode, Status
+from schemas.api import MAX_BATCH_FILES, MAX_K, MAX_LIST, MAX_TEXT, NAME_PATTERN, ErrorOut
 
 TITLE = "imagesearch API"
 DESCRIPTION = (
@@ -69,6 +69,53 @@ class UploadForm(BaseModel):
     external_id: str | None = Field(default=None, pattern=NAME_PATTERN,
                                     description="Your id for it; the same id in a collection replaces the record.")
     tags: str | None = Field(default=None, description="Comma-separated tags (at most 64, 128 characters each).")
+    title: str | None = Field(default=None, max_length=512,
+                              description="A title, searched by keyword (and hybrid) with the caption; any language.")
+    description: str | None = Field(default=None, max_length=8192,
+                                    description="A description, searched as the title is.")
+    attributes: str | None = Field(
+        default=None, description='Typed attributes as a JSON object, e.g. `{"brand": "Acme", "price": 19.9}`: '
+        "only names IMAGESEARCH_ATTRIBUTES declares, each of its type (dates as ISO 8601 or epoch seconds); "
+        "an undeclared name or a wrong type is a 422 naming it.")
+
+
+class BatchUploadForm(BaseModel):
+    """``multipart/form-data`` body of ``POST /v1/images/batch``."""
+
+    file: list[bytes] = Field(description=f"The images: one `file` part each, at most {MAX_BATCH_FILES}.")
+    collection: str = Field(default="default", pattern=NAME_PATTERN, description="Collection for every file.")
+    tags: str | None = Field(default=None, description="Comma-separated tags for every file.")
+    items: str | None = Field(
+        default=None, description="A JSON array with one object per file, in the order of the `file` parts: "
+        "`{external_id?, title?, description?, tags?, attributes?}` (see BatchItemIn); item tags join the shared ones.")
+
+
+class ImageListQuery(BaseModel):
+    """Query of ``GET /v1/images``; every condition must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str | None = Field(default=None, pattern=NAME_PATTERN)
+    status: Status | None = Field(default=None, description="Only records in this indexing status.")
+    tag: list[str] | None = Field(default=None, description="Repeatable: records with any of these tags.")
+    created_after: str | None = Field(default=None, description="created_at at or after (ISO 8601 or epoch seconds).")
+    created_before: str | None = Field(default=None, description="created_at before (ISO 8601 or epoch seconds).")
+    taken_after: str | None = Field(default=None, description="taken_at at or after (records without one never match).")
+    taken_before: str | None = Field(default=None, description="taken_at before.")
+    filter: str | None = Field(
+        default=None, description="The search body's `filter` (tags, created_at, taken_at, attributes) as JSON; "
+        "it may not repeat a condition the parameters above set.")
+    limit: int = Field(default=100, ge=1, le=MAX_LIST)
+    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")
+
+
+class DeleteByExternalIdQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(default="default", pattern=NAME_PATTERN,
+                            description="The collection the upload named (a PATCH that moved the record since does "
+                                        "not change which upload it belongs to).")
+    external_id: str = Field(pattern=NAME_PATTERN)
 
 
 class SearchForm(BaseModel):
@@ -157,4 +204,5 @@ def register(app: Flask) -> None:
     app.add_url_rule("/docs/redoc", "openapi_redoc", lambda: _page("redoc"))
 
 
-__all__ = ["HealthOut", "ReadyOut", "Resp", "SearchForm", "UploadForm", "document", "register", "spec"]
+__all__ = ["BatchUploadForm", "DeleteByExternalIdQuery", "HealthOut", "ImageListQuery", "ReadyOut", "Resp",
+           "SearchForm", "UploadForm", "document", "register", "spec"]

@@ -9,12 +9,14 @@ import time
 from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, Field
 
+from api import paging
 from api.auth import AUTH_RESPONSES, caller
 from api.context import services
 from api.errors import ApiError
 from api.images import thumbnail_url
 from api.openapi import Resp, SearchForm, spec
 from imagesearch import metrics
+from imagesearch.filtering import parse_where
 from imagesearch.search import Example, Hit, Query, Result
 from imagesearch.vocab import RankedList
 from schemas import SearchHit, SearchRequest, SearchResponse
@@ -60,8 +62,9 @@ def to_hit(hit: Hit) -> SearchHit:
         explain = HitExplain(fused=hit.score, lists=lists)
     r = hit.record
     return SearchHit(id=r.id, score=hit.score, relevance=hit.relevance, caption=r.caption, source=r.source,
-                     collection=r.collection, external_id=r.external_id, tags=r.tags, thumbnail_url=thumbnail_url(r),
-                     duplicates=list(hit.duplicates), explain=explain)
+                     collection=r.collection, external_id=r.external_id, tags=r.tags, title=r.title,
+                     attributes=r.attributes, created_at=r.created_at, taken_at=r.taken_at,
+                     thumbnail_url=thumbnail_url(r), duplicates=list(hit.duplicates), explain=explain)
 
 
 def _response(req: SearchRequest, result: Result, model: str) -> SearchResponse:
@@ -97,12 +100,18 @@ def search():
     started = time.perf_counter()
     req = _parse()
     svc = services()
+    tenant = caller().tenant
+    where = parse_where(req.filter.as_json() if req.filter else None, svc.settings.ingest.attribute_schema())
+    offset, depth = paging.read(req.page_token, req, tenant) if req.page_token else (0, None)
     query = Query(text=req.text, image=_image(req, "image"), image_id=req.image_id,
                   positive=_examples(req.positive or [], "positive"), negative=_examples(req.negative, "negative"),
-                  mode=req.mode, k=req.k, collection=req.collection, tenant=caller().tenant, min_score=req.min_score,
-                  min_relevance=req.min_relevance, cutoff=req.cutoff, explain=req.explain, dedup=req.dedup)
+                  mode=req.mode, k=req.k, collection=req.collection, tenant=tenant, min_score=req.min_score,
+                  min_relevance=req.min_relevance, cutoff=req.cutoff, explain=req.explain, dedup=req.dedup,
+                  where=where, offset=offset, depth=depth)
     result = svc.searcher.search(query)
     body = _response(req, result, svc.clip.identity)
+    if result.more:
+        body.next_page_token = paging.write(req, tenant, offset + len(result.hits), result.depth)
     seconds = time.perf_counter() - started
     metrics.observe_search(req.mode, seconds)
     log.info("search", extra={"mode": req.mode, "k": req.k, "hits": len(body.hits),

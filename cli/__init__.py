@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import dead_letters, keys, models, operations, processes, profiles, searching
+from cli import dead_letters, dev, keys, models, operations, processes, profiles, searching
 
 app = typer.Typer(help="Semantic image search: index images with CLIP and captions, search them by meaning.",
                   no_args_is_help=True, add_completion=False)
@@ -19,6 +19,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(dead_letters.app, name="dead-letters")
 app.add_typer(profiles.app, name="profiles")
+app.add_typer(dev.app, name="dev")
 
 
 def main() -> None:

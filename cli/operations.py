@@ -113,8 +113,8 @@ def backfill(source: str = typer.Argument(..., help="s3://bucket/prefix or a loc
     if stats.resumed_after:
         typer.echo(f"resumed after {stats.resumed_after!r}")
     typer.echo(f"{stats.source}: listed {stats.listed}, enqueued {stats.queued}, unchanged {stats.unchanged}, "
-               f"failed {stats.failed}, skipped {stats.skipped}, completed {progress.completed.n}, "
-               f"still in progress {len(progress.pending)}")
+               f"updated {stats.updated}, failed {stats.failed}, skipped {stats.skipped}, "
+               f"completed {progress.completed.n}, still in progress {len(progress.pending)}")
 
 
 def reconcile(source: str = typer.Argument(..., help="s3://bucket/prefix or a local folder."),

@@ -7,8 +7,10 @@ process manager reach it directly and the CLI imports neither Flask nor Celery.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -21,13 +23,27 @@ def _exec(args: list[str]) -> None:
     os.execvp(args[0], args)
 
 
+def gunicorn_config() -> Path:
+    """The file of ``api.gunicorn_conf``. gunicorn gets the path, not the module name: importing
+    ``api.gunicorn_conf`` would run the ``api`` package's imports (Flask, torch) in the master,
+    which only forks, and finding the package does not import it."""
+    spec = importlib.util.find_spec("api")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the api package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "gunicorn_conf.py"
+
+
 def serve(host: str = typer.Option("127.0.0.1", help="Address to bind."),
           port: int = typer.Option(int(os.environ.get("PORT", 8000)), help="Port (default $PORT or 8000)."),
           workers: int = typer.Option(2, help="gunicorn worker processes."),
           threads: int = typer.Option(4, help="Threads per worker.")) -> None:
-    """Run the HTTP API under gunicorn. Bound to a loopback address, API keys are optional by default."""
+    """Run the HTTP API under gunicorn. Bound to a loopback address, API keys are optional by default.
+
+    Each worker loads the query model and the store's vectors before it accepts a request, and
+    /readyz answers ready once every worker has (api/gunicorn_conf.py)."""
     os.environ["IMAGESEARCH_BIND_HOST"] = host
-    _exec([sys.executable, "-m", "gunicorn", "api.wsgi:app", "-b", f"{host}:{port}", "-w", str(workers),
+    _exec([sys.executable, "-m", "gunicorn", "-c", str(gunicorn_config()), "api.wsgi:app",
+           "-b", f"{host}:{port}", "-w", str(workers),
            "--threads", str(threads), "--timeout", "120", "--access-logfile", "-"])
 
 

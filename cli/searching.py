@@ -82,7 +82,9 @@ def evaluate(dataset: Optional[Path] = typer.Argument(None, help="Folder with im
     def progress(done: int, total: int) -> None:
         typer.echo(f"\r  indexed: {done}/{total}", nl=False)
 
-    def run(base: str, keys: Keyspace) -> ev.Report:
+    def run(base: str, keys: Keyspace, *, keep: bool) -> ev.Report:
+        """``keep``: leave the saved profile in Redis (a running deployment's); a stack this
+        command started is gone afterwards, and profile.json is what remains of it."""
         profiles = ProfileStore(connect(settings.redis.url, timeout=10), keys)
 
         def save(fitted: SearchProfile) -> None:
@@ -91,12 +93,17 @@ def evaluate(dataset: Optional[Path] = typer.Argument(None, help="Folder with im
             profiles.save(fitted)
             saved.append(fitted)
 
-        return ev.run(ApiClient(base), labelled, collection, chosen, progress, tune=tune, profile=given,
-                      save_profile=save, default_fusion=settings.search.fusion(),
-                      lists_out=out / "lists.jsonl" if tune else None)
+        try:
+            return ev.run(ApiClient(base), labelled, collection, chosen, progress, tune=tune, profile=given,
+                          save_profile=save, default_fusion=settings.search.fusion(),
+                          lists_out=out / "lists.jsonl" if tune else None)
+        finally:
+            if not keep:
+                for profile in saved:
+                    profiles.delete(profile.clip, profile.captioner)
 
     if api:
-        report = run(api, settings.keys)
+        report = run(api, settings.keys, keep=True)
     else:
         from imagesearch.dev import procs
         from imagesearch.dev.demo import stack_env
@@ -105,15 +112,16 @@ def evaluate(dataset: Optional[Path] = typer.Argument(None, help="Folder with im
         env, label = stack_env(data_dir)
         typer.echo(f"models: {label}")
         with procs.local_stack(env, data_dir / "logs") as base:
-            report = run(base, Keyspace(env.get("IMAGESEARCH_REDIS_NAMESPACE", "")))
+            report = run(base, Keyspace(env.get("IMAGESEARCH_REDIS_NAMESPACE", "")), keep=False)
     typer.echo("")
     typer.echo(ev.render_table(report))
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report.to_json(), indent=2))
     if tune and saved:
         (out / "profile.json").write_text(json.dumps(saved[-1].to_json(), indent=2))
-        typer.echo(f"saved the search profile for {saved[-1].clip} + {saved[-1].captioner} "
-                   f"(and wrote {out / 'profile.json'})")
+        where = "in the API's Redis" if api else "while the stack ran"
+        typer.echo(f"saved the search profile for {saved[-1].clip} + {saved[-1].captioner} {where}, and wrote "
+                   f"{out / 'profile.json'} (install it elsewhere with: imagesearch profiles load)")
     ev.write_chart(report, out / "chart.png")
     typer.echo(f"wrote {out / 'report.json'} and {out / 'chart.png'}")
 

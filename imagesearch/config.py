@@ -101,6 +101,62 @@ class OpenSearchSettings(BaseSettings):
         default=None, gt=0,
         description="Vector dimension for a new index; unset: taken from the first vector written.",
     )
+    vector_encoding: Literal["fp32", "sq_fp16", "on_disk"] = Field(
+        default="fp32",
+        description="How new indices hold the two vector fields (docs/opensearch-sizing.md): `fp32` (exact; "
+        "about 2.4 KB of native memory per 512-d vector), `sq_fp16` (Faiss 16-bit scalar quantization, OpenSearch "
+        ">= 2.13, faiss only: half the memory, the values of unit-length CLIP vectors are far inside fp16's range) "
+        "or `on_disk` (OpenSearch >= 2.17: quantized in memory by `COMPRESSION_LEVEL`, searches rescored from the "
+        "full vectors on disk). Default `fp32`: it runs on every version and engine the store supports and loses "
+        "nothing; choose another past a few million images. Applies to indices created from then on (`imagesearch "
+        "reindex` builds one).",
+    )
+    compression_level: Literal["2x", "4x", "8x", "16x", "32x"] = Field(
+        default="32x",
+        description="Memory compression of `VECTOR_ENCODING=on_disk`: `32x`, `16x`, `8x` (1-, 2-, 4-bit binary "
+        "quantization) and `2x` (fp16) need faiss; `4x` (int8) needs lucene. Default `32x`, OpenSearch's own default "
+        "for `on_disk`. Setting it with another encoding is an error.",
+    )
+    shards: int | None = Field(
+        default=None, gt=0,
+        description="`number_of_shards` of each index the store creates (fixed at creation: a reindex applies a "
+        "change); aim at 10-50 GB per shard (docs/opensearch-sizing.md). Unset: the cluster's default.",
+    )
+    replicas: int = Field(
+        default=1, ge=0,
+        description="`number_of_replicas` of the live index (each replica holds another copy of every vector in "
+        "native memory). A reindex builds its new index with 0 and sets this before the alias swap.",
+    )
+    refresh_interval: str = Field(
+        default="1s", pattern=r"^[0-9]+(\.[0-9]+)?(ms|s|m|h|d)$",
+        description="`refresh_interval` of the live index: how soon writes become searchable. A reindex builds its "
+        "new index with refresh off (`-1`) and sets this before the alias swap.",
+    )
+
+    # Which engine each `on_disk` compression level runs on (OpenSearch's "Memory-optimized vectors"
+    # page: 4x is Lucene's int8 quantizer, the others Faiss encoders); mapping.py applies the same table.
+    COMPRESSION_ENGINES: ClassVar[dict[str, str]] = {
+        "2x": "faiss", "4x": "lucene", "8x": "faiss", "16x": "faiss", "32x": "faiss"}
+
+    @model_validator(mode="after")
+    def _encoding_fits_engine(self) -> OpenSearchSettings:
+        # At start-up rather than at the first index creation, which may be days later in a reindex.
+        prefix = "IMAGESEARCH_OPENSEARCH_"
+        if self.vector_encoding == "sq_fp16" and self.engine != "faiss":
+            raise ValueError(f"{prefix}VECTOR_ENCODING=sq_fp16 is Faiss's scalar quantizer and needs {prefix}ENGINE="
+                             f"faiss (it is {self.engine}); with lucene use fp32, or on_disk with "
+                             f"{prefix}COMPRESSION_LEVEL=4x")
+        if self.vector_encoding == "on_disk":
+            needed = self.COMPRESSION_ENGINES[self.compression_level]
+            if needed != self.engine:
+                levels = [k for k, v in self.COMPRESSION_ENGINES.items() if v == self.engine]
+                raise ValueError(f"{prefix}COMPRESSION_LEVEL={self.compression_level} of VECTOR_ENCODING=on_disk "
+                                 f"runs on {needed}, not on {prefix}ENGINE={self.engine}, which supports "
+                                 f"{', '.join(levels)}")
+        elif "compression_level" in self.model_fields_set:
+            raise ValueError(f"{prefix}COMPRESSION_LEVEL applies to VECTOR_ENCODING=on_disk only (it is "
+                             f"{self.vector_encoding}): unset it, or choose on_disk")
+        return self
 
 
 class BlobSettings(BaseSettings):

@@ -7,11 +7,16 @@ never retried), and nothing is decoded at full size when the model needs a few h
 from __future__ import annotations
 
 import io
+import logging
+import re
 import warnings
+from datetime import UTC, datetime, timedelta, timezone
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from imagesearch.errors import PermanentError
+
+log = logging.getLogger(__name__)
 
 Image.init()
 # Formats Pillow can open here, from a fixed allowlist (no EPS/PSD/... parsers exposed to uploads).
@@ -96,3 +101,75 @@ def thumbnail_jpeg(image: Image.Image, size: int, quality: int = 85) -> bytes:
     out = io.BytesIO()
     thumb.save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+# (date tag, its offset tag), most specific first: EXIF 2.31 pairs each date with its own offset.
+_DATE_TAGS = (
+    (ExifTags.Base.DateTimeOriginal, ExifTags.Base.OffsetTimeOriginal),  # 0x9003, 0x9011
+    (ExifTags.Base.DateTimeDigitized, ExifTags.Base.OffsetTimeDigitized),  # 0x9004, 0x9012
+    (ExifTags.Base.DateTime, ExifTags.Base.OffsetTime),  # 0x0132 (IFD0), 0x9010
+)
+# "YYYY:MM:DD HH:MM:SS"; dashes and a "T" are accepted too, as some writers use them.
+_EXIF_DATE = re.compile(r"(\d{4})[:-](\d{2})[:-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+_EXIF_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})")
+
+
+def taken_at(image: Image.Image) -> float | None:
+    """When the picture was taken, in epoch seconds, from the EXIF of an opened image; None if unknown.
+
+    Reads ``DateTimeOriginal`` (0x9003), else ``DateTimeDigitized`` (0x9004), else ``DateTime``
+    (0x0132), each with its own offset tag (``OffsetTimeOriginal`` 0x9011, ``OffsetTimeDigitized``
+    0x9012, ``OffsetTime`` 0x9010) when present. **Without an offset the local time is taken as
+    UTC**: EXIF before 2.31 has no time zone, so such a value may be off by the camera's UTC offset
+    (hours, never days). An offset that does not parse counts as absent.
+
+    Only the EXIF segment is parsed (no pixels are decoded), so it costs nothing next to the decode;
+    the image returned by :func:`decode` keeps its EXIF. Malformed metadata ("0000:00:00 00:00:00",
+    blanks, garbage bytes, a broken IFD) gives None and never raises: a bad date must not fail the
+    indexing of a good picture.
+    """
+    try:
+        exif = image.getexif()
+        sub = exif.get_ifd(ExifTags.IFD.Exif)
+        for date_tag, offset_tag in _DATE_TAGS:
+            # Some writers put the Exif-IFD tags in IFD0: look there second.
+            when = _exif_datetime(sub.get(date_tag, exif.get(date_tag)),
+                                  sub.get(offset_tag, exif.get(offset_tag)))
+            if when is not None:
+                return when
+    except Exception as exc:  # noqa: BLE001 - Pillow's TIFF parser raises many types on hostile EXIF
+        log.debug("unreadable EXIF date: %s: %s", type(exc).__name__, exc)
+    return None
+
+
+def _exif_text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="strict")  # garbage bytes raise, and mean "no date"
+    if isinstance(value, tuple) and len(value) == 1:  # a count-1 ASCII array some writers produce
+        return _exif_text(value[0])
+    if not isinstance(value, str):
+        return None
+    return value.strip("\x00 ")
+
+
+def _exif_datetime(raw: object, raw_offset: object) -> float | None:
+    try:
+        text = _exif_text(raw)
+    except UnicodeDecodeError:
+        return None
+    match = _EXIF_DATE.fullmatch(text) if text else None
+    if match is None:
+        return None
+    zone = UTC
+    try:
+        offset = _EXIF_OFFSET.fullmatch(_exif_text(raw_offset) or "")
+    except UnicodeDecodeError:
+        offset = None
+    if offset is not None and int(offset[2]) < 24 and int(offset[3]) < 60:
+        delta = timedelta(hours=int(offset[2]), minutes=int(offset[3]))
+        zone = timezone(-delta if offset[1] == "-" else delta)
+    try:
+        # datetime refuses month 0, day 32, year 0 ("0000:00:00 00:00:00", a camera with no clock set).
+        return datetime(*(int(part) for part in match.groups()), tzinfo=zone).timestamp()
+    except ValueError:
+        return None

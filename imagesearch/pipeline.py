@@ -9,6 +9,7 @@ report into acknowledgements, retries and follow-up tasks.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ class BatchOutcome:
     skipped: list[str] = field(default_factory=list)
     # Ids the next stage should process (the caption stage after embedding).
     follow_up: list[str] = field(default_factory=list)
+    # Seconds from the record's created_at to the return of the store write that made it searchable
+    # (embed) or captioned (caption), for the ids this batch did so for the first time; a re-embed
+    # after a model change or a redelivery is not an upload's latency. The worker feeds it to
+    # metrics.observe_outcome; reindex runs the stages without that, so it is never observed there.
+    since_upload: dict[str, float] = field(default_factory=dict)
 
 
 def _fetch_and_decode(blobs: BlobStore, key: str, settings: Settings, min_side: int) -> Image.Image:
@@ -81,13 +87,15 @@ class _Prepared:
     pixels: PixelInput
     thumbnail: bytes
     size: tuple[int, int]
+    taken_at: float | None
 
 
 def _prepare(record: ImageRecord, blobs: BlobStore, settings: Settings, clip: ClipEncoder) -> _Prepared:
-    """Everything an image needs before the model: fetch, reduced-size decode, model input, thumbnail."""
+    """Everything an image needs before the model: fetch, reduced-size decode, model input, thumbnail,
+    and the EXIF date (read from the decoded image's EXIF segment, which decode keeps: no second decode)."""
     image = _fetch_and_decode(blobs, record.blob_key, settings, settings.ingest.decode_min_side)
     return _Prepared(record, clip.preprocess(image), imaging.thumbnail_jpeg(image, settings.ingest.thumbnail_size),
-                     image.size)
+                     image.size, imaging.taken_at(image))
 
 
 def _embed_todo(todo: list[ImageRecord], settings: Settings, store: Store, blobs: BlobStore, clip: ClipEncoder,
@@ -114,11 +122,21 @@ def _embed_todo(todo: list[ImageRecord], settings: Settings, store: Store, blobs
                 width, height = prepared.size
                 updates.append(ImageVectorUpdate(id=prepared.record.id, content_hash=prepared.record.content_hash,
                                                  vector=vector, model=clip.identity, thumb_key=key, width=width,
-                                                 height=height))
+                                                 height=height, taken_at=prepared.taken_at))
             written = set(store.set_image_vectors(updates))
+            _note_since_upload([p.record for p in ready if p.record.status != Status.INDEXED], written, outcome)
             for update in updates:
                 (outcome.done if update.id in written else outcome.skipped).append(update.id)
             outcome.follow_up.extend(u.id for u in updates if u.id in written)
+
+
+def _note_since_upload(first_time: list[ImageRecord], written: set[str], outcome: BatchOutcome) -> None:
+    """Upload-to-now for the records just written for the first time. ``created_at`` is the API
+    host's clock: a worker on a host whose clock is behind would see negative spans, kept at 0."""
+    now = time.time()
+    for record in first_time:
+        if record.id in written:
+            outcome.since_upload[record.id] = max(0.0, now - record.created_at)
 
 
 def _run_stage(stage: Stage, ids: list[str], store: Store,
@@ -173,6 +191,7 @@ def caption_batch(ids: list[str], *, settings: Settings, store: Store, blobs: Bl
             for (record, _), caption, vector in zip(loaded, captions, vectors)
         ]
         written = set(store.set_captions(updates))
+        _note_since_upload([r for r, _ in loaded if r.caption_status != CaptionStatus.DONE], written, outcome)
         for update in updates:
             (outcome.done if update.id in written else outcome.skipped).append(update.id)
 
@@ -190,7 +209,8 @@ def _nothing_to_caption(record: ImageRecord, captioner: Captioner, clip: ClipEnc
 def _all_retry(ids: list[str], partial: BatchOutcome, exc: Exception) -> BatchOutcome:
     """A batch-level transient failure: everything not already written is retried."""
     log.warning("transient failure, batch will be retried: %s", exc)
-    outcome = BatchOutcome(done=list(partial.done), follow_up=list(partial.follow_up))
+    outcome = BatchOutcome(done=list(partial.done), follow_up=list(partial.follow_up),
+                           since_upload=dict(partial.since_upload))
     finished = set(partial.done)
     for image_id in dict.fromkeys(ids):
         if image_id not in finished:

@@ -16,7 +16,9 @@ import numpy as np
 from imagesearch import imaging
 from imagesearch.config import Settings
 from imagesearch.errors import Conflict, InvalidInput, NotFound, PermanentError
+from imagesearch.filtering import Where
 from imagesearch.fusion import Entry, FusionConfig, fuse
+from imagesearch.limits import MAX_DEPTH, MAX_K
 from imagesearch.models import ClipEncoder
 from imagesearch.profiles import SearchProfile
 from imagesearch.records import ImageRecord
@@ -44,6 +46,10 @@ class UnsupportedInMode(QueryError, InvalidInput):
 
 class CancelledOut(QueryError, InvalidInput):
     """The positive and negative examples sum to (almost) nothing."""
+
+
+class PageTooDeep(QueryError, InvalidInput):
+    """A page past ``MAX_DEPTH`` hits."""
 
 
 class NotCalibrated(QueryError, Conflict):
@@ -76,6 +82,9 @@ class Query:
     cutoff: Cutoff | None = None
     explain: bool = False
     dedup: bool = False
+    where: Where = field(default_factory=Where)
+    offset: int = 0  # hits skipped: the page's start (offset + k <= MAX_DEPTH)
+    depth: int | None = None  # hybrid: the list depth the first page used (kept by the page token)
 
     def positives(self) -> tuple[Example, ...]:
         """``text``/``image``/``image_id`` (when given) as the first positive example."""
@@ -113,6 +122,8 @@ class Result:
     cutoff: CutoffReport | None = None
     fusion: FusionConfig | None = None
     tuned: bool = False
+    more: bool = False  # a next page exists (within MAX_DEPTH)
+    depth: int | None = None  # hybrid: the list depth used, for the next page
 
 
 @dataclass
@@ -193,13 +204,22 @@ class SearchService:
         vector = self.query_vector(query)
         encoded = time.perf_counter()
         excluded = frozenset(e.image_id for e in (*query.positives(), *query.negative) if e.image_id)
-        filters = Filters(tenant=query.tenant, collection=query.collection, exclude_ids=excluded)
-        fusion = None
-        # De-duplication collapses hits, so it needs candidates beyond k.
-        wanted = max(query.k * 3, 50) if query.dedup else query.k
+        filters = Filters(tenant=query.tenant, collection=query.collection, exclude_ids=excluded, where=query.where)
+        if query.offset + query.k > MAX_DEPTH:
+            raise PageTooDeep(f"pages go {MAX_DEPTH} hits deep at most")
+        end = query.offset + query.k
+        fusion = depth = None
+        # One more than the page needs tells whether there is a next page; de-duplication collapses
+        # hits, so it needs candidates beyond that.
+        wanted = max(end * 3, 50) if query.dedup else end + 1
         if query.mode == SearchMode.HYBRID:
             fusion = profile.fusion if profile is not None else self.settings.search.fusion()
-            candidates = self._hybrid(query, vector, filters, fusion, wanted)
+            # Pages of one query fuse lists of one depth (the token keeps it): a deeper list
+            # would change the fused order of what earlier pages showed.
+            # The largest page is part of the first depth, so a page of any size, and the deepest
+            # single page, fuse the same lists.
+            depth = query.depth or max(fusion.depth, MAX_K, wanted if query.dedup else 0)
+            candidates = self._hybrid(query, vector, filters, fusion, depth)
         else:
             field_ = VectorField(query.mode)
             found = self.store.knn(field_, vector, wanted, self.clip.identity, filters, query.min_score)
@@ -213,23 +233,25 @@ class SearchService:
             candidates = [c for c in candidates if c.relevance is not None and c.relevance >= query.min_relevance]
         if query.dedup:
             candidates = self._collapse(candidates)
-        candidates = candidates[: query.k]
+        more = len(candidates) > end and end < MAX_DEPTH
+        candidates = candidates[:end]
         cutoff = None
         if query.cutoff == Cutoff.AUTO:
             kept = auto_cut([c.score for c in candidates])
             cutoff = CutoffReport(Cutoff.AUTO, kept, len(candidates))
+            more = more and kept == len(candidates)
             candidates = candidates[:kept]
+        candidates = candidates[query.offset:]
         records = self.store.get_many(c.id for c in candidates)
         hits = [Hit(records[c.id], c.score, c.relevance, c.parts, tuple(c.duplicates))
                 for c in candidates if c.id in records]
         done = time.perf_counter()
         return Result(hits=hits, took_ms=(done - started) * 1000, encode_ms=(encoded - started) * 1000,
                       calibrated=calibration is not None, cutoff=cutoff, fusion=fusion,
-                      tuned=fusion is not None and profile is not None)
+                      tuned=fusion is not None and profile is not None, more=more, depth=depth)
 
     def _hybrid(self, query: Query, vector: np.ndarray, filters: Filters, fusion: FusionConfig,
-                wanted: int) -> list[_Candidate]:
-        depth = max(fusion.depth, wanted)
+                depth: int) -> list[_Candidate]:
         # With explain every list is searched, so a hit's place in a zero-weight list shows too.
         names = list(RankedList) if query.explain else fusion.active()
         lists: dict[RankedList, Sequence[tuple[str, float]]] = {}
@@ -240,8 +262,7 @@ class SearchService:
                 lists[name] = self.store.keyword(text, depth, filters) if text else []
             else:
                 lists[name] = self.store.knn(VectorField(name), vector, depth, model, filters)
-        fused = fuse(lists, fusion)
-        return [_Candidate(f.id, f.score, f.parts if query.explain else None) for f in fused[:depth]]
+        return [_Candidate(f.id, f.score, f.parts if query.explain else None) for f in fuse(lists, fusion)]
 
     def _collapse(self, candidates: list[_Candidate]) -> list[_Candidate]:
         """Greedy, best first: a hit whose image vector is within the duplicate threshold of a hit
@@ -275,5 +296,5 @@ class SearchService:
         return [Hit(records[i], score) for i, score in found if i in records]
 
 
-__all__ = ["Calibration", "CancelledOut", "Example", "Hit", "NoVectorYet", "NotCalibrated", "Query", "QueryError",
-           "Result", "SearchService", "UnknownImage", "UnsupportedInMode", "rrf"]
+__all__ = ["Calibration", "CancelledOut", "Example", "Hit", "NoVectorYet", "NotCalibrated", "PageTooDeep", "Query",
+           "QueryError", "Result", "SearchService", "UnknownImage", "UnsupportedInMode", "rrf"]

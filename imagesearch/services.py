@@ -7,6 +7,7 @@ process opens only what it needs, and after any fork (Celery's prefork pool, gun
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -20,9 +21,10 @@ from imagesearch.profiles import ProfileStore, SearchProfile
 from imagesearch.redis_state import connect
 from imagesearch.s3.event_log import RedisEventLog
 from imagesearch.s3.ingest import S3Ingestor
+from imagesearch.s3.sources import head_s3_object
 from imagesearch.stores import Store, open_store
 from imagesearch.taskqueue import TaskQueue
-from imagesearch.vocab import Stage
+from imagesearch.vocab import SearchMode, Stage
 
 if TYPE_CHECKING:  # the models import torch: a CLI command or the S3 listener need not pay for it
     from imagesearch.models import Captioner, ClipEncoder
@@ -67,6 +69,21 @@ class Services:
 
         return SearchService(self.settings, self.store, self.clip, self.current_profile)
 
+    def warm(self) -> dict[str, float]:
+        """Pay now for what a process's first search would: load the query encoder, then run one
+        hybrid search with ``explain`` (every ranked list searched), which encodes a text (first-call
+        kernels), brings the store's vectors into memory (the embedded store loads every row on its
+        first kNN), queries the text index and reads the search profile (hashing the captioner's
+        weights once). Returns the seconds each part took; raises whatever loading raises."""
+        from imagesearch.search import Query
+
+        started = time.perf_counter()
+        self.clip  # noqa: B018 - loading is the point
+        loaded = time.perf_counter()
+        self.searcher.search(Query(text="warm up", mode=SearchMode.HYBRID, k=1, explain=True))
+        searched = time.perf_counter()
+        return {"model_s": loaded - started, "search_s": searched - loaded}
+
     @cached_property
     def profiles(self) -> ProfileStore:
         return ProfileStore(self.redis, self.settings.keys, self.settings.search.profile_refresh_s)
@@ -100,4 +117,4 @@ class Services:
     @cached_property
     def s3_ingestor(self) -> S3Ingestor:
         return S3Ingestor(settings=self.settings, store=self.store, blobs=self.blobs, enqueue=self.enqueue_embed,
-                          event_log=self.event_log)
+                          event_log=self.event_log, head=head_s3_object)

@@ -7,9 +7,9 @@ import binascii
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from imagesearch.limits import MAX_K
 from imagesearch.vocab import CaptionStatus, Cutoff, FusionMethod, RankedList, SearchMode, Status
 
-MAX_K = 100
 MAX_TEXT = 1000
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -66,6 +66,50 @@ class ExampleIn(BaseModel):
         return _decode_image(self.image)
 
 
+class TagsFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    any: list[str] | None = Field(default=None, min_length=1, max_length=100, description="At least one of these.")
+    all: list[str] | None = Field(default=None, min_length=1, max_length=100, description="Every one of these.")
+
+
+class RangeIn(BaseModel):
+    """Bounds; dates as ISO 8601 (an offset is honoured, none means UTC) or epoch seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gte: float | str | None = None
+    gt: float | str | None = None
+    lte: float | str | None = None
+    lt: float | str | None = None
+
+
+class AttributeCondition(BaseModel):
+    """Exactly one of ``eq``, ``in``, ``range`` (numbers and dates) or ``exists``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    eq: str | float | bool | None = None
+    in_: list[str | float | bool] | None = Field(default=None, alias="in", min_length=1, max_length=100)
+    range: RangeIn | None = None
+    exists: bool | None = None
+
+
+class FilterIn(BaseModel):
+    """Every part must hold (and). Attributes are the ones IMAGESEARCH_ATTRIBUTES declares."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: TagsFilter | None = None
+    created_at: RangeIn | None = None
+    taken_at: RangeIn | None = Field(default=None, description="From EXIF; records without it never match.")
+    attributes: dict[str, AttributeCondition] | None = None
+
+    def as_json(self) -> dict:
+        """The filter language's JSON form (``imagesearch.filtering.parse_where``)."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
 class SearchRequest(BaseModel):
     """Exactly one query source: ``text``, ``image`` (base64), ``image_id`` or ``positive``
     (examples); ``negative`` examples are subtracted from any of them."""
@@ -93,6 +137,10 @@ class SearchRequest(BaseModel):
     cutoff: Cutoff | None = Field(default=None, description="`auto`: cut the list at the first jump in scores.")
     explain: bool = Field(default=False, description="Give each hit its rank and raw score in each list.")
     dedup: bool = Field(default=False, description="Collapse near-duplicate hits onto the best one.")
+    filter: FilterIn | None = Field(default=None, description="Tags, date ranges and attribute conditions, "
+                                    "applied inside the nearest-neighbour search (k hits whenever k records match).")
+    page_token: str | None = Field(default=None, max_length=512,
+                                   description="`next_page_token` of the previous page of the same query.")
 
     _text = field_validator("text")(classmethod(lambda cls, v: _strip_text(v)))
 
@@ -130,6 +178,13 @@ class ImageOut(BaseModel):
     caption_model: str | None
     created_at: float
     updated_at: float
+    title: str | None = None
+    description: str | None = None
+    attributes: dict[str, str | float | bool] = Field(
+        default_factory=dict, description="Typed attributes (IMAGESEARCH_ATTRIBUTES): keyword strings, numbers, "
+        "booleans, dates as epoch seconds.")
+    taken_at: float | None = Field(default=None, description="When the photo was taken (EXIF DateTimeOriginal), "
+                                                             "epoch seconds; null when the image does not say.")
 
 
 class ListEntry(BaseModel):
@@ -155,6 +210,10 @@ class SearchHit(BaseModel):
     collection: str
     external_id: str | None
     tags: list[str]
+    title: str | None = None
+    attributes: dict[str, str | float | bool] = Field(default_factory=dict)
+    created_at: float | None = None
+    taken_at: float | None = None
     thumbnail_url: str | None
     duplicates: list[str] = Field(default_factory=list, description="Near-duplicates collapsed onto this hit (dedup).")
     explain: HitExplain | None = None
@@ -182,6 +241,8 @@ class SearchResponse(BaseModel):
     calibrated: bool = Field(default=False, description="Whether `relevance` is given (a calibration exists).")
     cutoff: CutoffOut | None = None
     fusion: FusionOut | None = Field(default=None, description="The fusion applied (hybrid mode only).")
+    next_page_token: str | None = Field(default=None, description="Send it back with the same query for the next "
+                                        "page; null on the last page (at most 1,000 hits deep).")
 
 
 class SimilarOut(BaseModel):
@@ -198,3 +259,68 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+# --- editing, listing and batch uploads of images (GET/PATCH/DELETE /v1/images, POST /v1/images/batch) ---
+
+MAX_LIST = 1000
+MAX_BATCH_FILES = 100
+AttributeValue = str | float | bool
+
+
+def _no_default(schema: dict) -> None:
+    """Leave "default: null" out of a field null is not valid for (absent means unchanged)."""
+    schema.pop("default", None)
+
+
+class ImagePatchIn(BaseModel):
+    """What ``PATCH /v1/images/{id}`` changes; a field left out stays as it is. Nothing is re-embedded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(
+        default=None, pattern=NAME_PATTERN, json_schema_extra=_no_default,
+        description="Move the record to this collection. Its id stays the same, so the record is still the one an "
+                    "upload with its external_id into its first collection replaces (and `DELETE /v1/images?"
+                    "collection=<first>&external_id=` removes); an upload with that external_id into the new "
+                    "collection makes a different record.")
+    tags: list[str] = Field(default=None, max_length=64, json_schema_extra=_no_default,
+                            description="Replace the tags (at most 64 of at most 128 characters; [] removes all).")
+    attributes: dict[str, AttributeValue | None] = Field(
+        default=None, json_schema_extra=_no_default,
+        description="Merged into the record's attributes; a null value removes that attribute. "
+                    "Names and types are the declared ones (IMAGESEARCH_ATTRIBUTES).")
+    title: str | None = Field(default=None, max_length=512, description="New title; null clears it.")
+    description: str | None = Field(default=None, max_length=8192, description="New description; null clears it.")
+
+
+class ImageListOut(BaseModel):
+    records: list[ImageOut] = Field(description="Oldest first (created_at, then id).")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class BatchItemIn(BaseModel):
+    """One element of a batch upload's ``items`` array: what belongs to the file at the same position."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str | None = Field(default=None, pattern=NAME_PATTERN,
+                                    description="Your id for this file (as in a single upload).")
+    title: str | None = Field(default=None, max_length=512)
+    description: str | None = Field(default=None, max_length=8192)
+    tags: list[str] | None = Field(default=None, max_length=64, description="Added to the batch's shared tags.")
+    attributes: dict[str, AttributeValue] | None = Field(default=None, description="Declared attributes.")
+
+
+class BatchResultOut(BaseModel):
+    index: int = Field(description="Position of the file in the request (0-based).")
+    filename: str
+    status: int = Field(description="As the single upload would answer for this file: 202 accepted, 400 empty "
+                                    "file, 413 too large, 415 not an image, 422 invalid item, 503 store or broker "
+                                    "unavailable (with an id: stored and queued, its task is re-sent later).")
+    id: str | None = Field(default=None, description="The image's id, when it was stored.")
+    error: ErrorBody | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResultOut] = Field(description="One per file, in request order.")

@@ -10,6 +10,12 @@
   staying where it is, the worker reads them like uploads, and running the backfill again for the
   same folder (and collection) converges on the same records. A file whose content hash matches its
   record is skipped.
+* Metadata: an S3 object's user metadata comes with its HEAD (see :mod:`imagesearch.s3.ingest`). A
+  local image may have a sidecar, ``<file name>.json`` next to it (``shoe.jpg.json``), holding
+  ``{"title", "description", "tags", "attributes"}`` (any of them; attributes as
+  ``IMAGESEARCH_ATTRIBUTES`` declares them). Sidecars are not items themselves. A sidecar that does
+  not parse records the image ``failed`` with the reason (the file is looked at again on the next
+  run); a changed sidecar of an unchanged image updates the fields it names (``updated``).
 
 Resuming: the last key (or relative path) fully handled is written to a checkpoint file under
 ``DATA_DIR/backfill/`` every few items and when the run is interrupted (Ctrl-C). The next run for
@@ -33,16 +39,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imagesearch import ingest
+from imagesearch.attributes import AttributeSchema
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings
 from imagesearch.errors import InvalidInput
 from imagesearch.imaging import InvalidImage
+from imagesearch.metadata import Metadata, from_fields
 from imagesearch.records import DEFAULT_COLLECTION, DEFAULT_TENANT, content_hash, upload_id
 from imagesearch.s3.client import call_errors, classify
 from imagesearch.s3.client import s3_client as shared_s3_client
 from imagesearch.s3.event_log import EventLog
 from imagesearch.s3.events import ObjectEvent
 from imagesearch.s3.ingest import S3Ingestor
+from imagesearch.s3.sources import head_s3_object
 from imagesearch.stores.base import Store
 from imagesearch.vocab import Status
 
@@ -52,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DONE_STATUSES = frozenset({Status.INDEXED, Status.FAILED})
+SIDECAR_SUFFIX = ".json"
 
 
 @dataclass
@@ -60,7 +70,8 @@ class BackfillStats:
     listed: int = 0
     queued: int = 0  # sent to the embed queue by this run
     unchanged: int = 0  # already indexed (or failed, or queued) with the same content
-    failed: int = 0  # recorded as failed without being fetched (too large, not an image type)
+    failed: int = 0  # recorded as failed without being fetched (too large, not an image type, bad metadata)
+    updated: int = 0  # same content, metadata (a sidecar) changed: applied without re-embedding
     skipped: int = 0  # not indexed at all (stale listing, not an image file, unreadable)
     resumed_after: str | None = None
     last: str | None = None
@@ -152,7 +163,8 @@ def _s3_items(bucket: str, prefix: str, start_after: str | None, settings: Setti
     if collection:
         settings = settings.model_copy(update={"s3": settings.s3.model_copy(update={"collection": collection,
                                                                            "collection_map": {}})})
-    ingestor = S3Ingestor(settings=settings, store=store, blobs=blobs, enqueue=enqueue, event_log=event_log)
+    ingestor = S3Ingestor(settings=settings, store=store, blobs=blobs, enqueue=enqueue, event_log=event_log,
+                          head=lambda b, k, v: head_s3_object(b, k, v, client=client))
     for event in list_s3_objects(bucket, prefix, start_after, client):
         result = ingestor.apply(event, requeue_queued=requeue)
         outcome = {"queued": "queued", "requeued": "queued", "unchanged": "unchanged",
@@ -197,11 +209,45 @@ def list_folder(root: Path, start_after: str | None = None) -> list[str]:
     return sorted(found)
 
 
+def is_sidecar(root: Path, relative: str) -> bool:
+    """``shoe.jpg.json`` next to ``shoe.jpg`` is that image's metadata, not an image to index."""
+    return relative.endswith(SIDECAR_SUFFIX) and (root / relative[:-len(SIDECAR_SUFFIX)]).is_file()
+
+
+def read_sidecar(path: Path, schema: AttributeSchema) -> tuple[Metadata, set[str]] | None:
+    """The metadata in ``<image>.json`` and the fields it names; None without a sidecar. Raises
+    InvalidInput (naming the file) when it cannot be read or does not parse."""
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    try:
+        text = sidecar.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{sidecar.name}: {exc}") from None
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{sidecar.name} is not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise InvalidInput(f"{sidecar.name} must hold a JSON object")
+    unknown = set(fields) - {"title", "description", "tags", "attributes"}
+    if unknown:
+        raise InvalidInput(f"{sidecar.name}: unknown fields {sorted(unknown)}; use title, description, tags, "
+                           "attributes")
+    try:
+        return from_fields(fields, schema), set(fields)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{sidecar.name}: {exc}") from None
+
+
 def _folder_items(root: Path, start_after: str | None, settings: Settings, store: Store, blobs: BlobStore,
                   enqueue: Callable[[str], None], collection: str | None,
                   requeue: bool) -> Iterator[tuple[str, str, str | None]]:
     collection = collection or DEFAULT_COLLECTION
+    schema = settings.ingest.attribute_schema()
     for relative in list_folder(root, start_after):
+        if is_sidecar(root, relative):
+            continue
         path = root / relative
         image_id = upload_id(DEFAULT_TENANT, collection, relative)
         try:
@@ -214,20 +260,41 @@ def _folder_items(root: Path, start_after: str | None, settings: Settings, store
             log.warning("skipping %s: %s", relative, exc)
             yield relative, "skipped", None
             continue
+        refusal = ""
+        try:
+            found = read_sidecar(path, schema)
+        except InvalidInput as exc:
+            found, refusal = None, f"{ingest.METADATA_REFUSAL}{exc}"
+        meta, given = found or (Metadata(), set())
         existing = store.get(image_id)
-        if existing is not None and existing.content_hash == content_hash(data):
+        if (existing is not None and existing.content_hash == content_hash(data)
+                and not ingest.refused_for_metadata(existing)):
+            changes = ingest.metadata_patch(existing, meta, given) if found else None
+            if changes is not None:
+                store.patch(image_id, changes)
             if existing.status == "queued" and requeue:
                 enqueue(image_id)
                 yield relative, "queued", image_id
             else:
-                yield relative, "unchanged", image_id
+                yield relative, "unchanged" if changes is None else "updated", image_id
+            if refusal:
+                log.warning("%s: sidecar not applied: %s", relative, refusal)
             continue
+        upload = ingest.Upload(data=data, filename=path.name, collection=collection, external_id=relative,
+                               tags=meta.tags, title=meta.title, description=meta.description,
+                               attributes=meta.attributes)
         try:
-            ingest.accept(ingest.Upload(data=data, filename=path.name, collection=collection, external_id=relative),
-                          settings=settings, store=store, blobs=blobs, enqueue=enqueue)
+            record = ingest.accept(upload, settings=settings, store=store, blobs=blobs,
+                                   enqueue=(lambda _id: None) if refusal else enqueue)
         except (InvalidImage, ingest.UploadTooLarge) as exc:
             log.info("skipping %s: %s", relative, exc)
             yield relative, "skipped", None
+            continue
+        if refusal:
+            # Recorded, so the reason shows in the API and `imagesearch status`; not sent to the workers.
+            store.set_failed(image_id, record.content_hash, "embed", f"not indexed: {refusal}")
+            log.warning("%s not indexed: %s", relative, refusal)
+            yield relative, "failed", image_id
             continue
         yield relative, "queued", image_id
 

@@ -12,6 +12,17 @@
   failed the first time; the embed task ignores ids it already indexed).
 * **Refusals.** Objects over ``max_upload_bytes``, keys with a non-image extension and non-image
   content types are recorded as ``failed`` with the reason, visible via ``GET /v1/images/<id>``.
+* **Metadata.** With a ``head`` reader (the composition root passes :func:`head_s3_object`), a new
+  object's HEAD gives its user metadata (``x-amz-meta-*``), read through
+  :func:`imagesearch.metadata.from_s3_metadata` with ``IMAGESEARCH_S3_METADATA_MAP`` into the
+  record's title, description, tags and attributes; it also gives the content type and size S3
+  notifications leave out, so those refusals apply to S3 events too. An object whose metadata does
+  not parse (an undeclared attribute is ignored, a declared one of the wrong type is not) is
+  recorded ``failed`` with the reason and looked at again on its next event or listing. An object
+  gone by the time of the HEAD is ``absent`` (its removal event follows). A live event for content
+  already recorded (S3 sends ``ObjectCreated:Copy`` when only the metadata was replaced, and the
+  etag stays) HEADs too and applies the fields the metadata names; a listing does not, which
+  keeps a backfill of an indexed bucket at one LIST per thousand objects.
 * **Deletes.** ObjectRemoved (and delete markers, and lifecycle expirations) remove the record with
   :func:`imagesearch.ingest.remove`, which never deletes the source object. Deleting a noncurrent
   version (a versioned delete whose version is not the indexed one) leaves the record alone.
@@ -29,16 +40,20 @@ from typing import Literal
 from imagesearch import ingest
 from imagesearch.blobs import BlobStore
 from imagesearch.config import Settings
+from imagesearch.errors import InvalidInput, PermanentError
+from imagesearch.metadata import Metadata, from_s3_metadata
 from imagesearch.records import DEFAULT_TENANT, ImageRecord, source_id
 from imagesearch.s3.event_log import EventLog, LogEntry
 from imagesearch.s3.events import ObjectEvent, compare_sequencers
-from imagesearch.s3.sources import is_image_content_type, parse_s3_uri, s3_uri
+from imagesearch.s3.sources import ObjectHead, is_image_content_type, parse_s3_uri, s3_uri
 from imagesearch.stores.base import Store
 from imagesearch.vocab import Status
 
 log = logging.getLogger(__name__)
 
 Action = Literal["queued", "requeued", "unchanged", "failed", "removed", "absent", "stale", "ignored"]
+# (bucket, key, version) -> the object's HEAD, None when it is gone.
+HeadReader = Callable[[str, str, str | None], ObjectHead | None]
 
 
 @dataclass(frozen=True)
@@ -81,12 +96,15 @@ class S3Ingestor:
     """Applies :class:`ObjectEvent` s: records written and embed tasks sent through ``enqueue``."""
 
     def __init__(self, *, settings: Settings, store: Store, blobs: BlobStore, enqueue: Callable[[str], None],
-                 event_log: EventLog) -> None:
+                 event_log: EventLog, head: HeadReader | None = None) -> None:
         self.settings = settings
         self.store = store
         self.blobs = blobs
         self.enqueue = enqueue
         self.event_log = event_log
+        self.head = head  # None: no metadata read (and no request to S3 while applying events)
+        self.schema = settings.ingest.attribute_schema()
+        self.renames = {k.lower(): v for k, v in settings.s3.metadata_map.items()}
         self.extensions = frozenset(e.lower() if e.startswith(".") else f".{e.lower()}"
                                     for e in _comma_list(settings.s3.image_extensions))
         self.buckets = frozenset(_comma_list(settings.s3.bucket_allowlist))
@@ -150,12 +168,31 @@ class S3Ingestor:
     def _create(self, image_id: str, event: ObjectEvent, requeue_queued: bool) -> tuple[Action, str]:
         digest = content_hash_of(event)
         existing = self.store.get(image_id)
-        if existing is not None and (existing.content_hash == digest or (
-                event.version is None and event.etag and existing.content_hash.startswith(f"{event.etag}:"))):
+        same = existing is not None and (existing.content_hash == digest or (
+            event.version is None and event.etag and existing.content_hash.startswith(f"{event.etag}:")))
+        # Content refused for its metadata is looked at again: the metadata may have been fixed since.
+        if same and not (self.head is not None and ingest.refused_for_metadata(existing)):
+            assert existing is not None
+            updated = self._refresh_metadata(existing, event) if self.head and not event.from_listing else ""
             if existing.status == Status.QUEUED and requeue_queued:
                 self.enqueue(image_id)
-                return "requeued", "same content, still queued"
-            return "unchanged", f"same content, already {existing.status}"
+                return "requeued", "same content, still queued" + updated
+            return "unchanged", f"same content, already {existing.status}" + updated
+        refusal = self._refusal(event.size, event.key, event.content_type)
+        meta = Metadata()
+        if not refusal and self.head is not None:
+            try:
+                head = self.head(event.bucket, event.key, event.version)
+            except PermanentError as exc:  # S3 refused the HEAD for good: record it rather than retry forever
+                head, refusal = ObjectHead(), f"reading the object's metadata failed: {exc}"
+            if head is None:
+                return "absent", "the object is gone (deleted after this event)"
+            refusal = refusal or self._refusal(head.size, "", head.content_type)
+            if not refusal:
+                try:
+                    meta = from_s3_metadata(head.metadata, self.schema, self.renames)
+                except InvalidInput as exc:
+                    refusal = f"{ingest.METADATA_REFUSAL}{exc}"
         record = ImageRecord(
             id=image_id,
             blob_key=s3_uri(event.bucket, event.key, event.version),
@@ -164,8 +201,11 @@ class S3Ingestor:
             collection=self._collection(event),
             tenant=DEFAULT_TENANT,
             external_id=None,
+            tags=list(meta.tags),
+            title=meta.title,
+            description=meta.description,
+            attributes=dict(meta.attributes),
         )
-        refusal = self._refusal(event)
         self.store.put(record)
         if refusal:
             self.store.set_failed(image_id, digest, "embed", f"not indexed: {refusal}")
@@ -173,14 +213,35 @@ class S3Ingestor:
         self.enqueue(image_id)
         return "queued", ""
 
-    def _refusal(self, event: ObjectEvent) -> str:
-        if event.size is not None and event.size > self.settings.ingest.max_upload_bytes:
-            return f"the object is {event.size} bytes, the limit is {self.settings.ingest.max_upload_bytes}"
-        suffix = PurePosixPath(event.key).suffix.lower()
+    def _refresh_metadata(self, existing: ImageRecord, event: ObjectEvent) -> str:
+        """Apply the object's metadata to a record of the same content; says what it did, for the reason."""
+        assert self.head is not None
+        try:
+            head = self.head(event.bucket, event.key, event.version)
+        except PermanentError as exc:  # the record stands as it is; retrying the event would not help
+            return f"; metadata not read: {exc}"
+        if head is None or (head.etag and event.etag and head.etag != event.etag):
+            return ""  # gone or replaced since: the event for that change brings its own metadata
+        try:
+            meta = from_s3_metadata(head.metadata, self.schema, self.renames)
+        except InvalidInput as exc:
+            log.warning("s3://%s/%s: metadata not applied: %s", event.bucket, event.key, exc)
+            return f"; metadata not applied: {exc}"
+        given = {self.renames.get(k, k) for k in head.metadata}
+        changes = ingest.metadata_patch(existing, meta, given)
+        if changes is None:
+            return ""
+        self.store.patch(existing.id, changes)
+        return "; metadata updated"
+
+    def _refusal(self, size: int | None, key: str, content_type: str | None) -> str:
+        if size is not None and size > self.settings.ingest.max_upload_bytes:
+            return f"the object is {size} bytes, the limit is {self.settings.ingest.max_upload_bytes}"
+        suffix = PurePosixPath(key).suffix.lower()
         if suffix and self.extensions and suffix not in self.extensions:
             return f"the key's extension {suffix!r} is not an image type"
-        if event.content_type and not is_image_content_type(event.content_type):
-            return f"content type {event.content_type!r} is not an image"
+        if content_type and not is_image_content_type(content_type):
+            return f"content type {content_type!r} is not an image"
         return ""
 
     def _collection(self, event: ObjectEvent) -> str:

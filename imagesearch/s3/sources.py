@@ -9,12 +9,20 @@ as a URI path (so a key may hold ``?``, ``%``, ``#``, spaces or any Unicode), op
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from imagesearch.blobs import BlobStore, BlobUnavailable
+from imagesearch.blobs import BlobMissing, BlobStore, BlobUnavailable
 from imagesearch.errors import InvalidInput, TooLarge
 from imagesearch.imaging import InvalidImage
 from imagesearch.s3.client import call_errors, classify, s3_client
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
 
 _KEY_SAFE = "/!$&'()*+,;=:@"  # besides letters, digits and -._~: everything else is percent-encoded
 _CHUNK = 1024 * 1024
@@ -91,3 +99,45 @@ def read_s3_object(bucket: str, key: str, version: str | None, max_bytes: int) -
     if received > max_bytes:
         raise TooLarge(f"{what} is larger than {max_bytes} bytes")
     return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    """What HEAD says about an object: its user metadata (``x-amz-meta-*`` without the prefix,
+    keys lower-case, values decoded), content type, size and etag."""
+
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    size: int | None = None
+    etag: str | None = None
+
+
+def decode_metadata_value(value: str) -> str:
+    """S3 hands back a non-ASCII metadata value as RFC 2047 encoded words (``=?UTF-8?B?...?=``),
+    since HTTP headers are ASCII: a Chinese title set through the console or the CLI reads so."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (HeaderParseError, LookupError, UnicodeDecodeError, ValueError):
+        return value  # not encoded words after all: taken as written
+
+
+def head_s3_object(bucket: str, key: str, version: str | None = None,
+                   client: BaseClient | None = None) -> ObjectHead | None:
+    """HEAD of the object (that version, when given); None when it is gone. A failed call raises
+    as :func:`~imagesearch.s3.client.classify` says (BlobUnavailable, S3Refused)."""
+    what = f"s3://{bucket}/{key}" + (f" (version {version})" if version else "")
+    request = {"Bucket": bucket, "Key": key}
+    if version:
+        request["VersionId"] = version
+    try:
+        response = (client or s3_client()).head_object(**request)
+    except call_errors() as exc:
+        error = classify(exc, what)
+        if isinstance(error, BlobMissing):
+            return None
+        raise error from exc
+    metadata = {str(k).lower(): decode_metadata_value(str(v)) for k, v in (response.get("Metadata") or {}).items()}
+    return ObjectHead(metadata=metadata, content_type=response.get("ContentType"),
+                      size=response.get("ContentLength"), etag=(response.get("ETag") or "").strip('"') or None)

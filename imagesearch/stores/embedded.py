@@ -22,8 +22,10 @@ import numpy as np
 
 from imagesearch.memtrim import release_freed_memory
 from imagesearch.records import ImageRecord, VectorField
-from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate, StoreUnavailable
+from imagesearch.stores.base import CaptionUpdate, Filters, ImageVectorUpdate, Page, RecordPatch, StoreUnavailable
+from imagesearch.stores.sql_filters import filters_sql
 from imagesearch.stores.vector_table import VectorTable
+from imagesearch.text import cjk_bigrams
 from imagesearch.vocab import CaptionStatus, Status
 
 _SCHEMA = """
@@ -50,21 +52,31 @@ CREATE TABLE IF NOT EXISTS images (
     caption_vec BLOB,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    title TEXT,
+    description TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    taken_at REAL
 );
 CREATE INDEX IF NOT EXISTS images_seq ON images(seq);
 CREATE INDEX IF NOT EXISTS images_status ON images(status);
+CREATE INDEX IF NOT EXISTS images_created ON images(created_at, id);
 CREATE TABLE IF NOT EXISTS tombstones (id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones(seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('seq', 0);
-CREATE VIRTUAL TABLE IF NOT EXISTS captions_fts USING fts5(id UNINDEXED, caption, tokenize='porter unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS texts_fts USING fts5(id UNINDEXED, caption, title, description,
+                                                         tokenize='porter unicode61');
 """
+# Columns later versions added, with their definitions: a store file an older version wrote gets
+# them on open (ALTER TABLE ADD COLUMN is cheap: it rewrites no rows).
+_ADDED_COLUMNS = (("title", "TEXT"), ("description", "TEXT"), ("attributes", "TEXT NOT NULL DEFAULT '{}'"),
+                  ("taken_at", "REAL"))
 
 _RECORD_COLUMNS = (
     "id", "tenant", "collection", "status", "source", "blob_key", "content_hash", "external_id", "tags",
     "error", "caption", "caption_status", "thumb_key", "width", "height", "image_model", "caption_model",
-    "text_model", "created_at", "updated_at",
+    "text_model", "created_at", "updated_at", "title", "description", "attributes", "taken_at",
 )
 _SELECT_RECORD = f"SELECT {', '.join(_RECORD_COLUMNS)} FROM images"
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -83,12 +95,36 @@ class EmbeddedStore:
         self._where: dict[str, tuple[VectorField, str]] = {}  # "field:id" -> table key
         self._seen_seq = 0
         try:
-            # Creating the schema takes the write lock; opening an existing store must not.
-            exists = self._conn().execute("SELECT 1 FROM sqlite_master WHERE name = 'captions_fts'").fetchone()
-            if not exists:
-                self._conn().executescript(_SCHEMA)
+            # Creating or upgrading the schema takes the write lock; opening a current store must not.
+            if not self._schema_is_current():
+                self._upgrade_schema()
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"cannot create the schema in {self.path}: {exc}") from exc
+
+    def _schema_is_current(self) -> bool:
+        db = self._conn()
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'texts_fts'").fetchone():
+            return False
+        columns = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+        return all(name in columns for name, _ in _ADDED_COLUMNS)
+
+    def _upgrade_schema(self) -> None:
+        """Create the schema, or bring an older store file up to it (in one write transaction, so
+        a second process opening the file at the same moment waits and then finds it done)."""
+        with self._write() as db:
+            exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'images'").fetchone()
+            if exists:
+                columns = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+                for name, definition in _ADDED_COLUMNS:
+                    if name not in columns:
+                        db.execute(f"ALTER TABLE images ADD COLUMN {name} {definition}")
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'captions_fts'").fetchone():
+                # The caption-only index of older versions: its text was not CJK-aware.
+                db.execute("DROP TABLE captions_fts")
+                for (image_id,) in db.execute("SELECT id FROM images").fetchall():
+                    _index_texts(db, image_id)
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -135,15 +171,16 @@ class EmbeddedStore:
         now = time.time()
         with self._write() as db:
             seq = self._next_seq(db)
-            db.execute("DELETE FROM captions_fts WHERE id = ?", (record.id,))
             db.execute("DELETE FROM tombstones WHERE id = ?", (record.id,))
             db.execute(
                 f"INSERT OR REPLACE INTO images ({', '.join(_RECORD_COLUMNS)}, seq) "
                 f"VALUES ({', '.join('?' * len(_RECORD_COLUMNS))}, ?)",
                 (record.id, record.tenant, record.collection, Status.QUEUED, record.source, record.blob_key,
                  record.content_hash, record.external_id, json.dumps(record.tags), None, None, CaptionStatus.PENDING,
-                 None, None, None, None, None, None, record.created_at, now, seq),
+                 None, None, None, None, None, None, record.created_at, now, record.title, record.description,
+                 json.dumps(record.attributes), None, seq),
             )
+            _index_texts(db, record.id)
 
     def get(self, image_id: str) -> ImageRecord | None:
         return self.get_many([image_id]).get(image_id)
@@ -167,20 +204,19 @@ class EmbeddedStore:
                 return None
             seq = self._next_seq(db)
             db.execute("DELETE FROM images WHERE id = ?", (image_id,))
-            db.execute("DELETE FROM captions_fts WHERE id = ?", (image_id,))
+            db.execute("DELETE FROM texts_fts WHERE id = ?", (image_id,))
             db.execute("INSERT OR REPLACE INTO tombstones(id, seq) VALUES (?, ?)", (image_id, seq))
         return _to_record(row)
 
     def set_image_vectors(self, updates: list[ImageVectorUpdate]) -> list[str]:
         return self._update_versions(
             "UPDATE images SET status = 'indexed', error = NULL, image_vec = ?, image_model = ?, thumb_key = ?, "
-            "width = ?, height = ?, updated_at = ?, seq = ? WHERE id = ? AND content_hash = ?",
-            updates, lambda u: (_blob(u.vector), u.model, u.thumb_key, u.width, u.height))
+            "width = ?, height = ?, taken_at = ?, updated_at = ?, seq = ? WHERE id = ? AND content_hash = ?",
+            updates, lambda u: (_blob(u.vector), u.model, u.thumb_key, u.width, u.height, u.taken_at))
 
     def set_captions(self, updates: list[CaptionUpdate]) -> list[str]:
         def index_caption(db: sqlite3.Connection, u: CaptionUpdate) -> None:
-            db.execute("DELETE FROM captions_fts WHERE id = ?", (u.id,))
-            db.execute("INSERT INTO captions_fts(id, caption) VALUES (?, ?)", (u.id, u.caption))
+            _index_texts(db, u.id)
 
         return self._update_versions(
             "UPDATE images SET caption = ?, caption_status = 'done', caption_vec = ?, caption_model = ?, "
@@ -267,33 +303,67 @@ class EmbeddedStore:
     def knn(self, field: VectorField, query: np.ndarray, k: int, model: str, filters: Filters,
             min_score: float | None = None) -> list[tuple[str, float]]:
         self._refresh()
+        allowed = self._matching_ids(filters) if filters.where else None
         with self._index_lock:
             table = self._tables.get((field, model))
             if table is None:
                 return []
-            return table.search(np.asarray(query, dtype=np.float32), k, filters, min_score)
+            return table.search(np.asarray(query, dtype=np.float32), k, filters, min_score, allowed)
+
+    def _matching_ids(self, filters: Filters) -> list[str]:
+        """Indexed records the filter language admits: the pre-filter mask of a filtered kNN."""
+        sql, params = filters_sql(Filters(tenant=filters.tenant, collection=filters.collection, where=filters.where),
+                                  status=Status.INDEXED)
+        return [row[0] for row in self._conn().execute(f"SELECT i.id FROM images i WHERE {sql}", params)]
 
     def keyword(self, text: str, k: int, filters: Filters) -> list[tuple[str, float]]:
-        words = _WORD.findall(text.lower())
+        """BM25 over caption, title and description, with CJK runs as bigrams on both sides."""
+        words = _WORD.findall(cjk_bigrams(text).lower())
         if not words:
             return []
         # Quoted terms joined by OR: user text can never be parsed as FTS5 syntax.
         match = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
-        sql = ("SELECT f.id, bm25(captions_fts) AS rank FROM captions_fts f JOIN images i ON i.id = f.id "
-               "WHERE captions_fts MATCH ? AND i.status = 'indexed'")
-        params: list[object] = [match]
-        for column, value in (("tenant", filters.tenant), ("collection", filters.collection)):
-            if value is not None:
-                sql += f" AND i.{column} = ?"
-                params.append(value)
-        if filters.exclude_ids:
-            excluded = sorted(filters.exclude_ids)
-            sql += f" AND i.id NOT IN ({', '.join('?' * len(excluded))})"
-            params.extend(excluded)
-        sql += " ORDER BY rank LIMIT ?"
-        params.append(k)
+        where, params = filters_sql(filters, status=Status.INDEXED)
+        sql = ("SELECT f.id, bm25(texts_fts) AS rank FROM texts_fts f JOIN images i ON i.id = f.id "
+               f"WHERE texts_fts MATCH ? AND {where} ORDER BY rank LIMIT ?")
         # bm25() is lower-is-better and negative; report a positive score.
-        return [(row[0], -float(row[1])) for row in self._conn().execute(sql, params)]
+        return [(row[0], -float(row[1])) for row in self._conn().execute(sql, [match, *params, k])]
+
+    def patch(self, image_id: str, changes: RecordPatch) -> ImageRecord | None:
+        sets: list[str] = []
+        values: list[object] = []
+        for name in ("collection", "title", "description"):
+            value = getattr(changes, name)
+            if value is not None or name in changes.clear:
+                sets.append(f"{name} = ?")
+                values.append(value)
+        if changes.tags is not None:
+            sets.append("tags = ?")
+            values.append(json.dumps(changes.tags))
+        if changes.attributes is not None:
+            sets.append("attributes = ?")
+            values.append(json.dumps(changes.attributes))
+        with self._write() as db:
+            seq = self._next_seq(db)
+            updated = db.execute(f"UPDATE images SET {', '.join([*sets, 'updated_at = ?', 'seq = ?'])} WHERE id = ?",
+                                 (*values, time.time(), seq, image_id)).rowcount
+            if not updated:
+                return None  # gone: an UPDATE never inserts, so a deleted record stays deleted
+            _index_texts(db, image_id)
+        return self.get(image_id)
+
+    def list_records(self, filters: Filters, status: str | None, after: tuple[float, str] | None,
+                     limit: int) -> Page:
+        where, params = filters_sql(filters, status=status)
+        if after is not None:
+            where += " AND (i.created_at > ? OR (i.created_at = ? AND i.id > ?))"
+            params += [after[0], after[0], after[1]]
+        columns = ", ".join(f"i.{c}" for c in _RECORD_COLUMNS)
+        rows = self._conn().execute(f"SELECT {columns} FROM images i WHERE {where} ORDER BY i.created_at, i.id "
+                                    "LIMIT ?", [*params, limit + 1]).fetchall()
+        records = [_to_record(row) for row in rows[:limit]]
+        more = len(rows) > limit and records
+        return Page(records, (records[-1].created_at, records[-1].id) if more else None)
 
     def _refresh(self) -> None:
         """Apply every change committed since this process last looked (any process's)."""
@@ -344,4 +414,14 @@ def _blob(vector: np.ndarray) -> bytes:
 def _to_record(row: tuple) -> ImageRecord:
     values = dict(zip(_RECORD_COLUMNS, row))
     values["tags"] = json.loads(values["tags"] or "[]")
+    values["attributes"] = json.loads(values["attributes"] or "{}")
     return ImageRecord(**values)
+
+
+def _index_texts(db: sqlite3.Connection, image_id: str) -> None:
+    """(Re)write the record's row in the text index from its caption, title and description."""
+    db.execute("DELETE FROM texts_fts WHERE id = ?", (image_id,))
+    row = db.execute("SELECT caption, title, description FROM images WHERE id = ?", (image_id,)).fetchone()
+    if row is not None and any(row):
+        db.execute("INSERT INTO texts_fts(id, caption, title, description) VALUES (?, ?, ?, ?)",
+                   (image_id, *(cjk_bigrams(text) if text else None for text in row)))

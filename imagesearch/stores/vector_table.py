@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import numpy as np
 
@@ -89,7 +89,10 @@ class VectorTable:
         vectors[order] = self._gather(self._blocks, rows[order]).T
         return dict(zip(wanted, vectors, strict=True))
 
-    def search(self, query: np.ndarray, k: int, filters: Filters, min_score: float | None) -> list[tuple[str, float]]:
+    def search(self, query: np.ndarray, k: int, filters: Filters, min_score: float | None,
+               allowed: Collection[str] | None = None) -> list[tuple[str, float]]:
+        """Exact top ``k``; ``allowed``: the only ids that may be hits (the filter language's
+        pre-filter mask, computed by the store), None for any."""
         n = len(self._ids)
         if n == 0 or k <= 0:
             return []
@@ -106,6 +109,11 @@ class VectorTable:
             mask[excluded] = False
         if min_score is not None:
             mask &= scores >= min_score
+        if allowed is not None:
+            admitted = np.zeros(n, dtype=bool)
+            rows = [row for i in allowed if (row := self._row.get(i)) is not None]
+            admitted[rows] = True
+            mask &= admitted
         candidates = np.flatnonzero(mask)
         if candidates.size == 0:
             return []

@@ -48,6 +48,12 @@ def test_tune_saves_a_profile_the_api_applies_and_a_second_run_measures_it(redis
     assert report["tuning"]["held_out_queries"] + report["tuning"]["train_queries"] == report["queries"]
     assert [m["mode"] for m in report["held_out"]] == ["image", "caption", "hybrid", "hybrid-tuned"]
     assert "held out" in result.stdout and "tuned fusion:" in result.stdout
+    # The stack was this command's own: its Redis keeps no profile; profile.json is what is left.
+    from imagesearch.profiles import ProfileStore
+    from imagesearch.redis_state import Keyspace
+
+    left = ProfileStore(redis_client, Keyspace(child_env(data_dir)["IMAGESEARCH_REDIS_NAMESPACE"])).all()
+    assert left == []
     profile = json.loads((tuned / "profile.json").read_text())
     assert profile["clip"] == report["models"]["clip"] and profile["captioner"] == report["models"]["captioner"]
     assert set(profile["calibration"]) == {"image", "caption", "hybrid"}

@@ -26,6 +26,7 @@ def app(make_app, redis_client):
     app = make_app(search={"profile_refresh_s": 0})
     svc = app.extensions["imagesearch"]
     clip, store = svc.clip, svc.store
+    svc.profiles.delete(clip.identity, configured_captioner(svc.settings))  # whatever an earlier test left
     for name, rgb in COLOURS.items():
         store.put(record(name, tenant="default"))
         vector = clip.encode_images([Image.new("RGB", (64, 64), rgb)])[0]

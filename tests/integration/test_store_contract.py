@@ -10,12 +10,20 @@ see writes at once, and deletes its indices afterwards.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
-from imagesearch.records import ImageRecord
-from imagesearch.stores.base import Filters, Store
+from imagesearch.attributes import AttributeSchema
+from imagesearch.filtering import parse_where
+from imagesearch.records import ImageRecord, Status
+from imagesearch.stores.base import Filters, RecordPatch, Store
 from tests.support.factories import caption_update, record, vector_update
+from tests.support.stores import BACKENDS, open_test_store
 
 MODEL = "clip:contract/a"
 OTHER_MODEL = "clip:contract/b"
@@ -332,3 +340,252 @@ def test_keyword_matches_captions(store: Store) -> None:
     assert all(score > 0 for _, score in store.keyword("red", 5, Filters()))
     assert store.keyword("   ", 5, Filters()) == []
     assert store.keyword("zebra", 5, Filters()) == []
+
+
+# -- the filter language, titles, edits and listing (issue 15) ---------------------------------
+
+SCHEMA = AttributeSchema.parse("brand:keyword,price:number,in_stock:boolean,released:date")
+TAGS = ("red", "blue", "green", "sale", "new", "kids")
+BRANDS = ("Acme", "Zeta", "Nova")
+DAY_MS = 86_400_000
+
+
+@pytest.fixture(params=BACKENDS)
+def catalogue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The ``store`` fixture's backends, declaring :data:`SCHEMA`'s attributes."""
+    yield from open_test_store(request.param, tmp_path, SCHEMA)
+
+
+def seconds(ms: int) -> float:
+    """Epoch seconds of a whole millisecond: what both stores keep exactly (OpenSearch stores ms)."""
+    return ms / 1000
+
+
+def random_catalogue(store: Store, n: int = 150, seed: int = 15) -> tuple[list[ImageRecord], dict[str, np.ndarray]]:
+    """``n`` indexed records (seeded) with tags, created_at, taken_at (30% have none) and each
+    attribute type (each absent from some), in two tenants; every title has the word "product"."""
+    rng = np.random.default_rng(seed)
+    records, vectors = [], {}
+    for i in range(n):
+        attributes: dict[str, str | float | bool] = {}
+        if rng.random() < 0.8:
+            attributes["brand"] = str(rng.choice(BRANDS))
+        if rng.random() < 0.8:
+            attributes["price"] = float(rng.integers(100, 10_000)) / 100
+        if rng.random() < 0.7:
+            attributes["in_stock"] = bool(rng.random() < 0.5)
+        if rng.random() < 0.6:
+            attributes["released"] = seconds(1_650_000_000_000 + int(rng.integers(0, 365 * DAY_MS)))
+        image_id = f"p{i:03d}"
+        records.append(record(
+            image_id, content_hash="h1", tenant="t2" if i % 5 == 0 else "t1", collection="shop",
+            tags=sorted(str(t) for t in rng.choice(TAGS, size=int(rng.integers(0, 4)), replace=False)),
+            created_at=seconds(1_700_000_000_000 + int(rng.integers(0, 30 * DAY_MS))),
+            taken_at=None if rng.random() < 0.3 else seconds(1_600_000_000_000 + int(rng.integers(0, 365 * DAY_MS))),
+            title=f"product {image_id}", attributes=attributes))
+        v = rng.normal(size=DIM).astype(np.float32)
+        vectors[image_id] = v / np.linalg.norm(v)
+    for r in records:
+        store.put(r)
+    updates = [vector_update(r.id, vectors[r.id], content_hash="h1", model=MODEL, taken_at=r.taken_at) for r in records]
+    assert sorted(store.set_image_vectors(updates)) == sorted(r.id for r in records)
+    for r in records:
+        r.status = Status.INDEXED
+    return records, vectors
+
+
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"tags": {"any": ["red", "blue"]}},
+    {"tags": {"all": ["sale", "new"]}},
+    {"created_at": {"gte": seconds(1_700_000_000_000 + 10 * DAY_MS), "lt": "2023-12-04T00:00:00Z"}},
+    {"taken_at": {"gt": seconds(1_600_000_000_000 + 100 * DAY_MS)}},
+    {"attributes": {"brand": {"eq": "Acme"}, "in_stock": {"eq": True}}},
+    {"attributes": {"price": {"range": {"gte": 20, "lt": 60.5}},
+                    "released": {"range": {"lte": "2022-10-01T00:00:00Z"}}}},
+    {"attributes": {"brand": {"exists": False}}},
+    {"attributes": {"price": {"exists": True}, "brand": {"in": ["Zeta", "Nova"]}}, "tags": {"any": ["kids"]}},
+    {"tags": {"all": ["red", "blue"]}, "attributes": {"in_stock": {"eq": False}}, "taken_at": {"lt": 1_620_000_000}},
+    {"attributes": {"released": {"exists": True}}, "created_at": {"lte": seconds(1_700_000_000_000 + 3 * DAY_MS)}},
+    {"attributes": {"brand": {"eq": "Nobody"}}},
+]
+
+
+def test_a_catalogue_reads_back_with_its_attributes_and_dates(catalogue: Store) -> None:
+    records, _ = random_catalogue(catalogue, n=30)
+    got = catalogue.get_many(r.id for r in records)
+    for r in records:
+        back = got[r.id]
+        assert (back.tags, back.title, back.attributes, back.status) == (r.tags, r.title, r.attributes, "indexed")
+        assert back.created_at == pytest.approx(r.created_at, abs=1e-6)
+        assert back.taken_at == (None if r.taken_at is None else pytest.approx(r.taken_at, abs=1e-6))
+        assert {k: type(v) for k, v in back.attributes.items()} == {k: type(v) for k, v in r.attributes.items()}
+
+
+@pytest.mark.parametrize("spec", FILTERS, ids=[json.dumps(f, sort_keys=True) for f in FILTERS])
+def test_filtered_knn_and_keyword_agree_with_brute_force(catalogue: Store, spec: dict[str, Any]) -> None:
+    records, vectors = random_catalogue(catalogue)
+    where = parse_where(spec, SCHEMA)
+    filters = Filters(tenant="t1", where=where)
+    matching = [r for r in records if r.tenant == "t1" and where.matches(r)]
+    by_id = {r.id: r for r in records}
+    rng = np.random.default_rng(7)
+    for k in (5, 40):
+        query = rng.normal(size=DIM).astype(np.float32)
+        query /= np.linalg.norm(query)
+        hits = catalogue.knn("image", query, k, MODEL, filters)
+        # k hits whenever k records match: the filter runs inside the search, not after it.
+        assert len(hits) == min(k, len(matching)), (len(hits), len(matching))
+        assert len(set(ids(hits))) == len(hits)
+        assert all(where.matches(by_id[i]) and by_id[i].tenant == "t1" for i in ids(hits))
+        for image_id, score in hits:
+            assert score == pytest.approx(float(vectors[image_id] @ query), abs=1e-4)
+        # Brute force: no matching record left out scores better than the worst hit.
+        if hits:
+            left_out = [float(vectors[r.id] @ query) for r in matching if r.id not in set(ids(hits))]
+            assert max(left_out, default=-1.0) <= hits[-1][1] + 1e-4
+    found = catalogue.keyword("product", len(records), filters)
+    assert sorted(ids(found)) == sorted(r.id for r in matching)
+
+
+def titled(store: Store, titles: dict[str, str], field: str = "title") -> None:
+    for image_id, text in titles.items():
+        store.put(record(image_id, content_hash="h1", **{field: text}))
+        index(store, image_id, vec(1))
+
+
+def test_a_chinese_title_is_found_by_a_two_character_word_inside_it(catalogue: Store) -> None:
+    titled(catalogue, {"dress": "女士红色连衣裙夏季新款", "jeans": "男士蓝色牛仔裤", "shoes": "儿童运动鞋 kids shoes"})
+    assert ids(catalogue.keyword("连衣", 5, Filters())) == ["dress"]
+    assert ids(catalogue.keyword("牛仔", 5, Filters())) == ["jeans"]
+    assert ids(catalogue.keyword("连衣裙", 5, Filters())) == ["dress"]
+    assert ids(catalogue.keyword("运动 shoes", 5, Filters())) == ["shoes"]
+    assert ids(catalogue.keyword("红色", 5, Filters())) == ["dress"]
+    # Characters of the title that are not next to each other in it are not a word of it.
+    assert catalogue.keyword("衣连", 5, Filters()) == []
+    assert catalogue.keyword("女裙", 5, Filters()) == []
+    # Full-width input (a Chinese input method) means the same as ASCII.
+    assert ids(catalogue.keyword("ｋｉｄｓ", 5, Filters())) == ["shoes"]
+
+
+def test_english_stemming_works_in_titles_descriptions_and_captions(catalogue: Store) -> None:
+    titled(catalogue, {"a": "She runs every morning", "c": "A sleeping cat"})
+    titled(catalogue, {"b": "Morning run by the lake"}, field="description")
+    catalogue.put(record("d", content_hash="h1"))
+    index(catalogue, "d", vec(1))
+    caption(catalogue, "d", "a dog running on a beach", vec(1))
+    assert sorted(ids(catalogue.keyword("running", 5, Filters()))) == ["a", "b", "d"]
+    assert ids(catalogue.keyword("cats", 5, Filters())) == ["c"]
+    assert ids(catalogue.keyword("lake", 5, Filters())) == ["b"]
+
+
+def test_patch_changes_metadata_and_leaves_vectors_and_status(catalogue: Store) -> None:
+    catalogue.put(record("a", content_hash="h1", collection="c1", tenant="t1", tags=["old"], title="blue jeans",
+                         description="denim", attributes={"brand": "Acme", "price": 10.0}, created_at=1_700_000_000.5))
+    index(catalogue, "a", vec(1))
+    caption(catalogue, "a", "a pair of trousers", vec(0, 1))
+    catalogue.put(record("b", content_hash="h1", collection="c1", tenant="t1"))
+    index(catalogue, "b", vec(1, 0.5))
+    before = catalogue.get("a")
+
+    got = catalogue.patch("a", RecordPatch(collection="c2", tags=["new", "sale"], title="女士红色连衣裙",
+                                           attributes={"brand": "Zeta"}, clear=frozenset({"description"})))
+    assert got is not None
+    assert (got.collection, got.tags, got.title, got.description, got.attributes) == (
+        "c2", ["new", "sale"], "女士红色连衣裙", None, {"brand": "Zeta"})
+    assert got == catalogue.get("a")
+    unchanged = ("id", "tenant", "status", "content_hash", "blob_key", "caption", "caption_status", "image_model",
+                 "text_model", "thumb_key", "width", "height", "external_id")
+    assert {f: getattr(got, f) for f in unchanged} == {f: getattr(before, f) for f in unchanged}
+    assert got.created_at == pytest.approx(before.created_at, abs=1e-6)
+    stored, model = catalogue.vector("a", "image")
+    assert model == MODEL and np.array_equal(stored, vec(1))
+    # What search sees moved with it: the collection, the tags, the attributes, the text.
+    assert ids(catalogue.knn("image", vec(1), 5, MODEL, Filters(collection="c2"))) == ["a"]
+    assert ids(catalogue.knn("image", vec(1), 5, MODEL, Filters(collection="c1"))) == ["b"]
+    assert ids(catalogue.knn("caption", vec(0, 1), 5, MODEL, Filters(collection="c2"))) == ["a"]
+    assert ids(catalogue.knn("image", vec(1), 5, MODEL, Filters(where=parse_where(
+        {"tags": {"all": ["sale"]}, "attributes": {"brand": {"eq": "Zeta"}, "price": {"exists": False}}},
+        SCHEMA)))) == ["a"]
+    old_tag = Filters(where=parse_where({"tags": {"any": ["old"]}}, SCHEMA))
+    assert catalogue.knn("image", vec(1), 5, MODEL, old_tag) == []
+    assert ids(catalogue.keyword("连衣", 5, Filters())) == ["a"]
+    assert catalogue.keyword("jeans", 5, Filters()) == [] and catalogue.keyword("denim", 5, Filters()) == []
+    assert ids(catalogue.keyword("trousers", 5, Filters(collection="c2"))) == ["a"]  # the caption stays
+    # Fields a patch does not name stay as they are.
+    again = catalogue.patch("a", RecordPatch(tags=["only"]))
+    assert again is not None and (again.collection, again.title, again.tags) == ("c2", "女士红色连衣裙", ["only"])
+
+
+def test_patch_of_a_deleted_record_returns_none_and_does_not_recreate_it(catalogue: Store) -> None:
+    catalogue.put(record("a", content_hash="h1"))
+    catalogue.delete("a")
+    assert catalogue.patch("a", RecordPatch(title="back?", tags=["x"])) is None
+    assert catalogue.patch("never", RecordPatch(collection="c9")) is None
+    assert catalogue.get("a") is None and catalogue.get("never") is None
+    assert catalogue.list_records(Filters(), None, None, 10).records == []
+
+
+def listing_catalogue(store: Store) -> list[ImageRecord]:
+    """30 records over two tenants, several sharing a created_at (the id breaks the tie), in
+    every status."""
+    records = []
+    for n in range(30):
+        created_ms = 1_700_000_000_000 + (n % 7) * 1000 + n % 2
+        r = record(f"r{(n * 37) % 100:02d}", content_hash="h1", tenant="t1" if n % 4 else "t2",
+                   tags=["even"] if n % 2 == 0 else ["odd"], created_at=seconds(created_ms))
+        store.put(r)
+        records.append(r)
+    for r in records[::3]:
+        index(store, r.id, vec(1))
+        r.status = Status.INDEXED
+    for r in records[1::7]:
+        store.set_failed(r.id, "h1", "embed", "broken")
+        r.status = Status.FAILED
+    return records
+
+
+def all_pages(store: Store, filters: Filters, status: str | None, limit: int) -> list[list[ImageRecord]]:
+    pages, after = [], None
+    for _ in range(100):
+        page = store.list_records(filters, status, after, limit)
+        assert len(page.records) <= limit
+        pages.append(page.records)
+        if page.after is None:
+            return pages
+        assert page.after == (page.records[-1].created_at, page.records[-1].id)
+        after = page.after
+    raise AssertionError("the cursor never ran out")
+
+
+@pytest.mark.parametrize("limit", [1, 4, 7, 100])
+def test_list_records_pages_through_every_record_by_created_at_then_id(catalogue: Store, limit: int) -> None:
+    records = listing_catalogue(catalogue)
+    expected = [r.id for r in sorted(records, key=lambda r: (r.created_at, r.id))]
+    pages = all_pages(catalogue, Filters(), None, limit)
+    listed = [r.id for page in pages for r in page]
+    assert listed == expected  # concatenated pages: everything, in order, no duplicates
+    assert all(pages[:-1])  # only the last page may be empty
+    assert len(pages) <= len(expected) // limit + 1
+    first = catalogue.list_records(Filters(), None, None, limit).records[0]
+    assert (first.id, first.status, first.tags) == (expected[0], next(r.status for r in records if r.id == expected[0]),
+                                                    next(r.tags for r in records if r.id == expected[0]))
+
+
+@pytest.mark.parametrize(("tenant", "status", "spec"), [
+    ("t1", None, {}),
+    (None, "indexed", {}),
+    (None, "queued", {"tags": {"any": ["even"]}}),
+    ("t1", "failed", {}),
+    (None, None, {"created_at": {"gte": 1_700_000_002.0, "lt": 1_700_000_005.001}, "tags": {"all": ["odd"]}}),
+    ("t2", "indexed", {"tags": {"any": ["nothing"]}}),
+])
+def test_list_records_applies_filters_and_status(catalogue: Store, tenant: str | None, status: str | None,
+                                                 spec: dict[str, Any]) -> None:
+    records = listing_catalogue(catalogue)
+    where = parse_where(spec, SCHEMA)
+    expected = [r.id for r in sorted(records, key=lambda r: (r.created_at, r.id))
+                if (tenant is None or r.tenant == tenant) and (status is None or r.status == status)
+                and where.matches(r)]
+    pages = all_pages(catalogue, Filters(tenant=tenant, where=where), status, 3)
+    assert [r.id for page in pages for r in page] == expected

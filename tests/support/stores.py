@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imagesearch.attributes import AttributeSchema
 from imagesearch.config import OpenSearchSettings, Settings, StoreSettings
 from imagesearch.stores.base import Store
 from imagesearch.stores.embedded import EmbeddedStore
@@ -20,8 +21,10 @@ NO_OPENSEARCH = (
 )
 
 
-def open_test_store(backend: str, folder: Path) -> Iterator[Store]:
-    """The store, removed afterwards (OpenSearch: under a random index prefix, refresh on every write)."""
+def open_test_store(backend: str, folder: Path, attributes: AttributeSchema | None = None) -> Iterator[Store]:
+    """The store, removed afterwards (OpenSearch: under a random index prefix, refresh on every write).
+    ``attributes``: what OpenSearch maps explicitly before its first write creates the index (the
+    embedded store keeps any typed value)."""
     if backend == "embedded":
         embedded = EmbeddedStore(folder / "store.sqlite3")
         yield embedded
@@ -46,7 +49,7 @@ def open_test_store(backend: str, folder: Path) -> Iterator[Store]:
         ),
     )
     store = OpenSearchStore(build_client(settings), f"imagesearch-test-{uuid.uuid4().hex[:10]}", engine=engine,
-                            refresh=True, retries=2, backoff_s=0.2)
+                            attributes=attributes, refresh=True, retries=2, backoff_s=0.2)
     try:
         yield store
     finally:

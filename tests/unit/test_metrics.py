@@ -77,6 +77,69 @@ def test_samples_from_several_processes_are_merged(tmp_path):
     assert s[("imagesearch_search_seconds_count", (("mode", "hybrid"),))] == 2
 
 
+SINCE_UPLOAD = """
+from imagesearch import metrics
+from imagesearch.pipeline import BatchOutcome
+metrics.observe_outcome("embed", BatchOutcome(done=["a", "b", "c"], since_upload={"a": 0.3, "b": 0.9, "c": 2.5}),
+                        size=3, seconds=0.2)
+metrics.observe_outcome("caption", BatchOutcome(done=["a"], skipped=["b"], since_upload={"a": 1.7}), size=2,
+                        seconds=0.4)
+"""
+
+
+def test_upload_to_indexed_and_captioned_histograms_merge_across_processes(tmp_path):
+    env = _env(tmp_path / "data")
+    for _ in range(2):
+        _run(SINCE_UPLOAD, env)
+    s = _samples(_run(SCRAPE, env))
+    indexed, captioned = "imagesearch_upload_to_indexed_seconds", "imagesearch_upload_to_captioned_seconds"
+    assert s[(indexed + "_count", ())] == 6 and s[(indexed + "_sum", ())] == pytest.approx(7.4)
+    # The targets (indexed p50 1 s, p99 3 s; captioned p50 2 s) are bucket bounds, so they read exactly.
+    assert [s[(indexed + "_bucket", (("le", le),))] for le in ("0.5", "1.0", "3.0")] == [2, 4, 6]
+    assert s[(captioned + "_count", ())] == 2 and s[(captioned + "_bucket", (("le", "2.0"),))] == 2
+    assert s[(captioned + "_bucket", (("le", "1.5"),))] == 0
+    assert s[("imagesearch_images_total", (("outcome", "done"), ("stage", "embed")))] == 6
+
+
+def test_the_stages_time_first_indexing_and_first_caption_only(tmp_path):
+    """``since_upload`` spans created_at to the store write: within the wall time around the calls, the
+    caption's after the vector's, and absent for a redelivery or a re-embed by another model."""
+    import time
+
+    from imagesearch import ingest
+    from imagesearch.blobs import LocalBlobStore
+    from imagesearch.config import Settings
+    from imagesearch.dev.tiny_models import build_tiny_clip
+    from imagesearch.models import get_captioner, get_clip
+    from imagesearch.models.clip import ClipSpec, load_clip
+    from imagesearch.pipeline import caption_batch, embed_batch
+    from imagesearch.stores.embedded import EmbeddedStore
+
+    settings = Settings(data_dir=tmp_path)
+    store, blobs, clip = EmbeddedStore(tmp_path / "s.sqlite3"), LocalBlobStore(settings.blob_dir), get_clip(settings)
+    before = time.time()
+    ids = [ingest.accept(ingest.Upload(jpeg((40 * i, 90, 30))), settings=settings, store=store, blobs=blobs,
+                         enqueue=lambda _: None).id for i in range(3)]
+    time.sleep(0.2)  # so the spans are measurably above zero
+    embedded = embed_batch(ids, settings=settings, store=store, blobs=blobs, clip=clip)
+    after_embed = time.time()
+    assert set(embedded.since_upload) == set(ids)
+    assert all(0.2 <= v <= after_embed - before for v in embedded.since_upload.values())
+    captioned = caption_batch(ids, settings=settings, store=store, blobs=blobs, captioner=get_captioner(settings),
+                              clip=clip)
+    assert set(captioned.since_upload) == set(ids)
+    assert all(embedded.since_upload[i] < captioned.since_upload[i] <= time.time() - before for i in ids)
+
+    again = embed_batch(ids, settings=settings, store=store, blobs=blobs, clip=clip)
+    assert again.skipped == ids and again.since_upload == {}  # a redelivery
+    other = load_clip(ClipSpec("x", "y", build_tiny_clip(tmp_path / "other-clip", seed=5), "cpu"))
+    reembedded = embed_batch(ids, settings=settings, store=store, blobs=blobs, clip=other)
+    assert reembedded.done == ids and reembedded.since_upload == {}  # a model change, not an upload
+    recaptioned = caption_batch(ids, settings=settings, store=store, blobs=blobs, captioner=get_captioner(settings),
+                                clip=other)
+    assert recaptioned.done == ids and recaptioned.since_upload == {}
+
+
 def test_explicit_folder_wins_and_derived_folders_are_per_data_dir(tmp_path):
     explicit = tmp_path / "prom"
     out = _run(OBSERVE, _env(tmp_path / "a", PROMETHEUS_MULTIPROC_DIR=str(explicit))).strip()

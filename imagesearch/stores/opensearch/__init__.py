@@ -8,7 +8,7 @@ body, names, scores) and :mod:`.store` (the class assembled from them).
 """
 
 from imagesearch.stores.opensearch.mapping import score_to_cosine
-from imagesearch.stores.opensearch.records import CAPTION_SCRIPT, FAILED_SCRIPT, IMAGE_SCRIPT
+from imagesearch.stores.opensearch.records import CAPTION_SCRIPT, FAILED_SCRIPT, IMAGE_SCRIPT, PATCH_SCRIPT
 from imagesearch.stores.opensearch.store import OpenSearchStore
 from imagesearch.stores.opensearch.transport import StoreRejected, build_client
 
@@ -16,6 +16,7 @@ __all__ = [
     "CAPTION_SCRIPT",
     "FAILED_SCRIPT",
     "IMAGE_SCRIPT",
+    "PATCH_SCRIPT",
     "OpenSearchStore",
     "StoreRejected",
     "build_client",

@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_errors
 
+from imagesearch.attributes import AttributeSchema
 from imagesearch.stores.base import StoreUnavailable
 from imagesearch.stores.opensearch.mapping import (
+    SCHEMA_VERSION,
     VECTOR_FIELDS,
     Engine,
+    IndexSettings,
+    VectorEncoding,
     index_body,
     index_meta,
     index_name,
     index_version,
+    missing_properties,
     vector_properties,
 )
 from imagesearch.stores.opensearch.transport import RetryingClient, StoreRejected
@@ -36,6 +41,10 @@ class IndexState:
     name: str
     dim: int | None
     model: str | None
+    # Fields the store writes that the index does not map yet (added before the next write).
+    missing: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION  # of the template the index was made from
+    encoding: str = "fp32"  # of its vector fields, as its _meta records (fp32 before it did)
 
 
 class IndexLifecycle:
@@ -48,6 +57,9 @@ class IndexLifecycle:
     engine: Engine
     dim: int | None
     model: str | None
+    attributes: AttributeSchema
+    encoding: VectorEncoding
+    index_settings: IndexSettings
     read_alias: str
     write_alias: str
     _index: str | None  # a physical index the store is bound to instead of the aliases
@@ -55,6 +67,7 @@ class IndexLifecycle:
     _write: str
     _lock: threading.Lock
     _state: IndexState | None
+    _warned_encodings: set[str]
 
     def indices(self) -> dict[str, set[str]]:
         """Physical indices under this prefix and the aliases each carries."""
@@ -62,20 +75,59 @@ class IndexLifecycle:
         return {name: set((body or {}).get("aliases", {})) for name, body in resp.items()}
 
     def create_index_for_model(self, model_identity: str | None, dim: int | None, *, aliases: bool = False,
-                               version: int | None = None) -> str:
+                               version: int | None = None, bulk_load: bool = False) -> str:
         """Create the next versioned index for a model identity; returns its name. With
         ``aliases`` it is created already carrying the read and write aliases (first index only:
-        later ones go live through :meth:`swap_aliases`)."""
+        later ones go live through :meth:`swap_aliases`). With ``bulk_load`` it starts with refresh
+        off and no replicas, for a reindex to fill; :meth:`finish_bulk_load` gives it the live
+        settings."""
         if version is None:
             versions = [index_version(self.prefix, name) for name in self.indices()]
             version = 1 + max((v for v in versions if v is not None), default=0)
         name = index_name(self.prefix, model_identity, version)
-        body = index_body(model_identity, dim, self.engine)
+        body = index_body(model_identity, dim, self.engine, self.attributes, self.encoding, self.index_settings,
+                          bulk_load=bulk_load)
         if aliases:
             body["aliases"] = {self.read_alias: {}, self.write_alias: {"is_write_index": True}}
         self.retrying.call(self.client.indices.create, index=name, body=body)
-        log.info("created OpenSearch index %s (model %s, dim %s, engine %s)", name, model_identity, dim, self.engine)
+        log.info("created OpenSearch index %s (model %s, dim %s, engine %s, vectors %s%s)", name, model_identity, dim,
+                 self.engine, self.encoding.kind, ", bulk load" if bulk_load else "")
         return name
+
+    def finish_bulk_load(self, index: str, *, wait_s: float = 600.0) -> bool:
+        """Give an index filled under :meth:`create_index_for_model` ``bulk_load`` its live
+        replicas and refresh interval, refresh it, and wait up to ``wait_s`` for its replicas to
+        be copied (so that :meth:`warm` reaches them too). Returns whether they all were in time;
+        a cluster with too few nodes for the replicas never gets there, and a reindex goes on
+        without them."""
+        self.retrying.call(self.client.indices.put_settings, index=index, body={"index": self.index_settings.live()})
+        self.retrying.call(self.client.indices.refresh, index=index)
+        try:
+            health = self.retrying.call(self.client.cluster.health, index=index, wait_for_status="green",
+                                        timeout=f"{int(wait_s)}s", request_timeout=wait_s + 30)
+        except os_errors.TransportError as exc:
+            if exc.status_code != 408:  # 408: the wait timed out (the body says timed_out)
+                raise
+            health = exc.info if isinstance(exc.info, dict) else {"timed_out": True}
+        ready = not health.get("timed_out") and health.get("status") == "green"
+        if not ready:
+            log.warning("%s is not green after %.0f s (%s active of %s shards); replicas still being copied "
+                        "are not warmed and load their graphs on their first searches", index, wait_s,
+                        health.get("active_shards"), health.get("active_shards", 0) + health.get("unassigned_shards", 0)
+                        + health.get("initializing_shards", 0) + health.get("relocating_shards", 0))
+        return ready
+
+    def warm(self, index: str, *, timeout_s: float = 900.0) -> dict[str, int]:
+        """Load the native k-NN graphs of every shard copy of ``index`` into memory
+        (``GET /_plugins/_knn/warmup/<index>``), so its first searches do not pay for it; returns
+        the response's shard counts. Only segments that exist now are loaded: call it after the
+        last write and refresh. A Lucene-engine index has no native graphs and returns at once."""
+        resp = self.retrying.call(self.client.knn.warmup, index=index, request_timeout=timeout_s)
+        shards = dict(resp.get("_shards") or {})
+        if shards.get("failed"):
+            log.warning("warming %s failed on %s of %s shards: %s", index, shards.get("failed"), shards.get("total"),
+                        shards.get("failures"))
+        return shards
 
     def swap_aliases(self, new_index: str) -> list[dict[str, Any]]:
         """Point the read and write aliases at ``new_index`` in one atomic ``POST /_aliases``;
@@ -105,8 +157,16 @@ class IndexLifecycle:
             raise StoreUnavailable(f"{self._write} resolves to {len(resp)} indices: {sorted(resp)}")
         ((name, body),) = resp.items()
         mappings = body.get("mappings", {})
-        vector = mappings.get("properties", {}).get(VECTOR_FIELDS[VectorField.IMAGE], {})
-        return IndexState(name, vector.get("dimension"), mappings.get("_meta", {}).get("model"))
+        properties = mappings.get("properties", {})
+        meta = mappings.get("_meta", {})
+        vector = properties.get(VECTOR_FIELDS[VectorField.IMAGE], {})
+        encoding = meta.get("vector_encoding", "fp32")
+        if encoding != self.encoding.kind and name not in self._warned_encodings:
+            self._warned_encodings.add(name)
+            log.warning("%s holds %s vectors but IMAGESEARCH_OPENSEARCH_VECTOR_ENCODING is %s: the setting applies to "
+                        "new indices; run `imagesearch reindex` to build one", name, encoding, self.encoding.kind)
+        return IndexState(name, vector.get("dimension"), meta.get("model"),
+                          missing_properties(properties, self.attributes), meta.get("schema_version", 1), encoding)
 
     def _bootstrap(self) -> IndexState:
         """No write alias: create version 1 with both aliases. The name is deterministic, so of
@@ -129,9 +189,13 @@ class IndexLifecycle:
         """The write index, created if need be, with vector fields if a vector is being written."""
         with self._lock:
             state = self._state or self._load_state() or self._bootstrap()
+            if state.missing:
+                state = self._add_fields(state)
             if vector_dim is not None and state.dim is None:
-                body = {"properties": vector_properties(vector_dim, self.engine),
-                        "_meta": index_meta(state.model or model, vector_dim, self.engine)}
+                # The encoding is the one configured now: the index was made without vector fields.
+                body = {"properties": vector_properties(vector_dim, self.engine, self.encoding),
+                        "_meta": index_meta(state.model or model, vector_dim, self.engine, state.schema_version,
+                                            self.encoding)}
                 try:
                     self.retrying.call(self.client.indices.put_mapping, index=self._write, body=body)
                 except os_errors.RequestError as exc:
@@ -141,6 +205,21 @@ class IndexLifecycle:
                     if state.dim is None:
                         raise StoreRejected(f"cannot add vector fields to {state.name}: {exc}") from exc
                 else:
-                    state = IndexState(state.name, vector_dim, state.model or model)
+                    state = replace(state, dim=vector_dim, model=state.model or model)
             self._state = state
             return state
+
+    def _add_fields(self, state: IndexState) -> IndexState:
+        """Map the fields an older index lacks (title, taken_at, newly declared attributes) before
+        writing: the mapping is strict, so a document using them would be refused."""
+        try:
+            self.retrying.call(self.client.indices.put_mapping, index=self._write,
+                               body={"properties": state.missing})
+        except os_errors.RequestError as exc:
+            # Another process may have added them first; anything still missing is a real refusal.
+            reloaded = self._load_state() or state
+            if reloaded.missing:
+                raise StoreRejected(f"cannot add the fields {sorted(reloaded.missing)} to {state.name}: {exc}") from exc
+            return reloaded
+        log.info("added the fields %s to the mapping of %s", sorted(state.missing), state.name)
+        return replace(state, missing={})

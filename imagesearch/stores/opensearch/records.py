@@ -6,6 +6,7 @@ ARCHITECTURE.md, "OpenSearch store", Conditional updates.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
@@ -13,16 +14,17 @@ from typing import Any, Literal
 from opensearchpy import exceptions as os_errors
 from opensearchpy import helpers
 
+from imagesearch.attributes import AttributeSchema, Value
 from imagesearch.records import ImageRecord
-from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, StoreUnavailable
+from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, RecordPatch, StoreUnavailable
 from imagesearch.stores.opensearch.lifecycle import IndexLifecycle
 from imagesearch.stores.opensearch.mapping import VECTOR_FIELDS, json_vector
 from imagesearch.stores.opensearch.transport import BulkItem, IndexMissing, StoreRejected, is_transient
-from imagesearch.vocab import CaptionStatus, Stage, Status
+from imagesearch.vocab import AttributeType, CaptionStatus, Stage, Status
 
 log = logging.getLogger(__name__)
 
-_VECTOR_SOURCE = list(VECTOR_FIELDS.values())
+VECTOR_SOURCE = list(VECTOR_FIELDS.values())
 _MGET_CHUNK = 500
 
 # Painless scripts: constant sources (compiled once and cached by OpenSearch), values as params.
@@ -37,7 +39,7 @@ def _if_same_version(*assignments: str) -> str:
 IMAGE_SCRIPT = _if_same_version(
     f".status = '{Status.INDEXED}'", ".error = null", ".image_vector = params.vector", ".image_model = params.model",
     ".thumb_key = params.thumb_key", ".width = params.width", ".height = params.height",
-    ".updated_at = params.now")
+    ".taken_at = params.taken_at", ".updated_at = params.now")
 CAPTION_SCRIPT = _if_same_version(
     ".caption = params.caption", f".caption_status = '{CaptionStatus.DONE}'", ".caption_vector = params.vector",
     ".caption_model = params.caption_model", ".text_model = params.text_model", ".updated_at = params.now")
@@ -45,6 +47,12 @@ CAPTION_SCRIPT = _if_same_version(
 # Status and CaptionStatus.
 FAILED_SCRIPT = _if_same_version(f"[params.status_field] = '{Status.FAILED}'", ".error = params.error",
                                  ".updated_at = params.now")
+# An edit (PATCH): each field in ``params.fields`` replaced whole. A partial ``doc`` would merge
+# ``attributes`` key by key, so an attribute the edit removes would stay; like the other scripts it
+# has no upsert, so an edit of a deleted record is a 404 and never recreates it.
+PATCH_SCRIPT = ("for (def entry : params.fields.entrySet()) {\n  ctx._source[entry.getKey()] = entry.getValue();\n}\n"
+                "ctx._source.updated_at = params.now;")
+PATCHABLE = ("collection", "tags", "attributes", "title", "description")
 
 # (image id, content hash, stage, error)
 Failure = tuple[str, str, str, str]
@@ -55,6 +63,7 @@ class RecordOperations(IndexLifecycle):
 
     refresh: bool | Literal["wait_for"]
     _warned_models: set[str]
+    attributes: AttributeSchema
 
     def put(self, record: ImageRecord) -> None:
         self.put_many([record])
@@ -66,8 +75,8 @@ class RecordOperations(IndexLifecycle):
             return
         self._ensure_index()
         now = _now_ms()
-        actions = [{"_op_type": "index", "_index": self._write, "_id": r.id, "_source": _document(r, now)}
-                   for r in records]
+        actions = [{"_op_type": "index", "_index": self._write, "_id": r.id,
+                    "_source": _document(r, now, self.attributes)} for r in records]
         for item in self._bulk(actions):
             if not item.ok:
                 raise StoreRejected(f"OpenSearch refused record {item.id}: {item.status} {item.describe()}")
@@ -81,14 +90,14 @@ class RecordOperations(IndexLifecycle):
         for start in range(0, len(ids), _MGET_CHUNK):
             try:
                 resp = self.retrying.call(self.client.mget, index=self._read,
-                                          body={"ids": ids[start:start + _MGET_CHUNK]}, _source_excludes=_VECTOR_SOURCE)
+                                          body={"ids": ids[start:start + _MGET_CHUNK]}, _source_excludes=VECTOR_SOURCE)
             except os_errors.NotFoundError:
                 return out
             for doc in resp["docs"]:
                 if "error" in doc:
                     raise StoreUnavailable(f"reading {doc.get('_id')} failed: {doc['error']}")
                 if doc.get("found"):
-                    record = _to_record(doc["_source"])
+                    record = to_record(doc["_source"], self.attributes)
                     out[record.id] = record
         return out
 
@@ -96,10 +105,10 @@ class RecordOperations(IndexLifecycle):
         """Every record behind the read alias (or the bound index), without vectors, through a
         scroll: the source of a reindex."""
         hits = helpers.scan(self.client, index=self._read, query={"query": {"match_all": {}}}, size=batch_size,
-                            _source_excludes=_VECTOR_SOURCE)
+                            _source_excludes=VECTOR_SOURCE)
         try:
             for hit in hits:
-                yield _to_record(hit["_source"])
+                yield to_record(hit["_source"], self.attributes)
         except os_errors.NotFoundError:
             return
         except os_errors.TransportError as exc:
@@ -111,7 +120,7 @@ class RecordOperations(IndexLifecycle):
         for _ in range(self.retrying.retries + 1):
             try:
                 doc = self.retrying.call(self.client.get, index=self._read, id=image_id,
-                                         _source_excludes=_VECTOR_SOURCE)
+                                         _source_excludes=VECTOR_SOURCE)
             except os_errors.NotFoundError:
                 return None
             if not doc.get("found"):
@@ -119,7 +128,7 @@ class RecordOperations(IndexLifecycle):
             (item,) = self._bulk([{"_op_type": "delete", "_index": self._write, "_id": image_id,
                                    "if_seq_no": doc["_seq_no"], "if_primary_term": doc["_primary_term"]}])
             if item.ok:
-                return _to_record(doc["_source"])
+                return to_record(doc["_source"], self.attributes)
             if item.status == 404:
                 return None  # deleted by someone else meanwhile
             if item.status != 409:
@@ -139,7 +148,8 @@ class RecordOperations(IndexLifecycle):
         now = _now_ms()
         actions = [self._update(u.id, IMAGE_SCRIPT, {
             "content_hash": u.content_hash, "vector": json_vector(u.vector), "model": u.model,
-            "thumb_key": u.thumb_key, "width": int(u.width), "height": int(u.height), "now": now}) for u in updates]
+            "thumb_key": u.thumb_key, "width": int(u.width), "height": int(u.height),
+            "taken_at": None if u.taken_at is None else epoch_ms(u.taken_at), "now": now}) for u in updates]
         return self._apply(actions, Stage.EMBED, [u.content_hash for u in updates])
 
     def set_captions(self, updates: list[CaptionUpdate]) -> list[str]:
@@ -157,6 +167,26 @@ class RecordOperations(IndexLifecycle):
         (item,) = self._mark_failed([(image_id, content_hash, stage, error)])
         if not item.ok and item.status != 404:
             raise StoreRejected(f"OpenSearch refused to mark {image_id} failed: {item.status} {item.describe()}")
+
+    def patch(self, image_id: str, changes: RecordPatch) -> ImageRecord | None:
+        """One scripted ``update`` of the edited fields (never an upsert: a deleted record answers
+        404 and stays deleted), then a real-time get of the result."""
+        fields: dict[str, Any] = {}
+        for name in PATCHABLE:
+            value = getattr(changes, name)
+            if value is not None or name in changes.clear:
+                fields[name] = value
+        if "tags" in fields:
+            fields["tags"] = list(fields["tags"] or [])
+        if "attributes" in fields:
+            fields["attributes"] = _attributes_document(fields["attributes"] or {}, self.attributes)
+        self._ensure_index()  # an attribute declared since the index was made gets its mapping first
+        (item,) = self._bulk([self._update(image_id, PATCH_SCRIPT, {"fields": fields, "now": _now_ms()})])
+        if item.status == 404:
+            return None
+        if not item.ok:
+            raise StoreRejected(f"OpenSearch refused to edit {image_id}: {item.status} {item.describe()}")
+        return self.get(image_id)
 
     def _bulk(self, actions: list[dict[str, Any]]) -> list[BulkItem]:
         params: dict[str, Any] = {}
@@ -212,7 +242,49 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _document(record: ImageRecord, now_ms: int) -> dict[str, Any]:
+def epoch_ms(seconds: float) -> int:
+    """Epoch seconds as the epoch milliseconds a ``date`` field holds."""
+    return round(seconds * 1000)
+
+
+def ms_bound(op: str, seconds: float) -> int:
+    """A range bound in epoch seconds as whole milliseconds, with the same meaning for the
+    millisecond values stored: ``gte 1.0004`` s is ``gte 1001`` ms, ``lte 1.0004`` s is ``lte 1000``
+    (a bound within a microsecond of a whole millisecond is that millisecond: float noise)."""
+    ms = seconds * 1000
+    nearest = round(ms)
+    if abs(ms - nearest) < 1e-3:
+        return nearest
+    return math.ceil(ms) if op in ("gte", "lt") else math.floor(ms)
+
+
+def attribute_value(kind: AttributeType | None, value: Value) -> Value | int:
+    """A typed attribute value as its field stores it (dates: epoch ms)."""
+    if kind == AttributeType.DATE and not isinstance(value, bool | str):
+        return epoch_ms(float(value))
+    return value
+
+
+def _attributes_document(values: dict[str, Value], schema: AttributeSchema) -> dict[str, Value | int]:
+    return {name: attribute_value(schema.types.get(name), value) for name, value in values.items()}
+
+
+def _attributes_record(source: dict[str, Any], schema: AttributeSchema) -> dict[str, Value]:
+    out: dict[str, Value] = {}
+    for name, value in source.items():
+        kind = schema.types.get(name)
+        if value is None:
+            continue
+        if kind == AttributeType.DATE:
+            out[name] = float(value) / 1000
+        elif kind == AttributeType.NUMBER:
+            out[name] = float(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _document(record: ImageRecord, now_ms: int, schema: AttributeSchema) -> dict[str, Any]:
     return {
         "id": record.id,
         "tenant": record.tenant,
@@ -225,6 +297,9 @@ def _document(record: ImageRecord, now_ms: int) -> dict[str, Any]:
         "status": Status.QUEUED,
         "error": None,
         "caption": None,
+        "title": record.title,
+        "description": record.description,
+        "attributes": _attributes_document(record.attributes, schema),
         "caption_status": CaptionStatus.PENDING,
         "thumb_key": None,
         "width": None,
@@ -232,12 +307,13 @@ def _document(record: ImageRecord, now_ms: int) -> dict[str, Any]:
         "image_model": None,
         "caption_model": None,
         "text_model": None,
-        "created_at": round(record.created_at * 1000),
+        "created_at": epoch_ms(record.created_at),
         "updated_at": now_ms,
+        "taken_at": None,  # read from the image by the embed stage, which put() starts again
     }
 
 
-def _to_record(source: dict[str, Any]) -> ImageRecord:
+def to_record(source: dict[str, Any], schema: AttributeSchema) -> ImageRecord:
     tags = source.get("tags") or []
     return ImageRecord(
         id=source["id"],
@@ -251,6 +327,9 @@ def _to_record(source: dict[str, Any]) -> ImageRecord:
         status=source["status"],
         error=source.get("error"),
         caption=source.get("caption"),
+        title=source.get("title"),
+        description=source.get("description"),
+        attributes=_attributes_record(source.get("attributes") or {}, schema),
         caption_status=source.get("caption_status", CaptionStatus.PENDING),
         thumb_key=source.get("thumb_key"),
         width=source.get("width"),
@@ -260,4 +339,5 @@ def _to_record(source: dict[str, Any]) -> ImageRecord:
         text_model=source.get("text_model"),
         created_at=float(source["created_at"]) / 1000,
         updated_at=float(source["updated_at"]) / 1000,
+        taken_at=None if source.get("taken_at") is None else float(source["taken_at"]) / 1000,
     )

@@ -12,11 +12,19 @@ from typing import Any
 import numpy as np
 from opensearchpy import exceptions as os_errors
 
-from imagesearch.records import VectorField
-from imagesearch.stores.base import Filters, StoreUnavailable
+from imagesearch.filtering import Range, Where
+from imagesearch.records import ImageRecord, VectorField
+from imagesearch.stores.base import Filters, Page, StoreUnavailable
 from imagesearch.stores.opensearch.lifecycle import IndexLifecycle
-from imagesearch.stores.opensearch.mapping import MODEL_FIELDS, VECTOR_FIELDS, json_vector, score_to_cosine
-from imagesearch.vocab import CaptionStatus, Status
+from imagesearch.stores.opensearch.mapping import (
+    MODEL_FIELDS,
+    TEXT_FIELDS,
+    VECTOR_FIELDS,
+    json_vector,
+    score_to_cosine,
+)
+from imagesearch.stores.opensearch.records import VECTOR_SOURCE, attribute_value, epoch_ms, ms_bound, to_record
+from imagesearch.vocab import AttributeType, CaptionStatus, Status
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _MGET_CHUNK = 500  # ids per mget, as in get_many
@@ -91,13 +99,38 @@ class SearchOperations(IndexLifecycle):
         return out
 
     def keyword(self, text: str, k: int, filters: Filters) -> list[tuple[str, float]]:
-        """BM25 on the caption (``english`` analyzer), same filters as knn."""
+        """BM25 over caption, title and description (the index's CJK-aware analyzer, the same for
+        the query), same filters as knn. ``most_fields`` sums the fields' scores, as the embedded
+        store's FTS5 ``bm25()`` sums its columns'."""
         if k <= 0 or not _WORD.search(text):
             return []
         query = _filter(filters)
-        query["bool"]["must"] = [{"match": {"caption": {"query": text}}}]
+        query["bool"]["must"] = [{"multi_match": {"query": text, "fields": list(TEXT_FIELDS), "type": "most_fields"}}]
         hits = self._search({"size": k, "_source": False, "query": query})
         return [(hit["_id"], float(hit["_score"])) for hit in hits]
+
+    def list_records(self, filters: Filters, status: str | None, after: tuple[float, str] | None,
+                     limit: int) -> Page:
+        """One search sorted by ``created_at`` then ``id`` (unique, so the order is total), resumed
+        with ``search_after``: no depth limit, and no scroll context to keep. One record more than
+        ``limit`` is asked for, to tell whether another page follows."""
+        if limit <= 0:
+            return Page([], None)
+        body: dict[str, Any] = {
+            "size": limit + 1,
+            "_source": {"excludes": VECTOR_SOURCE},
+            "query": _filter(filters, status=status),
+            # Field names alone sort ascending. (The spec's oneOf for sort also matches its open
+            # SortOptions with ``{"created_at": {"order": "asc"}}``, so it rejects that form.)
+            "sort": ["created_at", "id"],
+            "track_total_hits": False,
+        }
+        if after is not None:
+            body["search_after"] = [epoch_ms(after[0]), after[1]]
+        hits = self._search(body)
+        records: list[ImageRecord] = [to_record(hit["_source"], self.attributes) for hit in hits[:limit]]
+        more = len(hits) > limit
+        return Page(records, (records[-1].created_at, records[-1].id) if more else None)
 
     def counts(self) -> dict[str, int]:
         out = {str(status): 0 for status in Status} | {"caption_pending": 0}
@@ -141,14 +174,50 @@ class SearchOperations(IndexLifecycle):
         return resp["hits"]["hits"]
 
 
-def _filter(filters: Filters, *clauses: dict[str, Any]) -> dict[str, Any]:
-    """The ``bool`` filter every search applies: indexed records, the caller's tenant and
-    collection, and ``exclude_ids`` left out (one ``terms`` clause)."""
-    terms = [{"term": {"status": Status.INDEXED}}, *clauses]
+def _filter(filters: Filters, *clauses: dict[str, Any], status: str | None = Status.INDEXED) -> dict[str, Any]:
+    """The ``bool`` filter every search applies: the status (indexed, for searches), the caller's
+    tenant and collection, the filter language (:func:`where_clauses`), and ``exclude_ids`` left
+    out (one ``terms`` clause). Filter context only: nothing here changes a score."""
+    terms = [{"term": {"status": status}}] if status is not None else []
+    terms += clauses
     for name, value in (("tenant", filters.tenant), ("collection", filters.collection)):
         if value is not None:
             terms.append({"term": {name: value}})
-    query: dict[str, Any] = {"filter": terms}
+    where_filter, where_not = where_clauses(filters.where)
+    terms += where_filter
+    must_not = list(where_not)
     if filters.exclude_ids:
-        query["must_not"] = [{"terms": {"id": sorted(filters.exclude_ids)}}]
+        must_not.append({"terms": {"id": sorted(filters.exclude_ids)}})
+    query: dict[str, Any] = {"filter": terms}
+    if must_not:
+        query["must_not"] = must_not
     return {"bool": query}
+
+
+def where_clauses(where: Where) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The filter language as ``filter`` and ``must_not`` clauses, meaning what
+    :meth:`~imagesearch.filtering.Where.matches` means (dates in epoch ms, as stored)."""
+    keep: list[dict[str, Any]] = []
+    drop: list[dict[str, Any]] = []
+    if where.tags_any:
+        keep.append({"terms": {"tags": sorted(where.tags_any)}})
+    keep += [{"term": {"tags": tag}} for tag in sorted(where.tags_all)]
+    for name, bounds in (("created_at", where.created_at), ("taken_at", where.taken_at)):
+        if bounds is not None:
+            keep.append({"range": {name: _date_range(bounds)}})
+    for condition in where.attributes:
+        name = f"attributes.{condition.name}"
+        if condition.op == "exists":
+            (keep if condition.exists else drop).append({"exists": {"field": name}})
+        elif condition.op == "range":
+            assert condition.range is not None
+            limits = (_date_range(condition.range) if condition.kind == AttributeType.DATE
+                      else condition.range.bounds())
+            keep.append({"range": {name: limits}})
+        else:  # "in" (``eq`` is ``in`` with one value)
+            keep.append({"terms": {name: [attribute_value(condition.kind, v) for v in condition.values]}})
+    return keep, drop
+
+
+def _date_range(bounds: Range) -> dict[str, int]:
+    return {op: ms_bound(op, seconds) for op, seconds in bounds.bounds().items()}

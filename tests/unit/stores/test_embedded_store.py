@@ -142,3 +142,27 @@ def test_vector_table_matches_brute_force_through_adds_removes_and_growth(monkey
             for image_id, vector in got.items():
                 assert np.array_equal(vector, live[image_id])
     assert len(table) == len(live) and len(compactions) >= 2
+
+
+def test_a_store_file_from_before_attributes_is_upgraded_on_open(tmp_path):
+    """Files written before titles, attributes and CJK-aware text search get the columns and a
+    rebuilt text index when a newer version opens them; nothing already stored is lost."""
+    import sqlite3
+
+    from tests.support.paths import ROOT
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript((ROOT / "tests" / "data" / "embedded_schema_v1.sql").read_text())
+    db.execute("INSERT INTO images (id, tenant, collection, status, source, blob_key, content_hash, tags, "
+               "caption, caption_status, created_at, updated_at, seq) VALUES ('old', 'default', 'default', "
+               "'indexed', 'upload', 'originals/old', 'h', '[\"x\"]', 'two dogs running', 'done', 1.0, 1.0, 1)")
+    db.execute("INSERT INTO captions_fts(id, caption) VALUES ('old', 'two dogs running')")
+    db.commit()
+    db.close()
+    store = EmbeddedStore(path)
+    record = store.get("old")
+    assert record is not None and record.tags == ["x"] and record.attributes == {} and record.title is None
+    assert [i for i, _ in store.keyword("dog runs", 5, Filters())] == ["old"]
+    again = EmbeddedStore(path)  # a second open finds the schema current and writes nothing
+    assert again.get("old") == record

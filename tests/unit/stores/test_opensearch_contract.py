@@ -28,11 +28,13 @@ import numpy as np
 import pytest
 import yaml
 
-from imagesearch.config import OpenSearchSettings, Settings, StoreSettings
+from imagesearch.attributes import AttributeSchema
+from imagesearch.config import IngestSettings, OpenSearchSettings, Settings, StoreSettings
 from imagesearch.errors import ConfigurationError
+from imagesearch.filtering import parse_where
 from imagesearch.records import ImageRecord
 from imagesearch.stores import open_store
-from imagesearch.stores.base import Filters, StoreUnavailable
+from imagesearch.stores.base import Filters, Page, RecordPatch, StoreUnavailable
 from imagesearch.stores.opensearch import OpenSearchStore, StoreRejected, build_client
 from imagesearch.stores.opensearch.mapping import (
     TEMPLATE_PATH,
@@ -41,7 +43,7 @@ from imagesearch.stores.opensearch.mapping import (
     model_slug,
     score_to_cosine,
 )
-from imagesearch.stores.opensearch.records import CAPTION_SCRIPT, FAILED_SCRIPT, IMAGE_SCRIPT
+from imagesearch.stores.opensearch.records import CAPTION_SCRIPT, FAILED_SCRIPT, IMAGE_SCRIPT, PATCH_SCRIPT
 from tests.fakes.opensearch import DROP, FakeOpenSearch, Request, Responder, Response, error_body
 from tests.fakes.opensearch_spec import SPEC_ROOT, OpenSearchSpec, SpecViolation
 from tests.support.factories import caption_update, vector_update
@@ -49,6 +51,8 @@ from tests.support.factories import caption_update, vector_update
 MODEL = "clip:test/tiny"
 DIM = 4
 PHYSICAL = index_name("imagesearch", MODEL, 1)
+# The attributes the test stores declare: one of each type.
+SCHEMA = AttributeSchema.parse("brand:keyword,price:number,in_stock:boolean,released:date")
 SPEC_MISSING = f"OpenSearch API specification not found at {SPEC_ROOT.resolve()} (expected ../shared beside the repo)"
 
 KNN_VECTOR = {
@@ -70,8 +74,9 @@ def not_found_index(name: str = "imagesearch-write") -> Response:
     return 404, error_body("index_not_found_exception", f"no such index [{name}]", 404)
 
 
-def mapping_response(dim: int | None = DIM, model: str | None = MODEL, name: str = PHYSICAL) -> Response:
-    return 200, {name: {"mappings": index_body(model, dim, "faiss")["mappings"]}}
+def mapping_response(dim: int | None = DIM, model: str | None = MODEL, name: str = PHYSICAL,
+                     attributes: AttributeSchema | None = SCHEMA) -> Response:
+    return 200, {name: {"mappings": index_body(model, dim, "faiss", attributes)["mappings"]}}
 
 
 def bulk_answer(overrides: dict[str, tuple[int, Any]] | None = None) -> Responder:
@@ -158,6 +163,10 @@ def source_of(record: ImageRecord, **changes: Any) -> dict[str, Any]:
         "text_model": None,
         "created_at": round(record.created_at * 1000),
         "updated_at": 1_700_000_001_000,
+        "title": record.title,
+        "description": record.description,
+        "attributes": {},
+        "taken_at": None,
     }
     doc.update(changes)
     return doc
@@ -224,19 +233,31 @@ MAPPING_TYPES: dict[str, Callable[[Any, dict[str, Any]], bool]] = {
     ),
     "text": lambda v, m: v is None or isinstance(v, str),
     "integer": lambda v, m: v is None or (isinstance(v, int) and not isinstance(v, bool)),
-    "date": lambda v, m: isinstance(v, int) and not isinstance(v, bool) and m.get("format") == "epoch_millis",
+    "double": lambda v, m: v is None or (isinstance(v, int | float) and not isinstance(v, bool)),
+    "boolean": lambda v, m: v is None or isinstance(v, bool),
+    # Whole epoch milliseconds (a float would be read as such, but the store never sends one).
+    "date": lambda v, m: (v is None or (isinstance(v, int) and not isinstance(v, bool))) and m.get(
+        "format") == "epoch_millis",
+    "object": lambda v, m: isinstance(v, dict),
     "knn_vector": lambda v, m: (
         isinstance(v, list) and len(v) == m["dimension"] and all(isinstance(x, float) for x in v)
     ),
 }
 
 
-def document_problems(doc: dict[str, Any], properties: dict[str, Any]) -> list[str]:
-    """What OpenSearch (``dynamic: strict``) would reject in a document, beyond the API spec."""
-    problems = [f"field {k!r} is not in the mapping" for k in doc if k not in properties]
+def document_problems(doc: dict[str, Any], properties: dict[str, Any], prefix: str = "") -> list[str]:
+    """What OpenSearch (``dynamic: strict``, objects strict too) would reject in a document, beyond
+    the API spec."""
+    problems = [f"field {prefix + k!r} is not in the mapping" for k in doc if k not in properties]
     for k, v in doc.items():
-        if k in properties and not MAPPING_TYPES[properties[k]["type"]](v, properties[k]):
-            problems.append(f"field {k!r}={v!r:.80} does not fit {properties[k]}")
+        mapping = properties.get(k)
+        if mapping is None:
+            continue
+        kind = mapping.get("type", "object")
+        if not MAPPING_TYPES[kind](v, mapping):
+            problems.append(f"field {prefix + k!r}={v!r:.80} does not fit {mapping}")
+        elif kind == "object":
+            problems += document_problems(v, mapping.get("properties", {}), f"{prefix}{k}.")
     return problems
 
 
@@ -252,12 +273,14 @@ def script_problems(script: dict[str, Any], properties: dict[str, Any]) -> list[
                 problems.append("vector param does not have the mapped dimension")
     if "status_field" in params and params["status_field"] not in properties:
         problems.append(f"status_field {params['status_field']!r} is not mapped")
+    if "fields" in params:  # PATCH_SCRIPT writes each of them whole: they must fit the mapping
+        problems += [f"patch: {p}" for p in document_problems(params["fields"], properties)]
     return problems
 
 
 def check_requests(spec: OpenSearchSpec, requests: list[Request]) -> list[str]:
     problems: list[str] = []
-    properties = dict(index_body(MODEL, DIM, "faiss")["mappings"]["properties"])
+    properties = dict(index_body(MODEL, DIM, "faiss", SCHEMA)["mappings"]["properties"])
     for request in requests:
         body = request.body
         try:
@@ -323,6 +346,7 @@ def _response_problems(spec: OpenSearchSpec, request: Request, status: int, body
 
 
 def make_store(fake: FakeOpenSearch, **kwargs: Any) -> OpenSearchStore:
+    """A store on the fake (declaring no attributes unless ``attributes=`` says)."""
     settings = Settings(
         _env_file=None, storage=StoreSettings(backend="opensearch"), opensearch=OpenSearchSettings(url=fake.url)
     )
@@ -340,7 +364,7 @@ def store(fake: FakeOpenSearch, sleeps: list[float]) -> OpenSearchStore:
     """A store whose write alias already points at an index with vector fields."""
     fake.on("GET", "/imagesearch-write/_mapping", mapping_response())
     fake.on("POST", "/_bulk", bulk_answer())
-    return make_store(fake, sleep=sleeps.append, retries=3, backoff_s=0.5, backoff_max_s=2.0)
+    return make_store(fake, sleep=sleeps.append, retries=3, backoff_s=0.5, backoff_max_s=2.0, attributes=SCHEMA)
 
 
 # -- the index template -------------------------------------------------------------------------
@@ -359,8 +383,24 @@ def test_index_template_is_a_valid_index_body(spec: OpenSearchSpec) -> None:
         assert props[name]["method"]["engine"] == "faiss"
     for name in ("id", "collection", "tenant", "tags", "status", "image_model", "caption_model", "text_model"):
         assert props[name]["type"] == "keyword", name
-    assert props["caption"]["type"] == "text"
     assert props["created_at"] == props["updated_at"] == {"type": "date", "format": "epoch_millis"}
+    # One CJK-aware analyzer for the three text fields, at index and at query time (no
+    # search_analyzer): Han runs become overlapping bigrams as in Lucene's cjk analyzer, and the
+    # rest is analysed as the english analyzer does (possessives, stop words, Porter stemming).
+    for name in ("caption", "title", "description"):
+        assert props[name] == {"type": "text", "analyzer": "imagesearch_text"}, name
+    analysis = template["settings"]["index"]["analysis"]
+    assert analysis["analyzer"] == {"imagesearch_text": {
+        "type": "custom",
+        "tokenizer": "standard",
+        "filter": ["cjk_width", "english_possessive_stemmer", "lowercase", "cjk_bigram", "english_stop",
+                   "english_stemmer"],
+    }}
+    assert analysis["filter"] == {
+        "english_possessive_stemmer": {"type": "stemmer", "language": "possessive_english"},
+        "english_stop": {"type": "stop", "stopwords": "_english_"},
+        "english_stemmer": {"type": "stemmer", "language": "english"},
+    }
 
 
 def test_index_body_per_engine_and_dimension(spec: OpenSearchSpec) -> None:
@@ -370,9 +410,10 @@ def test_index_body_per_engine_and_dimension(spec: OpenSearchSpec) -> None:
         assert body["mappings"]["properties"][name]["dimension"] == 768
         assert body["mappings"]["properties"][name]["method"]["engine"] == "lucene"
     assert body["mappings"]["_meta"] == {
-        "schema_version": 1,
+        "schema_version": 2,
         "engine": "lucene",
         "space_type": "innerproduct",
+        "vector_encoding": "fp32",
         "model": "clip:ViT-L-14/openai",
         "dim": 768,
     }
@@ -416,13 +457,17 @@ def test_first_write_creates_v1_with_both_aliases_in_one_request(fake: FakeOpenS
     body = fake.sent("PUT", f"/{PHYSICAL}")[0].body
     assert create.calls == 1
     assert body["aliases"] == {"imagesearch-read": {}, "imagesearch-write": {"is_write_index": True}}
-    assert body["settings"] == {"index": {"knn": True}}
+    assert body["settings"]["index"]["knn"] is True
+    assert body["settings"]["index"]["analysis"] == json.loads(TEMPLATE_PATH.read_text())["settings"]["index"][
+        "analysis"]
+    assert body["mappings"]["properties"]["attributes"] == {"type": "object", "dynamic": "strict", "properties": {}}
     assert body["mappings"]["properties"]["image_vector"] == KNN_VECTOR
     assert body["mappings"]["properties"]["caption_vector"] == KNN_VECTOR
     assert body["mappings"]["_meta"] == {
-        "schema_version": 1,
+        "schema_version": 2,
         "engine": "faiss",
         "space_type": "innerproduct",
+        "vector_encoding": "fp32",
         "model": MODEL,
         "dim": DIM,
     }
@@ -452,7 +497,8 @@ def test_first_index_without_a_dimension_gets_vector_fields_from_the_first_vecto
     six = dict(KNN_VECTOR, dimension=6)
     assert put_mapping.body == {
         "properties": {"image_vector": six, "caption_vector": six},
-        "_meta": {"schema_version": 1, "engine": "faiss", "space_type": "innerproduct", "model": MODEL, "dim": 6},
+        "_meta": {"schema_version": 2, "engine": "faiss", "space_type": "innerproduct", "vector_encoding": "fp32",
+                  "model": MODEL, "dim": 6},
     }
     # Known now: the next vector write goes straight to the bulk request.
     store.set_image_vectors([update])
@@ -648,6 +694,7 @@ def test_set_image_vectors_is_a_conditional_painless_update(store: OpenSearchSto
         "thumb_key": "thumbs/img1.jpg",
         "width": 640,
         "height": 480,
+        "taken_at": None,  # no EXIF date: the one a previous version had is not kept
     }
     assert np.array_equal(np.asarray(params["vector"], dtype=np.float32), vector)  # float32 exact
     assert [a["update"]["_id"] for a, _ in rest] == ["reuploaded", "deleted"]
@@ -913,6 +960,7 @@ def test_reads_before_any_index_exists_are_empty(fake: FakeOpenSearch) -> None:
     assert store.vector("x", "image") is None
     assert store.vectors(["x", "y"], "image", MODEL) == {}
     assert store.counts() == {"queued": 0, "indexed": 0, "failed": 0, "caption_pending": 0}
+    assert store.list_records(Filters(), None, None, 10) == Page([], None)
 
 
 def test_vector_returns_the_vector_and_its_model(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
@@ -1095,7 +1143,8 @@ def test_keyword_is_bm25_on_captions_with_the_same_filters(store: OpenSearchStor
         "query": {
             "bool": {
                 "filter": [{"term": {"status": "indexed"}}, {"term": {"collection": "bikes"}}],
-                "must": [{"match": {"caption": {"query": "red bicycle"}}}],
+                "must": [{"multi_match": {"query": "red bicycle", "fields": ["caption", "title", "description"],
+                                          "type": "most_fields"}}],
             }
         },
     }
@@ -1151,6 +1200,352 @@ def test_stale_queued_is_one_filtered_sorted_search(store: OpenSearchStore, fake
         {"range": {"updated_at": {"lt": 1_700_000_000_250}}},
     ]
     assert body["sort"] == ["updated_at"]
+
+
+# -- attributes, titles, dates, the filter language, edits, listing (issue 15) -------------------
+
+
+def old_index_mappings() -> dict[str, Any]:
+    """The mapping an index made by schema version 1 has: no title, description, taken_at or
+    attributes, and the caption analysed by ``english``."""
+    mappings = index_body(MODEL, DIM, "faiss")["mappings"]
+    for name in ("title", "description", "taken_at", "attributes"):
+        del mappings["properties"][name]
+    mappings["properties"]["caption"] = {"type": "text", "analyzer": "english"}
+    mappings["_meta"]["schema_version"] = 1
+    return mappings
+
+
+def test_attributes_are_mapped_explicitly_and_strictly(spec: OpenSearchSpec, fake: FakeOpenSearch) -> None:
+    body = index_body(MODEL, DIM, "faiss", SCHEMA)
+    spec.validate_request("PUT", "/imagesearch-x-v1", {}, body)
+    properties = body["mappings"]["properties"]
+    assert body["mappings"]["dynamic"] == "strict"
+    assert properties["attributes"] == {
+        "type": "object",
+        "dynamic": "strict",  # an undeclared attribute is refused, not mapped by guess
+        "properties": {
+            "brand": {"type": "keyword"},
+            "in_stock": {"type": "boolean"},
+            "price": {"type": "double"},
+            "released": {"type": "date", "format": "epoch_millis"},
+        },
+    }
+    assert properties["taken_at"] == properties["created_at"] == {"type": "date", "format": "epoch_millis"}
+    # The store gets the schema from the settings, and keeps it when bound to another index.
+    settings = Settings(_env_file=None, storage=StoreSettings(backend="opensearch"),
+                        opensearch=OpenSearchSettings(url=fake.url),
+                        ingest=IngestSettings(attributes="brand:keyword,price:number"))
+    store = OpenSearchStore.from_settings(settings)
+    assert store.attributes == AttributeSchema.parse("brand:keyword,price:number")
+    assert store.for_index("imagesearch-x-v2").attributes == store.attributes
+    assert make_store(fake).attributes.types == {}
+
+
+def test_an_older_index_gets_the_new_fields_before_the_first_write(fake: FakeOpenSearch) -> None:
+    fake.on("GET", "/imagesearch-write/_mapping", (200, {PHYSICAL: {"mappings": old_index_mappings()}}))
+    fake.on("PUT", "/imagesearch-write/_mapping", (200, {"acknowledged": True}))
+    fake.on("POST", "/_bulk", bulk_answer())
+    store = make_store(fake, attributes=SCHEMA)
+    store.put(record(title="a cat", attributes={"price": 3.0}))
+    store.put(record("img2"))
+    assert [(r.method, r.path) for r in fake.requests] == [
+        ("GET", "/imagesearch-write/_mapping"),
+        ("PUT", "/imagesearch-write/_mapping"),
+        ("POST", "/_bulk"),
+        ("POST", "/_bulk"),  # learnt: no second mapping request
+    ]
+    english = {"type": "text", "analyzer": "english"}  # the analyzer that index has (a new one needs a reindex)
+    assert fake.sent("PUT", "/imagesearch-write/_mapping")[0].body == {"properties": {
+        "title": english,
+        "description": english,
+        "taken_at": {"type": "date", "format": "epoch_millis"},
+        "attributes": index_body(MODEL, DIM, "faiss", SCHEMA)["mappings"]["properties"]["attributes"],
+    }}
+
+
+def test_a_newly_declared_attribute_is_added_to_the_index(fake: FakeOpenSearch) -> None:
+    fake.on("GET", "/imagesearch-write/_mapping", mapping_response(attributes=AttributeSchema.parse("brand:keyword")))
+    fake.on("PUT", "/imagesearch-write/_mapping", (200, {"acknowledged": True}))
+    fake.on("POST", "/_bulk", bulk_answer())
+    make_store(fake, attributes=SCHEMA).put(record(attributes={"brand": "Acme", "in_stock": True}))
+    (request,) = fake.sent("PUT", "/imagesearch-write/_mapping")
+    assert request.body == {"properties": {"attributes": {"properties": {
+        "in_stock": {"type": "boolean"},
+        "price": {"type": "double"},
+        "released": {"type": "date", "format": "epoch_millis"},
+    }}}}
+
+
+def test_a_racing_process_that_added_the_fields_first_is_fine(fake: FakeOpenSearch) -> None:
+    fake.on("GET", "/imagesearch-write/_mapping", mapping_response(attributes=None), mapping_response())
+    fake.on("PUT", "/imagesearch-write/_mapping",
+            (400, error_body("illegal_argument_exception", "mapper [attributes.price] cannot be changed", 400)))
+    fake.on("POST", "/_bulk", bulk_answer())
+    make_store(fake, attributes=SCHEMA).put(record())
+    assert len(fake.sent("GET", "/imagesearch-write/_mapping")) == 2 and len(fake.sent("POST", "/_bulk")) == 1
+
+
+def test_an_attribute_mapped_with_another_type_is_a_configuration_error(fake: FakeOpenSearch) -> None:
+    fake.on("GET", "/imagesearch-write/_mapping", mapping_response(attributes=AttributeSchema.parse("price:keyword")))
+    with pytest.raises(ConfigurationError, match=r"'price' is declared double .* maps it as keyword"):
+        make_store(fake, attributes=SCHEMA).put(record())
+    assert not fake.sent("POST", "/_bulk") and not fake.sent("PUT", "/imagesearch-write/_mapping")
+
+
+def test_put_and_get_carry_title_description_attributes_and_dates(store: OpenSearchStore,
+                                                                  fake: FakeOpenSearch) -> None:
+    attributes = {"brand": "Acme", "price": 19.5, "in_stock": True, "released": 1_700_000_000.5}
+    rec = record(title="女士红色连衣裙夏季新款", description="A red summer dress", attributes=attributes,
+                 taken_at=1_600_000_000.0)
+    store.put(rec)
+    ((_, source),) = fake.sent("POST", "/_bulk")[0].pairs()
+    assert (source["title"], source["description"]) == ("女士红色连衣裙夏季新款", "A red summer dress")
+    assert source["attributes"] == {"brand": "Acme", "price": 19.5, "in_stock": True, "released": 1_700_000_000_500}
+    assert source["taken_at"] is None  # the embed stage reads it from the image put() starts again
+    stored = source_of(rec, status="indexed", attributes=source["attributes"], taken_at=1_600_000_000_125)
+    fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": [doc_body(stored)]}))
+    got = store.get("img1")
+    assert (got.title, got.description) == (rec.title, rec.description)
+    assert got.attributes == attributes and isinstance(got.attributes["price"], float)
+    assert got.taken_at == pytest.approx(1_600_000_000.125, abs=1e-6)
+
+
+def test_set_image_vectors_writes_taken_at_in_milliseconds(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    store.set_image_vectors([vector_update("img1", unit(1, 0, 0, 0), content_hash="hash1", model=MODEL,
+                                           taken_at=1_600_000_000.25)])
+    ((_, body),) = fake.sent("POST", "/_bulk")[0].pairs()
+    assert body["script"]["params"]["taken_at"] == 1_600_000_000_250
+    assert ".taken_at = params.taken_at" in IMAGE_SCRIPT
+
+
+def test_the_filter_language_sits_inside_the_knn_clause(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_search", search_answer(("a", knn_score(0.5))))
+    where = parse_where({
+        "tags": {"any": ["red", "blue"], "all": ["sale", "new"]},
+        "created_at": {"gte": "2023-11-14T22:13:20Z", "lt": 1_700_000_100.0004},
+        "taken_at": {"lte": 1_600_000_000.5},
+        "attributes": {
+            "brand": {"in": ["Acme", "Zeta"]},
+            "price": {"range": {"gte": 10, "lt": "20"}},
+            "in_stock": {"eq": True},
+            "released": {"range": {"gt": "2023-01-01T00:00:00+01:00"}},
+        },
+    }, SCHEMA)
+    query = unit(1, 0, 0, 0)
+    store.knn("image", query, 7, MODEL, Filters(tenant="acme", exclude_ids=frozenset({"q"}), where=where))
+    knn = fake.requests[-1].body["query"]["knn"]["image_vector"]
+    assert knn["k"] == 7
+    assert knn["filter"] == {"bool": {
+        "filter": [
+            {"term": {"status": "indexed"}},
+            {"term": {"image_model": MODEL}},
+            {"term": {"tenant": "acme"}},
+            {"terms": {"tags": ["blue", "red"]}},  # any
+            {"term": {"tags": "new"}},  # all: one term each
+            {"term": {"tags": "sale"}},
+            {"range": {"created_at": {"gte": 1_700_000_000_000, "lt": 1_700_000_100_001}}},  # seconds -> ms
+            {"range": {"taken_at": {"lte": 1_600_000_000_500}}},
+            {"terms": {"attributes.brand": ["Acme", "Zeta"]}},
+            {"range": {"attributes.price": {"gte": 10.0, "lt": 20.0}}},
+            {"terms": {"attributes.in_stock": [True]}},
+            {"range": {"attributes.released": {"gt": 1_672_527_600_000}}},  # 2022-12-31T23:00Z
+        ],
+        "must_not": [{"terms": {"id": ["q"]}}],
+    }}
+
+
+def test_exists_and_date_equality_and_the_keyword_query_under_a_filter(store: OpenSearchStore,
+                                                                       fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_search", search_answer(("a", 3.0)))
+    where = parse_where({"attributes": {"brand": {"exists": True}, "price": {"exists": False},
+                                        "released": {"eq": "2023-01-01T00:00:00Z"}}}, SCHEMA)
+    assert store.keyword("连衣", 5, Filters(collection="shop", where=where)) == [("a", 3.0)]
+    assert fake.requests[-1].body["query"] == {"bool": {
+        "filter": [
+            {"term": {"status": "indexed"}},
+            {"term": {"collection": "shop"}},
+            {"exists": {"field": "attributes.brand"}},
+            {"terms": {"attributes.released": [1_672_531_200_000]}},
+        ],
+        "must_not": [{"exists": {"field": "attributes.price"}}],
+        # The text goes as typed: OpenSearch analyses it with the fields' analyzer (CJK bigrams).
+        "must": [{"multi_match": {"query": "连衣", "fields": ["caption", "title", "description"],
+                                  "type": "most_fields"}}],
+    }}
+
+
+def test_range_bounds_in_milliseconds_mean_what_they_meant_in_seconds() -> None:
+    from imagesearch.filtering import Range
+    from imagesearch.stores.opensearch.records import ms_bound
+
+    assert [ms_bound(op, 1.0004) for op in ("gte", "gt", "lte", "lt")] == [1001, 1000, 1000, 1001]
+    assert ms_bound("gte", 1_700_000_000.123) == 1_700_000_000_123  # float noise is not a fraction
+    rng = np.random.default_rng(15)
+    for _ in range(2000):
+        op = str(rng.choice(["gte", "gt", "lte", "lt"]))
+        bound = float(rng.integers(0, 4000)) / 1000 + float(rng.choice([0.0, 0.0004, 0.0007]))
+        stored_ms = int(rng.integers(0, 4000))
+        held = Range(**{op: bound}).holds(stored_ms / 1000)
+        limit = ms_bound(op, bound)
+        translated = {"gte": stored_ms >= limit, "gt": stored_ms > limit, "lte": stored_ms <= limit,
+                      "lt": stored_ms < limit}[op]
+        assert held == translated, (op, bound, stored_ms)
+
+
+def _values(doc: dict[str, Any], path: str) -> list[Any]:
+    node: Any = doc
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return [] if node is None else node if isinstance(node, list) else [node]
+
+
+def _holds(clause: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """OpenSearch's meaning of the few query clauses the filter translation uses, on one document."""
+    ((kind, body),) = clause.items()
+    if kind == "bool":
+        return (all(_holds(c, doc) for c in body.get("filter", []))
+                and not any(_holds(c, doc) for c in body.get("must_not", [])))
+    if kind == "exists":
+        return bool(_values(doc, body["field"]))
+    ((field, operand),) = body.items()
+    values = _values(doc, field)
+    if kind == "term":
+        return operand in values
+    if kind == "terms":
+        return any(v in values for v in operand)
+    assert kind == "range", kind
+    compare = {"gte": lambda v, b: v >= b, "gt": lambda v, b: v > b, "lte": lambda v, b: v <= b,
+               "lt": lambda v, b: v < b}
+    return any(all(compare[op](v, bound) for op, bound in operand.items()) for v in values)
+
+
+def test_the_filter_translation_means_what_where_matches_means() -> None:
+    """Random records and random filters: the documents the translated query admits (under
+    OpenSearch's meaning of term, terms, range and exists) are exactly the records
+    :meth:`Where.matches` admits, dates in milliseconds against bounds in seconds included."""
+    from imagesearch.stores.opensearch.records import _document, epoch_ms
+    from imagesearch.stores.opensearch.search import _filter
+
+    rng = np.random.default_rng(1515)
+    tags = ["red", "blue", "sale", "new"]
+    records = []
+    for i in range(200):
+        attributes: dict[str, Any] = {}
+        if rng.random() < 0.7:
+            attributes["brand"] = str(rng.choice(["Acme", "Zeta"]))
+        if rng.random() < 0.7:
+            attributes["price"] = float(rng.integers(0, 40)) / 4
+        if rng.random() < 0.7:
+            attributes["in_stock"] = bool(rng.random() < 0.5)
+        if rng.random() < 0.7:
+            attributes["released"] = int(rng.integers(0, 40)) / 1000 + 1_650_000_000
+        records.append(record(f"r{i}", tags=[t for t in tags if rng.random() < 0.4], attributes=attributes,
+                              created_at=1_700_000_000 + int(rng.integers(0, 40)) / 1000,
+                              taken_at=None if rng.random() < 0.3 else 1_600_000_000 + int(rng.integers(0, 40)) / 1000))
+    documents = []
+    for r in records:
+        doc = _document(r, 0, SCHEMA)
+        doc["taken_at"] = None if r.taken_at is None else epoch_ms(r.taken_at)  # as the embed stage writes it
+        documents.append(doc)
+
+    def bounds(base: float) -> dict[str, float]:
+        ops = rng.choice(["gte", "gt", "lte", "lt"], size=int(rng.integers(1, 3)), replace=False)
+        return {str(op): base + float(rng.integers(0, 40)) / 1000 + float(rng.choice([0, 0.0004, -0.0002]))
+                for op in ops}
+
+    for _ in range(300):
+        spec: dict[str, Any] = {}
+        if rng.random() < 0.3:
+            spec["tags"] = {str(k): [str(t) for t in rng.choice(tags, size=int(rng.integers(1, 3)), replace=False)]
+                            for k in rng.choice(["any", "all"], size=int(rng.integers(1, 3)), replace=False)}
+        if rng.random() < 0.3:
+            spec["created_at"] = bounds(1_700_000_000)
+        if rng.random() < 0.3:
+            spec["taken_at"] = bounds(1_600_000_000)
+        conditions: dict[str, Any] = {}
+        for name, kind in SCHEMA.types.items():
+            if rng.random() < 0.35:
+                continue
+            choice = rng.random()
+            if choice < 0.25:
+                conditions[name] = {"exists": bool(rng.random() < 0.5)}
+            elif kind in ("number", "date") and choice < 0.7:
+                conditions[name] = {"range": bounds(1_650_000_000 if kind == "date" else 0)}
+            else:
+                seen = [r.attributes[name] for r in records if name in r.attributes]
+                conditions[name] = {"in": [seen[int(j)] for j in rng.integers(0, len(seen), size=2)]}
+        if conditions:
+            spec["attributes"] = conditions
+        where = parse_where(spec, SCHEMA)
+        query = _filter(Filters(where=where), status=None)
+        admitted = [r.id for r, doc in zip(records, documents, strict=True) if _holds(query, doc)]
+        assert admitted == [r.id for r in records if where.matches(r)], spec
+
+
+def test_patch_is_a_scripted_update_that_never_upserts(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    edited = source_of(record(), collection="sale", tags=["a"], attributes={"brand": "Acme"}, title=None)
+    fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": [doc_body(edited, version=2, seq_no=1)]}))
+    got = store.patch("img1", RecordPatch(collection="sale", tags=["a"], clear=frozenset({"title"}),
+                                          attributes={"brand": "Acme", "released": 1_700_000_000.5}))
+    assert got is not None and (got.collection, got.tags, got.attributes) == ("sale", ["a"], {"brand": "Acme"})
+    (bulk,) = fake.sent("POST", "/_bulk")
+    ((action, body),) = bulk.pairs()
+    assert action == {"update": {"_index": "imagesearch-write", "_id": "img1", "retry_on_conflict": 3}}
+    assert set(body) == {"script"}  # no upsert, no doc_as_upsert: a deleted record answers 404
+    assert body["script"]["source"] == PATCH_SCRIPT and body["script"]["lang"] == "painless"
+    params = body["script"]["params"]
+    assert isinstance(params.pop("now"), int)
+    # Fields not named are left alone; attributes go whole (a partial doc would merge them key by key).
+    assert params == {"fields": {"collection": "sale", "tags": ["a"], "title": None,
+                                 "attributes": {"brand": "Acme", "released": 1_700_000_000_500}}}
+    assert "ctx._source[entry.getKey()] = entry.getValue()" in PATCH_SCRIPT
+
+
+def test_patch_of_a_deleted_record_is_none_and_a_conflict_is_retried(store: OpenSearchStore,
+                                                                    fake: FakeOpenSearch) -> None:
+    missing = {"type": "document_missing_exception", "reason": "[gone]: document missing"}
+    conflict = {"type": "version_conflict_engine_exception", "reason": "[img1]: version conflict"}
+    fake.on("POST", "/_bulk", bulk_answer({"gone": (404, missing)}))
+    assert store.patch("gone", RecordPatch(title="x")) is None
+    assert not fake.sent("POST", "/imagesearch-read/_mget")  # nothing read back, nothing created
+    fake.on("POST", "/_bulk", bulk_answer({"img1": (409, conflict)}), bulk_answer())
+    fake.on("POST", "/imagesearch-read/_mget", (200, {"docs": [doc_body(source_of(record(), title="x"))]}))
+    got = store.patch("img1", RecordPatch(title="x"))
+    assert got is not None and got.title == "x"
+    assert len(fake.sent("POST", "/_bulk")) == 3  # the 409 once more after a backoff
+
+
+def test_list_records_is_a_sorted_search_resumed_with_search_after(store: OpenSearchStore,
+                                                                   fake: FakeOpenSearch) -> None:
+    def hit(image_id: str, created_at: float) -> dict[str, Any]:
+        source = source_of(record(image_id, created_at=created_at))
+        return {"_index": PHYSICAL, "_id": image_id, "_score": None, "_source": source,
+                "sort": [source["created_at"], image_id]}
+
+    fake.on("POST", "/imagesearch-read/_search",
+            (200, search_body([hit("a", 1_700_000_000.001), hit("b", 1_700_000_000.002), hit("c", 1_700_000_001.0)])),
+            (200, search_body([hit("c", 1_700_000_001.0)])))
+    where = parse_where({"tags": {"any": ["cat"]}}, SCHEMA)
+    page = store.list_records(Filters(tenant="acme", where=where), None, None, 2)
+    assert [r.id for r in page.records] == ["a", "b"]  # the third hit only says another page follows
+    assert page.after == (pytest.approx(1_700_000_000.002, abs=1e-6), "b")
+    first = fake.requests[-1]
+    assert first.query == {"allow_partial_search_results": "false"}
+    assert first.body == {
+        "size": 3,
+        "_source": {"excludes": ["image_vector", "caption_vector"]},
+        "query": {"bool": {"filter": [{"term": {"tenant": "acme"}}, {"terms": {"tags": ["cat"]}}]}},  # any status
+        "sort": ["created_at", "id"],  # ascending
+        "track_total_hits": False,
+    }
+    last = store.list_records(Filters(), "queued", page.after, 2)
+    assert [r.id for r in last.records] == ["c"] and last.after is None
+    body = fake.requests[-1].body
+    assert body["search_after"] == [1_700_000_000_002, "b"]
+    assert body["query"] == {"bool": {"filter": [{"term": {"status": "queued"}}]}}
+    sent = len(fake.requests)
+    assert store.list_records(Filters(), None, None, 0) == Page([], None) and len(fake.requests) == sent
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -1325,6 +1720,12 @@ def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchS
     store.vectors(["img1", "img2"], "image", MODEL)
     store.get_many(["img1"])
     store.vector("img1", "image")
+    where = parse_where({"tags": {"all": ["x"]}, "taken_at": {"gt": 1}, "attributes": {"brand": {"exists": False}}},
+                        SCHEMA)
+    store.knn("caption", unit(1, 1, 1, 1), 5, MODEL, Filters(where=where))
+    fake.on("POST", "/imagesearch-read/_search", (200, search_body([])))  # listing reads sources; none here
+    store.list_records(Filters(where=where), "indexed", (1_700_000_000.0, "img0"), 10)
+    store.patch("img1", RecordPatch(tags=["x"], description="y", clear=frozenset({"title"})))
     store.delete("img1")
     store.swap_aliases("imagesearch-next-v2")
     assert check_requests(spec, fake.requests) == []

@@ -44,7 +44,6 @@ class Warmth:
         try:
             if self.warm:
                 return True
-            self.error = "warming"
             try:
                 timings = self.svc.warm()
             except StoreUnavailable as exc:
@@ -55,10 +54,11 @@ class Warmth:
                 self.error = f"{type(exc).__name__}: {exc}"
                 raise
             self.warm, self.error = True, None
-            if self.roster is not None:
-                self.roster.mark_warm(os.getpid(), timings)
+            # Logged before the roster knows, so a log read after a ready /readyz shows every warm.
             log.info("API process warm: query encoder and store loaded",
                      extra={name: round(seconds, 3) for name, seconds in timings.items()})
+            if self.roster is not None:
+                self.roster.mark_warm(os.getpid(), timings)
             return True
         finally:
             self._lock.release()

@@ -16,6 +16,7 @@ route ever let spectree validate, :func:`_spectree_errors` puts its errors in th
 
 from __future__ import annotations
 
+import copy
 import re
 from importlib import metadata
 from typing import Any, Literal
@@ -160,8 +161,14 @@ def document(app: Flask) -> dict[str, Any]:
     """The OpenAPI document of this app's routes (built once per app, on first request)."""
     cached = app.extensions.get("openapi_document")
     if cached is None:
-        with app.app_context():
-            cached = spec._generate_spec()  # per app: spectree's own cache (.spec) is per SpecTree instance
+        # spectree lifts nested models out of its registry *by deleting them* while it generates
+        # (`_get_model_definitions`): a second app's document would lack them. Generate from a copy.
+        models = copy.deepcopy(spec.models)
+        try:
+            with app.app_context():
+                cached = spec._generate_spec()  # per app: spectree's own cache (.spec) is per SpecTree instance
+        finally:
+            spec.models = models
         endpoints = {(method.lower(), _openapi_path(rule.rule)): rule.endpoint
                      for rule in app.url_map.iter_rules() for method in rule.methods or ()}
         for path, operations in cached["paths"].items():

@@ -157,7 +157,9 @@ def reindex(batch_size: int = typer.Option(64, help="Images per model batch (Ope
                                 captioner=lambda: svc.captioner, batch_size=batch_size,
                                 progress=lambda r: typer.echo(f"\r  copied {r.copied}", nl=False))
     typer.echo(f"\nswapped the aliases to {report.index}: {report.embedded} embedded, {len(report.failed)} failed, "
-               f"{report.caught_up} caught up, {report.removed} removed, {report.seconds:.0f} s")
+               f"{report.caught_up} caught up, {report.removed} removed, warmed "
+               f"{report.warmed.get('successful', 0)}/{report.warmed.get('total', 0)} shards"
+               f"{'' if report.replicas_ready else ' (replicas not all copied in time)'}, {report.seconds:.0f} s")
 
 
 def register(app: typer.Typer) -> None:

@@ -334,8 +334,26 @@ class WorkerSettings(BaseSettings):
     decode_threads: int = Field(
         default=2, ge=1, le=64, description="Threads per worker process fetching and decoding images."
     )
+    tensor_decode: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="The embed stage's tensor path: JPEGs decoded in batches on the model's device (nvJPEG on "
+        "CUDA), resized, normalised and thumbnailed there; other formats and any image it fails on take the "
+        "Pillow path. `auto`: on when CLIP runs on CUDA; `on` also on CPU (full-size decodes: slower than "
+        "Pillow's reduced-size ones, for tests); `off`: Pillow only.",
+    )
+    gpu_batch_size: int = Field(
+        default=256, ge=1, le=4096,
+        description="Images per CLIP forward pass when CLIP runs on CUDA (`EMBED_BATCH_SIZE` on CPU). A task "
+        "holds at most `EMBED_FLUSH_EVERY` images: raise that to a few times this on GPU workers.",
+    )
     caption_batch_size: int = Field(
         default=8, ge=1, le=1024, description="Images per captioner batch (and messages per caption task)."
+    )
+    caption_gpu_batch_size: int = Field(
+        default=256, ge=1, le=4096,
+        description="Images per captioner generate call when the captioner runs on CUDA: a caption task "
+        "(`CAPTION_BATCH_SIZE` messages: raise it on GPU workers) is captioned in calls of this many, the next "
+        "call's thumbnails loading while one generates.",
     )
     batch_flush_seconds: float = Field(
         default=0.5, gt=0, description="A worker runs a partial batch after waiting this long for more messages."
@@ -406,11 +424,16 @@ class SearchSettings(BaseSettings):
         default=FusionMethod.LINEAR,
         description="Hybrid fusion without a tuned profile: `linear` (weighted sum of normalised scores) or `rrf` "
         "(weighted reciprocal rank fusion).")
-    fusion_weight_image: float = Field(default=0.5, ge=0, le=1, description="Weight of the image kNN list in hybrid.")
-    fusion_weight_caption: float = Field(default=0.5, ge=0, le=1,
+    # The defaults: on the procedural eval a keyword weight costs a little R@1 (captions there repeat
+    # the same few words), but titles and descriptions only reach hybrid through the keyword list,
+    # and a catalogue's exact title match should count (README, "Tuning hybrid search").
+    fusion_weight_image: float = Field(default=0.45, ge=0, le=1,
+                                       description="Weight of the image kNN list in hybrid.")
+    fusion_weight_caption: float = Field(default=0.45, ge=0, le=1,
                                          description="Weight of the caption kNN list in hybrid.")
-    fusion_weight_keyword: float = Field(default=0.0, ge=0, le=1,
-                                         description="Weight of the keyword (BM25) list in hybrid.")
+    fusion_weight_keyword: float = Field(default=0.1, ge=0, le=1,
+                                         description="Weight of the keyword (BM25 on captions, titles, descriptions) "
+                                         "list in hybrid.")
     fusion_depth: int = Field(default=100, ge=1, le=1000,
                               description="How deep each list is searched before fusion (at least `k`).")
     duplicate_threshold: float = Field(

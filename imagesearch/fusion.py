@@ -29,7 +29,7 @@ COSINE_LISTS = frozenset({RankedList.IMAGE, RankedList.CAPTION})
 class FusionConfig:
     method: FusionMethod = FusionMethod.LINEAR
     weights: Mapping[RankedList, float] = field(default_factory=lambda: {
-        RankedList.IMAGE: 0.5, RankedList.CAPTION: 0.5, RankedList.KEYWORD: 0.0})
+        RankedList.IMAGE: 0.45, RankedList.CAPTION: 0.45, RankedList.KEYWORD: 0.1})
     depth: int = 100
     rrf_k: int = 60
 

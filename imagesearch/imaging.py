@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from imagesearch.errors import PermanentError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the API's header checks never load it
+    import torch
 
 log = logging.getLogger(__name__)
 
 Image.init()
 # Formats Pillow can open here, from a fixed allowlist (no EPS/PSD/... parsers exposed to uploads).
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF", "HEIF"}) & set(Image.OPEN)
+
+
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* object at 0x[0-9a-f]+>")
 
 
 class InvalidImage(PermanentError):
@@ -37,7 +47,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS))
             width, height = image.size
     except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InvalidImage(f"not a supported image: {exc}") from exc
+        # Pillow names the stream it read ("<_io.BytesIO object at 0x7f...>"): an address, not a reason.
+        raise InvalidImage(f"not a supported image: {_OBJECT_REPR.sub('', str(exc)).strip()}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"unreadable image: {exc}") from exc
     if width * height > max_pixels:
@@ -51,6 +62,56 @@ def probe(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     return image.format or "", image.size[0], image.size[1]
 
 
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """The image with only its header parsed, after the checks every decode starts with: a format
+    from the allowlist and at most ``max_pixels`` pixels. Nothing is decoded yet."""
+    return _open(data, max_pixels)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an opened image's header says, before any pixel is decoded."""
+
+    format: str
+    mode: str
+    width: int  # as stored, before orientation
+    height: int
+    # EXIF orientation 1-8 (1: as stored); None when the EXIF could not be read, which leaves the
+    # image to the Pillow path so that it fails or succeeds exactly as it does there.
+    orientation: int | None
+    taken_at: float | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as people see the picture: after the EXIF orientation."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
+
+
+def header(image: Image.Image, source_size: tuple[int, int] | None = None) -> Header:
+    """Format, size, EXIF orientation and date of an image from :func:`open_image`. A JPEG's EXIF
+    precedes its pixels, so nothing is decoded; ``source_size`` is the size as stored, for an image
+    already decoded at reduced size."""
+    try:
+        # The same lookup exif_transpose makes (it also reads an XMP tiff:Orientation).
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+        orientation: int | None = value if isinstance(value, int) else 1
+    except Exception as exc:  # noqa: BLE001 - Pillow's TIFF parser raises many types on hostile EXIF
+        log.debug("unreadable EXIF orientation: %s: %s", type(exc).__name__, exc)
+        orientation = None
+    width, height = source_size or image.size
+    return Header(image.format or "", image.mode, width, height, orientation, taken_at(image))
+
+
+def decode_with_header(data: bytes, *, min_side: int, max_pixels: int) -> tuple[Image.Image, Header]:
+    """:func:`decode`, and the header of the same bytes with the size as stored. Orientation and date
+    are read after the pixels were loaded, as exif_transpose reads them (a PNG's eXIf chunk may follow
+    its pixel data), from the one open image: no second parse."""
+    opened = _open(data, max_pixels)
+    source_size = opened.size
+    image = decode_opened(opened, min_side=min_side)
+    return image, header(opened, source_size)
+
+
 def decode(data: bytes, *, min_side: int, max_pixels: int) -> Image.Image:
     """Decode to RGB with the shorter side at least ``min_side`` (when the source is larger).
 
@@ -58,7 +119,11 @@ def decode(data: bytes, *, min_side: int, max_pixels: int) -> Image.Image:
     cost saved on 12 MP photos. EXIF orientation is applied so thumbnails and vectors see the
     picture the way people do.
     """
-    image = _open(data, max_pixels)
+    return decode_opened(_open(data, max_pixels), min_side=min_side)
+
+
+def decode_opened(image: Image.Image, *, min_side: int) -> Image.Image:
+    """:func:`decode` for an image :func:`open_image` returned (its header is not parsed twice)."""
     try:
         if image.format in ("JPEG", "MPO"):
             width, height = image.size
@@ -95,12 +160,140 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def thumbnail_jpeg(image: Image.Image, size: int, quality: int = 85) -> bytes:
+THUMBNAIL_QUALITY = 85
+
+
+def thumbnail_jpeg(image: Image.Image, size: int, quality: int = THUMBNAIL_QUALITY) -> bytes:
     thumb = image.copy()
     thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     thumb.save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+def thumbnail_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The size ``Image.thumbnail((size, size))`` gives a ``width`` x ``height`` image (Pillow's own
+    rounding, which keeps the aspect ratio closest), so both decode paths store equal thumbnails."""
+    if width <= size and height <= size:
+        return width, height
+
+    def round_aspect(number: float, key: object) -> int:
+        return max(min(math.floor(number), math.ceil(number), key=key), 1)
+
+    x, y = size, size
+    aspect = width / height
+    if x / y >= aspect:
+        x = round_aspect(y * aspect, key=lambda n: abs(aspect - n / y))
+    else:
+        y = round_aspect(x / aspect, key=lambda n: 0 if n == 0 else abs(aspect - x / n))
+    return x, y
+
+
+# -- decoding JPEGs into tensors (nvJPEG on CUDA, libjpeg-turbo on CPU) ---------------------------
+#
+# The embed stage's tensor path. Every image has passed open_image (allowlist, pixel cap) and had
+# its header read before it gets here; anything this path does not take, or fails on, goes to the
+# Pillow path above, so an image ends the same way on both.
+
+# Header modes nvJPEG decodes to RGB exactly as Pillow does; CMYK/YCCK (Adobe's inverted CMYK
+# among them) stay with Pillow's conversion.
+_TENSOR_MODES = frozenset({"RGB", "L"})
+_EOI = b"\xff\xd9"
+
+
+def tensor_decodable(head: Header, data: bytes) -> bool:
+    """Whether the tensor path takes this image: a plain JPEG (not MPO) in RGB or greyscale, with a
+    readable orientation, whose bytes end with the end-of-image marker. Pillow refuses a truncated
+    JPEG; a GPU decoder could fill the missing rows instead, so a file without its end marker (or
+    with bytes after it: motion photos, MPO) never reaches it."""
+    return (head.format == "JPEG" and head.mode in _TENSOR_MODES and head.orientation is not None
+            and data.endswith(_EOI))
+
+
+def decode_jpegs(datas: Sequence[bytes], device: torch.device) -> list[torch.Tensor | None]:
+    """RGB uint8 (3, H, W) tensors on ``device``, decoded in one batched call (nvJPEG's batched
+    decoder on CUDA takes a list); None for each image that fails to decode on its own. A batch
+    that fails is retried one image at a time, so one bad file costs only itself."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not datas:
+        return []
+    # bytearray: torch.frombuffer on immutable bytes warns; the copy is small next to the decode.
+    encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
+    try:
+        return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError as exc:
+        log.debug("batched JPEG decode failed, decoding one by one: %s", exc)
+    decoded: list[torch.Tensor | None] = []
+    for tensor in encoded:
+        try:
+            decoded.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError as exc:
+            log.debug("JPEG decode failed, left to Pillow: %s", exc)
+            decoded.append(None)
+    return decoded
+
+
+def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply an EXIF orientation to a (C, H, W) tensor, as ``ImageOps.exif_transpose`` does to an image."""
+    import torch
+
+    if orientation == 2:  # FLIP_LEFT_RIGHT
+        return image.flip(-1)
+    if orientation == 3:  # ROTATE_180
+        return image.flip(-2, -1)
+    if orientation == 4:  # FLIP_TOP_BOTTOM
+        return image.flip(-2)
+    if orientation == 5:  # TRANSPOSE
+        return image.transpose(-2, -1)
+    if orientation == 6:  # ROTATE_270 (clockwise)
+        return torch.rot90(image, -1, dims=(-2, -1))
+    if orientation == 7:  # TRANSVERSE
+        return image.transpose(-2, -1).flip(-2, -1)
+    if orientation == 8:  # ROTATE_90 (counter-clockwise)
+        return torch.rot90(image, 1, dims=(-2, -1))
+    return image
+
+
+def group_by_shape(images: Sequence[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+    """Indices of the images by (height, width): same-sized images are resized in one call (uploads
+    from one camera mostly share a size), which on a GPU saves a launch per image."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        height, width = image.shape[-2:]
+        groups.setdefault((int(height), int(width)), []).append(i)
+    return groups
+
+
+def thumbnails_from_tensors(images: Sequence[torch.Tensor], size: int,
+                            quality: int = THUMBNAIL_QUALITY) -> list[bytes]:
+    """JPEG thumbnails of oriented RGB uint8 tensors, longest side ``size`` (the sizes
+    :func:`thumbnail_jpeg` gives): downscaled on the tensors' device, encoded there (nvJPEG on
+    CUDA), or on the CPU where the device encoder is missing."""
+    import torch
+    from torchvision.io import encode_jpeg
+    from torchvision.transforms.v2 import functional as F
+
+    small: list[torch.Tensor] = list(images)
+    for shape, members in group_by_shape(images).items():
+        height, width = shape
+        w, h = thumbnail_size(width, height, size)
+        if (w, h) == (width, height):
+            continue
+        batch = torch.stack([images[i] for i in members]).float()
+        batch = F.resize(batch, [h, w], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+        batch = batch.round_().clamp_(0, 255).to(torch.uint8)
+        for i, thumb in zip(members, batch):
+            small[i] = thumb.contiguous()
+    if not small:
+        return []
+    try:
+        encoded = encode_jpeg(small, quality=quality)
+    except RuntimeError as exc:  # a torchvision built without the CUDA encoder
+        log.debug("device JPEG encode failed, encoding on the CPU: %s", exc)
+        encoded = encode_jpeg([image.cpu() for image in small], quality=quality)
+    return [data.cpu().numpy().tobytes() for data in encoded]
 
 
 # (date tag, its offset tag), most specific first: EXIF 2.31 pairs each date with its own offset.

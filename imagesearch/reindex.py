@@ -3,7 +3,10 @@
 OpenSearch (zero downtime): a new versioned index is built for the new model identity from the
 stored originals while the read alias keeps serving the old one; records changed meanwhile are
 caught up; then the read and write aliases move in one atomic ``_aliases`` call. The new index
-only ever holds vectors of the new model, so the two models' vectors never mix.
+only ever holds vectors of the new model, so the two models' vectors never mix. It is filled with
+refresh off and no replicas, and given its live replicas and refresh interval, refreshed and
+warmed (its k-NN graphs loaded into memory) before the swap, so the first searches on it are not
+the ones that load them.
 
 Embedded store: vectors are kept per model identity and search filters on it, so a model change
 is a rolling re-embed: every record whose vector is not from the configured model is queued
@@ -31,7 +34,10 @@ log = logging.getLogger(__name__)
 class AliasedStore(Store, Protocol):
     """A store with versioned physical indices behind read/write aliases (OpenSearch)."""
 
-    def create_index_for_model(self, model_identity: str | None, dim: int | None) -> str: ...
+    def create_index_for_model(self, model_identity: str | None, dim: int | None, *,
+                               bulk_load: bool = False) -> str: ...
+    def finish_bulk_load(self, index: str) -> bool: ...
+    def warm(self, index: str) -> dict[str, int]: ...
     def for_index(self, index: str) -> AliasedStore: ...
     def swap_aliases(self, new_index: str) -> list[dict]: ...
     def iter_records(self, batch_size: int = 500) -> Iterator[ImageRecord]: ...
@@ -46,6 +52,8 @@ class ReindexReport:
     failed: dict[str, str] = field(default_factory=dict)
     caught_up: int = 0
     removed: int = 0
+    replicas_ready: bool | None = None  # every replica copied before the warm-up
+    warmed: dict[str, int] = field(default_factory=dict)  # the warm-up's shard counts
     seconds: float = 0.0
 
 
@@ -90,10 +98,12 @@ def _copy(records: list[ImageRecord], target: AliasedStore, *, settings: Setting
 def reindex_aliased(store: AliasedStore, *, settings: Settings, blobs: BlobStore, clip: ClipEncoder,
                     captioner: Callable[[], Captioner], batch_size: int = 64,
                     progress: Callable[[ReindexReport], None] | None = None) -> ReindexReport:
-    """Build the new model's index beside the live one, catch up, then swap the aliases."""
+    """Build the new model's index beside the live one, catch up, warm it, then swap the aliases."""
     report = ReindexReport()
     started = time.time()
-    new_index = store.create_index_for_model(clip.identity, clip.dim)
+    # Bulk-load settings from its creation: no replica is ever built twice, no refresh cuts small
+    # segments. Nothing below searches the new index; reads by id are real-time without a refresh.
+    new_index = store.create_index_for_model(clip.identity, clip.dim, bulk_load=True)
     report.index = new_index
     target = store.for_index(new_index)
     seen: dict[str, float] = {}
@@ -116,6 +126,10 @@ def reindex_aliased(store: AliasedStore, *, settings: Settings, blobs: BlobStore
         report.failed.pop(image_id, None)  # deleted mid-copy: its original may be gone too
         if target.delete(image_id) is not None:
             report.removed += 1
+    # Last write done: live settings, a refresh, the replicas, then the graphs into memory (the
+    # warm-up loads only segments that exist, hence after all of that).
+    report.replicas_ready = store.finish_bulk_load(new_index)
+    report.warmed = store.warm(new_index)
     store.swap_aliases(new_index)
     report.seconds = time.time() - started
     log.info("reindexed into %s: %s", new_index, report)

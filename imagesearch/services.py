@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # the models import torch: a CLI command or the S3 listener n
 
 # A request or an event handler fails fast on an unreachable Redis instead of hanging a thread.
 _REDIS_TIMEOUT_S = 10.0
+# Token positions warmed per query length: CLIP's context (77) in the open_clip and OpenAI models.
+_WARM_TEXT_POSITIONS = 77
 
 
 class Services:
@@ -70,19 +72,29 @@ class Services:
         return SearchService(self.settings, self.store, self.clip, self.current_profile)
 
     def warm(self) -> dict[str, float]:
-        """Pay now for what a process's first search would: load the query encoder, then run one
-        hybrid search with ``explain`` (every ranked list searched), which encodes a text (first-call
-        kernels), brings the store's vectors into memory (the embedded store loads every row on its
-        first kNN), queries the text index and reads the search profile (hashing the captioner's
-        weights once). Returns the seconds each part took; raises whatever loading raises."""
+        """Pay now for what a process's first searches would, so none of them is slow.
+
+        - Load the query encoder.
+        - Encode one text of each length up to CLIP's usual context: a query runs only as many
+          positions as it has tokens, and the first text of each length costs several times a
+          repeated one (kernels chosen and laid out per shape). Longer texts are truncated to the
+          model's context, so a model with a shorter one only repeats lengths.
+        - Run one hybrid search with ``explain`` (every ranked list searched): it brings the store's
+          vectors into memory (the embedded store loads every row on its first kNN), queries the
+          text index, reads the records and the search profile (hashing the captioner's weights).
+
+        Returns the seconds each part took; raises whatever loading raises."""
         from imagesearch.search import Query
 
         started = time.perf_counter()
-        self.clip  # noqa: B018 - loading is the point
+        clip = self.clip
         loaded = time.perf_counter()
-        self.searcher.search(Query(text="warm up", mode=SearchMode.HYBRID, k=1, explain=True))
+        for words in range(1, _WARM_TEXT_POSITIONS - 1):  # minus start- and end-of-text
+            clip.encode_texts([" ".join(["a"] * words)])
+        encoded = time.perf_counter()
+        self.searcher.search(Query(text="warm up", mode=SearchMode.HYBRID, explain=True))
         searched = time.perf_counter()
-        return {"model_s": loaded - started, "search_s": searched - loaded}
+        return {"model_s": loaded - started, "encode_s": encoded - loaded, "search_s": searched - encoded}
 
     @cached_property
     def profiles(self) -> ProfileStore:

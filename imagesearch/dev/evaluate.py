@@ -379,7 +379,7 @@ def render_table(report: Report) -> str:
                   header, "-" * len(header)]
         lines += [_row(m, "all") for m in report.held_out]
         fusion = tuning.get("fusion", {})
-        weights = ", ".join(f"{k} {v:.1f}" for k, v in fusion.get("weights", {}).items())
+        weights = ", ".join(f"{k} {v:g}" for k, v in fusion.get("weights", {}).items())
         verdict = ("kept the defaults: no fusion beat them by more than the noise of"
                    if tuning.get("kept_default") else "chosen from")
         lines.append(f"tuned fusion: {fusion.get('method')} ({weights}; depth {fusion.get('depth')}, "

@@ -1,4 +1,13 @@
-"""Image-to-text captioning via transformers (VisionEncoderDecoder, BLIP, ...), loaded once per process."""
+"""Image-to-text captioning via transformers (VisionEncoderDecoder, BLIP, ...), loaded once per process.
+
+On a CPU the captioner runs its linear layers with oneDNN weights packed once at load
+(``_pack_linears``): torch's default CPU GEMM (MKL) reaches less than half of this CPU's matmul
+rate on the encoder's products and a third of its memory bandwidth on the decoder's few-row ones,
+which stream every weight once per generated token (bench/RESULTS.md, "Captioning at the CPU's
+limit"). In bf16 the decoder's one-token attention also leaves torch's flash kernel
+(``_bf16_cpu_attention``), which is slower than two plain matrix products at that shape. Both are
+checked against the stock model on a probe at load and dropped if it differs.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn as nn
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
@@ -21,6 +32,8 @@ from transformers import (
 )
 
 from imagesearch.config import Settings
+from imagesearch.memtrim import release_freed_memory
+from imagesearch.models import prepacked
 from imagesearch.models.loading import (
     ModelUnavailable,
     pick_device,
@@ -48,6 +61,9 @@ class CaptionerSpec:
     max_length: int
     num_beams: int
     precision: str = "auto"
+    # oneDNN-packed linear layers (and, in bf16, the decoder attention below) on CPU; False keeps
+    # transformers' stock modules (the benchmarks' reference).
+    cpu_kernels: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CaptionerSpec:
@@ -134,6 +150,8 @@ def load_captioner(spec: CaptionerSpec) -> Captioner:
             "IMAGESEARCH_CAPTIONER_DIR to a folder saved with save_pretrained (config.json, "
             "model.safetensors, preprocessor_config.json, tokenizer files)."
         ) from exc
+    if device.type == "cpu" and spec.cpu_kernels:
+        _use_cpu_kernels(model, image_processor)
     log.info("loaded captioner %s on %s", identity, device)
     return Captioner(model, image_processor, tokenizer, device, identity, spec.max_length, spec.num_beams)
 
@@ -146,3 +164,136 @@ def _cached(spec: CaptionerSpec) -> Captioner:
 def get_captioner(settings: Settings) -> Captioner:
     """The process-wide captioner for these settings (loaded on first use)."""
     return _cached(CaptionerSpec.from_settings(settings))
+
+
+# -- CPU kernels ----------------------------------------------------------------------------------
+
+_PROBE_STEPS = 4
+# Largest logit difference the packed model may show against the stock one on the probe, relative
+# to the largest logit: fp32 differs by summation order only (measured ~1e-6); bf16 rounds each
+# layer's output either way (measured ~1e-2 at most on the benchmark's random vit-gpt2).
+_PROBE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 0.05}
+_BF16_ATTENTION = "imagesearch_bf16_cpu"
+
+
+def _use_cpu_kernels(model: PreTrainedModel, image_processor: BaseImageProcessor) -> None:
+    """Packed linears (fp32, bf16) and the one-token bf16 attention, if the probe's output stays."""
+    dtype = model.dtype
+    if dtype not in _PROBE_TOLERANCE or not prepacked.available():
+        return
+    pixels = image_processor(images=[_probe_image()], return_tensors="pt")["pixel_values"].to(dtype=dtype)
+    with torch.inference_mode():
+        reference = _probe(model, pixels)
+        swapped = _pack_linears(model)
+        attention = _attention_implementations(model)
+        try:
+            if dtype == torch.bfloat16:
+                _register_bf16_attention()
+                model.set_attn_implementation(_BF16_ATTENTION)
+            error = _probe_difference(reference, _probe(model, pixels), _PROBE_TOLERANCE[dtype])
+        except Exception as exc:  # noqa: BLE001 - a private operator or a model's own code refused: stock kernels
+            error = repr(exc)
+    if error is None:
+        release_freed_memory()  # the unpacked weights are garbage now (the tied output layer's stay in use)
+        log.info("captioner runs packed CPU linear layers (%d swapped)", len(swapped))
+        return
+    for parent, name, original in swapped:
+        setattr(parent, name, original)
+    _restore_attention(model, attention)
+    log.warning("captioner kept the stock CPU kernels: the packed ones changed its output (%s)", error)
+
+
+def _probe_image() -> Image.Image:
+    """A fixed picture with structure (gradients and a checkerboard) for the load-time check."""
+    y, x = np.mgrid[0:96, 0:128]
+    pixels = np.stack([x * 2, y * 2, ((x // 16 + y // 16) % 2) * 255], axis=-1).astype(np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _probe(model: PreTrainedModel, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model.generate(pixel_values=pixels, max_new_tokens=_PROBE_STEPS, min_new_tokens=_PROBE_STEPS,
+                         max_length=None, num_beams=1, do_sample=False, output_scores=True,
+                         return_dict_in_generate=True)
+    return out.sequences, torch.stack(out.scores).float()
+
+
+def _probe_difference(reference: tuple[torch.Tensor, torch.Tensor], got: tuple[torch.Tensor, torch.Tensor],
+                      tolerance: float) -> str | None:
+    """None when both runs chose the same tokens with logits within ``tolerance`` (relative)."""
+    (ref_ids, ref_scores), (ids, scores) = reference, got
+    if not torch.equal(ref_ids, ids):
+        return f"tokens {ids.tolist()} instead of {ref_ids.tolist()}"
+    finite = torch.isfinite(ref_scores)  # tokens a logits processor ruled out are -inf in both
+    if not torch.equal(finite, torch.isfinite(scores)):
+        return "different tokens ruled out"
+    scale = max(1.0, ref_scores[finite].abs().max().item())
+    difference = (scores[finite] - ref_scores[finite]).abs().max().item()
+    return None if difference <= tolerance * scale else f"logits differ by {difference:.2e} (scale {scale:.1f})"
+
+
+def _linear_weight(module: nn.Module) -> torch.Tensor | None:
+    """The (out, in) weight of a linear layer: nn.Linear, or GPT-2's Conv1D, which stores it transposed."""
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, nn.Linear):
+        return module.weight
+    if isinstance(module, Conv1D):
+        return module.weight.t().contiguous()
+    return None
+
+
+def _pack_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Swap every linear layer for a packed one; returns (parent, name, original) for each swap.
+
+    The decoder's output layer shares its weight with the token embedding (tied), so its packed
+    copy is extra memory (GPT-2: 154 MB in fp32); every other layer's old weight is freed."""
+    swapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            weight = _linear_weight(child)
+            if weight is None or weight.dtype not in _PROBE_TOLERANCE:
+                continue
+            setattr(parent, name, prepacked.PackedLinear(weight, child.bias))
+            swapped.append((parent, name, child))
+    return swapped
+
+
+def _attention_implementations(model: nn.Module) -> list[tuple[object, str | None]]:
+    return [(m.config, m.config._attn_implementation) for m in model.modules() if isinstance(m, PreTrainedModel)]
+
+
+def _restore_attention(model: nn.Module, saved: list[tuple[object, str | None]]) -> None:
+    for config, implementation in saved:
+        config._attn_implementation_internal = implementation
+
+
+def _register_bf16_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(_BF16_ATTENTION, _bf16_cpu_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(_BF16_ATTENTION, sdpa_mask)  # the masks sdpa gets
+
+
+def _bf16_cpu_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                        is_causal: bool | None = None, **kwargs: object) -> tuple[torch.Tensor, None]:
+    """transformers' sdpa attention, except for one query token in bf16 on CPU: there torch's flash
+    kernel took 1.5 ms per call against 0.2 ms for two matrix products with an fp32 softmax (8
+    captions, 197 image tokens), and a decoder calls it twice per layer per generated token."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if (query.shape[2] != 1 or query.dtype != torch.bfloat16 or query.device.type != "cpu" or dropout
+            or key.shape[1] != query.shape[1] or kwargs.get("position_bias") is not None
+            or kwargs.get("output_attentions")):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale
+    if attention_mask is not None:  # one query row: causal masking has nothing to hide
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(torch.float32).min)
+        else:
+            scores = scores + attention_mask.float()
+    weights = torch.softmax(scores, dim=-1).to(value.dtype)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +43,8 @@ CLIP_FILES = {
 # What the pipeline hands from preprocess() to encode_pixels(): one tensor, or named tensors for
 # processors that emit more than pixels (SigLIP 2's patch mask and shapes).
 PixelInput = torch.Tensor | dict[str, torch.Tensor]
+# Decoded RGB uint8 (3, H, W) tensors, on any device, to one model input per image.
+TensorPreprocess = Callable[[Sequence[torch.Tensor]], list[PixelInput]]
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class ClipEncoder:
         self.dtype = dtype
         self.identity = identity
         self.prepacked_text = False
+        # Set by a backend whose preprocessing has a tensor equivalent (see preprocess_tensors).
+        self.tensor_preprocess: TensorPreprocess | None = None
         self._lock = threading.Lock()
         with torch.inference_mode():
             self.dim = int(self._text_features(["probe"]).shape[-1])
@@ -92,10 +96,31 @@ class ClipEncoder:
         raise NotImplementedError
 
     # -- the shared interface ------------------------------------------------------------------
+    @property
+    def preprocesses_tensors(self) -> bool:
+        return self.tensor_preprocess is not None
+
+    def preprocess_tensors(self, images: Sequence[torch.Tensor]) -> list[PixelInput]:
+        """The model input for each decoded image, computed on the images' device (the GPU, for
+        images nvJPEG decoded there): RGB uint8 (3, H, W) tensors of any sizes in, the same
+        transform :meth:`preprocess` applies to a Pillow image out, one item per image for
+        :meth:`collate`. Only for encoders with :attr:`preprocesses_tensors`."""
+        if self.tensor_preprocess is None:
+            raise TypeError(f"CLIP {self.identity} has no tensor preprocessing")
+        return self.tensor_preprocess(images) if images else []
+
     def collate(self, items: Sequence[PixelInput]) -> PixelInput:
+        """One batch of items from :meth:`preprocess` or :meth:`preprocess_tensors`. The two may be
+        mixed (a batch on the tensor path holds the Pillow path's fallbacks): then every item is
+        moved to the model's device first."""
+        def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+            if any(tensor.device != tensors[0].device for tensor in tensors):
+                tensors = [tensor.to(self.device) for tensor in tensors]
+            return torch.stack(tensors)
+
         if isinstance(items[0], dict):
-            return {key: torch.stack([item[key] for item in items]) for key in items[0]}
-        return torch.stack(list(items))
+            return {key: stack([item[key] for item in items]) for key in items[0]}
+        return stack(list(items))
 
     def preprocess_batch(self, images: Sequence[Image.Image]) -> PixelInput:
         return self.collate([self.preprocess(image) for image in images])

@@ -18,10 +18,14 @@ from pathlib import Path
 import open_clip
 import torch
 from open_clip.hf_model import ClsPooler, HFTextEncoder, MaxPooler, MeanPooler
+from open_clip.transform import MaybeConvertMode
 from PIL import Image
+from torchvision import transforms
+from torchvision.transforms.v2 import functional as TF
 
 from imagesearch.errors import ConfigurationError
-from imagesearch.models.clip import CLIP_FILES, ClipEncoder, ClipSpec, PixelInput
+from imagesearch.imaging import group_by_shape
+from imagesearch.models.clip import CLIP_FILES, ClipEncoder, ClipSpec, PixelInput, TensorPreprocess
 from imagesearch.models.loading import ModelUnavailable, require_files, weights_fingerprint
 from imagesearch.models.prepacked import prepack_text_transformer
 from imagesearch.models.sources import ClipSource
@@ -40,6 +44,7 @@ class OpenClipEncoder(ClipEncoder):
         self._preprocess = preprocess
         self.tokenizer = tokenizer
         super().__init__(model, device, identity, dtype)
+        self.tensor_preprocess = tensor_transform(preprocess)
 
     def preprocess(self, image: Image.Image) -> PixelInput:
         return self._preprocess(image)
@@ -75,6 +80,55 @@ class OpenClipEncoder(ClipEncoder):
         if projection is not None:
             x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
         return x
+
+
+# Images per float copy when resizing on the device: a 12 MP float image is 144 MB.
+_RESIZE_CHUNK = 32
+
+
+def tensor_transform(preprocess: Callable[[Image.Image], torch.Tensor]) -> TensorPreprocess | None:
+    """open_clip's eval transform, for decoded uint8 tensors on any device: each step of the Compose
+    open_clip built for this model (resize of the shorter side or to a fixed size, bicubic or bilinear
+    with antialiasing, centre crop, normalisation with the model's mean and std), applied to batches
+    of same-sized images. None when the Compose holds a step without an exact tensor counterpart
+    (``ResizeKeepRatio``, ``CenterCropOrPad``: open_clip's "longest" mode); the Pillow path then
+    serves every image."""
+    steps = getattr(preprocess, "transforms", None)
+    if steps is None:
+        return None
+    plan: list[object] = []
+    for step in steps:
+        if isinstance(step, transforms.Resize) and step.interpolation in (
+                transforms.InterpolationMode.BICUBIC, transforms.InterpolationMode.BILINEAR):
+            plan.append(step)
+        elif isinstance(step, transforms.CenterCrop | transforms.Normalize):
+            plan.append(step)
+        elif isinstance(step, MaybeConvertMode | transforms.ToTensor):
+            continue  # decoded tensors are RGB already, and are scaled to [0, 1] up front
+        else:
+            log.info("open_clip transform %r has no tensor counterpart: images are preprocessed with Pillow", step)
+            return None
+
+    def run(images: Sequence[torch.Tensor]) -> list[PixelInput]:
+        out: list[PixelInput] = [torch.empty(0)] * len(images)
+        for members in group_by_shape(images).values():
+            for start in range(0, len(members), _RESIZE_CHUNK):
+                chosen = members[start:start + _RESIZE_CHUNK]
+                batch = torch.stack([images[i] for i in chosen]).float().div_(255.0)
+                for step in plan:
+                    if isinstance(step, transforms.Resize):
+                        # Antialiased, as Pillow always resizes; clamped, as Pillow's uint8 result is.
+                        batch = TF.resize(batch, step.size, interpolation=step.interpolation, max_size=step.max_size,
+                                          antialias=True).clamp_(0.0, 1.0)
+                    elif isinstance(step, transforms.CenterCrop):
+                        batch = TF.center_crop(batch, list(step.size))
+                    else:
+                        batch = TF.normalize(batch, list(step.mean), list(step.std))
+                for i, pixels in zip(chosen, batch):
+                    out[i] = pixels
+        return out
+
+    return run
 
 
 def _without_trailing_padding(tokens: torch.Tensor, text: HFTextEncoder) -> torch.Tensor:

@@ -10,6 +10,7 @@ Text rules come from how each family was trained, not from one default:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -53,11 +54,24 @@ class TransformersClipEncoder(ClipEncoder):
         self.max_length = int(min(limit, model_max))
         self.padding: bool | str = "max_length" if self.model_type in PAD_TO_MAX_LENGTH else True
         super().__init__(model, device, identity, dtype)
+        # transformers 5's torchvision-backed processors take tensors as they take Pillow images and
+        # compute on the tensors' device: the tensor path runs the very processor preprocess() runs.
+        # A Pillow/NumPy-backed processor has no such path.
+        if getattr(self.image_processor, "backend", None) == "torchvision":
+            self.tensor_preprocess = self._preprocess_tensors
 
     def preprocess(self, image: Image.Image) -> PixelInput:
         inputs = self.image_processor(images=[image], return_tensors="pt")
         tensors = {key: value[0] for key, value in inputs.items() if isinstance(value, torch.Tensor)}
         return tensors["pixel_values"] if list(tensors) == ["pixel_values"] else tensors
+
+    def _preprocess_tensors(self, images: Sequence[torch.Tensor]) -> list[PixelInput]:
+        # channels_first: a (3, H, 3) image would otherwise be ambiguous to the processor's guess.
+        inputs = self.image_processor(images=list(images), return_tensors="pt", input_data_format="channels_first")
+        tensors = {key: value for key, value in inputs.items() if isinstance(value, torch.Tensor)}
+        if list(tensors) == ["pixel_values"]:
+            return list(tensors["pixel_values"])
+        return [{key: value[i] for key, value in tensors.items()} for i in range(len(images))]
 
     def _image_features(self, pixels: PixelInput) -> torch.Tensor:
         inputs = self._to_device(pixels)

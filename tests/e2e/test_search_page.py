@@ -2,7 +2,8 @@
 upload through the page's upload area, watch each upload become indexed, search by text, switch
 mode, refine with "More like this" / "Less like this" examples (a click on a result is "More like
 this"), the auto cutoff, calibrated relevance (absent without a calibration; shown when the answer
-says ``calibrated``), filter by collection, an API error, search by a dropped image.
+says ``calibrated``), filter by collection, an API error, search by a dropped image, in open mode.
+Filters, paging and the API key field (keys mode) are in test_search_page_filters.py.
 
 A screenshot goes to the test's tmp dir; set IMAGESEARCH_UPDATE_SCREENSHOT=1 to also refresh
 docs/screenshot-search-page.png (it is also written when missing). With the trained demo models
@@ -129,7 +130,8 @@ def _relevance_of(page) -> dict[str, str | None]:
 def test_search_page_end_to_end(redis_client, data_dir, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     models = _demo_models()
-    api, base = start_api(data_dir, "api-page", **models)
+    # Declared attributes give the filter panel its attribute filter (in the screenshot); these uploads have none.
+    api, base = start_api(data_dir, "api-page", IMAGESEARCH_ATTRIBUTES="brand:keyword,price:number", **models)
     worker = start_worker(data_dir, "worker-page", **models)
     fitting, unrelated = _choose_samples()
     # Both collections hold images that fit the query and images that do not.
@@ -154,6 +156,8 @@ def test_search_page_end_to_end(redis_client, data_dir, tmp_path):
                 page.goto(base + "/")
                 assert page.title() == "imagesearch"
                 assert page.locator("#empty").is_visible()
+                # Open mode: no key needed, none sent (test_search_page_filters.py covers keys mode).
+                assert page.inner_text("#key-state") == "API key"
 
                 # Upload through the page's upload area: one batch into "shapes", one into the default.
                 page.fill("#upload-collection", "shapes")
@@ -178,6 +182,7 @@ def test_search_page_end_to_end(redis_client, data_dir, tmp_path):
                 page.fill("#query", QUERY)
                 with page.expect_response(_is_search_answer) as answer:
                     page.click("#search-button")
+                assert "authorization" not in answer.value.request.headers
                 plain = answer.value.json()
                 assert plain["calibrated"] is False, plain
                 assert all(h["relevance"] is None for h in plain["hits"]), plain["hits"]
@@ -187,6 +192,10 @@ def test_search_page_end_to_end(redis_client, data_dir, tmp_path):
                 assert re.fullmatch(r"-?\d\.\d{3}", first.locator(".score").inner_text())
                 assert first.locator(".caption").inner_text().strip()
                 assert set(_hit_ids(page)) == set(ids)
+                # Without a key a thumbnail is a plain <img src> (the browser caches it; lazy loading works).
+                assert all("/thumbnail" in s and not s.startswith("blob:") for s in
+                           page.eval_on_selector_all("#results .hit img", "is => is.map(i => i.src)"))
+                assert page.locator("#load-more").is_hidden()  # all 8 fit on the first page
                 assert "image mode" in page.inner_text("#search-status")
                 assert "relevant" not in page.inner_text("#results")
                 assert _count(page, "#results .hit .relevance") == 0
@@ -256,12 +265,19 @@ def test_search_page_end_to_end(redis_client, data_dir, tmp_path):
                 _wait_status(page, "less like 1 image")
                 _wait_hits(page, total - 2)
                 assert {liked, disliked}.isdisjoint(_hit_ids(page))
+                # The screenshot shows the filter panel open (no filter set: the results stay as they are).
+                page.click("#filters-toggle")
+                page.select_option("#filter-attr", "price")
+                page.select_option("#filter-op", "range")
+                assert page.locator("#filter-min").is_visible() and page.locator("#filter-count").is_hidden()
                 page.evaluate("window.scrollTo(0, 0)")
                 page.mouse.move(0, 0)
                 page.screenshot(path=str(tmp_path / "search-page.png"), full_page=True, animations="disabled")
                 if os.environ.get("IMAGESEARCH_UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists():
                     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(tmp_path / "search-page.png", SCREENSHOT)
+                page.select_option("#filter-attr", "")
+                page.click("#filters-toggle")
 
                 # The auto cutoff: sent as cutoff: "auto", and the status line says what it kept.
                 with page.expect_request(_is_search) as sent:

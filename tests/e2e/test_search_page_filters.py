@@ -195,7 +195,7 @@ def _local_midnight(day: date) -> str:
     return instant.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def test_filters_send_the_filter_language_and_narrow_the_results(browser, stack):
+def test_filters_send_the_filter_language_and_narrow_the_results(browser, stack, tmp_path):
     context, page, watch = _open(browser, stack, stack.key)
     try:
         page.fill("#query", QUERY)
@@ -226,6 +226,8 @@ def test_filters_send_the_filter_language_and_narrow_the_results(browser, stack)
             page.press("#filter-value", "Enter")
         _wait_ids(page, sale & stack.ids(lambda p: p["brand"] == "acme"))
         assert page.inner_text("#filter-count") == "2"
+        _wait_thumbnails(page)
+        page.screenshot(path=str(tmp_path / "filters.png"), full_page=True, animations="disabled")  # to look at
 
         # A number range, without the tags.
         page.fill("#filter-tags", "")

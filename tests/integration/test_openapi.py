@@ -140,3 +140,12 @@ def test_key_schemes_are_declared_on_the_v1_routes(document):
     assert document["paths"]["/v1/search"]["post"]["security"] == [{"bearerKey": []}, {"headerKey": []}, {}]
     assert "security" not in document["paths"]["/v1/events/s3"]["post"]  # a webhook token, not an API key
     assert "security" not in document["paths"]["/healthz"]["get"]
+
+
+def test_every_app_gets_the_whole_document(make_app):
+    """spectree deletes nested models from its registry while generating: a second app once lost them."""
+    first = make_app().test_client().get("/openapi.json").get_json()
+    second = make_app().test_client().get("/openapi.json").get_json()
+    assert first["components"]["schemas"] == second["components"]["schemas"]
+    assert "DeadLetter" in second["components"]["schemas"]
+    validate(second)

@@ -61,7 +61,7 @@ def test_plain_search_has_no_relevance_and_no_fusion_outside_hybrid(client):
     assert body["calibrated"] is False and body["fusion"] is None and body["cutoff"] is None
     assert all(h["relevance"] is None and h["duplicates"] == [] and h["explain"] is None for h in body["hits"])
     hybrid = _search(client, text="a red square", mode="hybrid", k=3)
-    assert hybrid["fusion"] == {"method": "linear", "weights": {"image": 0.5, "caption": 0.5, "keyword": 0.0},
+    assert hybrid["fusion"] == {"method": "linear", "weights": {"image": 0.45, "caption": 0.45, "keyword": 0.1},
                                 "depth": 100, "rrf_k": 60, "tuned": False}
 
 

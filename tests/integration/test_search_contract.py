@@ -79,11 +79,15 @@ def test_keyword_weight_pulls_the_matching_caption_to_the_top(service):
 
 def test_explain_gives_each_hits_place_in_every_list(service):
     result = service.search(Query(text="a blue picture", mode="hybrid", k=3, explain=True))
+    keyword = [e.score for h in result.hits if (e := h.parts.get(RankedList.KEYWORD))]
     for hit in result.hits:
         assert set(hit.parts) >= {RankedList.IMAGE, RankedList.CAPTION}
         image, caption = hit.parts[RankedList.IMAGE], hit.parts[RankedList.CAPTION]
-        # The default fusion is linear 0.5/0.5 with a zero keyword weight: the score is recomputable.
-        assert hit.score == pytest.approx(0.5 * max(0, image.score) + 0.5 * max(0, caption.score))
+        # The default fusion is linear (0.45 image, 0.45 caption, 0.1 keyword): the score is recomputable.
+        entry = hit.parts.get(RankedList.KEYWORD)
+        bm25 = 0.0 if entry is None else (1.0 if len(keyword) == 1 else
+                                          (entry.score - min(keyword)) / (max(keyword) - min(keyword)))
+        assert hit.score == pytest.approx(0.45 * max(0, image.score) + 0.45 * max(0, caption.score) + 0.1 * bm25)
     assert result.hits[0].parts[RankedList.KEYWORD].rank == 1  # "blue" matches one caption only
     single = service.search(Query(text="a blue picture", mode="image", k=2, explain=True))
     assert [h.parts[RankedList.IMAGE].rank for h in single.hits] == [1, 2]

@@ -8,9 +8,11 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 
 from imagesearch.config import IngestSettings, Settings
 from imagesearch.dev.procs import imagesearch_command
@@ -96,3 +98,49 @@ def test_an_empty_variable_means_unset(monkeypatch):
     settings = Settings(_env_file=None)
     assert settings.models.clip_model_dir is None and settings.ingest.decode_min_side == IngestSettings.model_fields[
         "decode_min_side"].default
+
+
+# The Python each base distribution ships as its `python3` (its archive has no other release).
+DISTRIBUTION_PYTHON = {"ubuntu24.04": "3.12", "ubuntu22.04": "3.10", "debian12": "3.11"}
+
+
+def _gpu_dockerfile() -> str:
+    return (ROOT / "docker" / "Dockerfile.gpu").read_text()
+
+
+def _base(dockerfile: str) -> str:
+    return next(line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM "))
+
+
+def test_the_gpu_image_installs_the_python_its_base_ships():
+    dockerfile = _gpu_dockerfile()
+    base = _base(dockerfile)
+    distribution = re.search(r"-(ubuntu\d+\.\d+|debian\d+)$", base)
+    assert distribution is not None, f"name the distribution's Python for {base} in DISTRIBUTION_PYTHON"
+    version = DISTRIBUTION_PYTHON[distribution.group(1)]
+    install = next(line for line in dockerfile.splitlines() if "apt-get install" in line)
+    packages = [word for word in install.split("apt-get install", 1)[1].split("&&")[0].split()
+                if not word.startswith("-")]
+    # Either the distribution's default (`python3`) or its own versioned name, never another release.
+    versioned = {re.match(r"python(3\.\d+)", p).group(1) for p in packages if re.match(r"python3\.\d+", p)}
+    assert versioned <= {version}, (base, packages)
+    assert {"python3", f"python{version}"} & set(packages), packages
+    venv = re.search(r"(python3(?:\.\d+)?) -m venv", dockerfile)
+    assert venv is not None and venv.group(1) in {"python3", f"python{version}"}
+    # ...and that Python is one the project supports.
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert SpecifierSet(requires).contains(f"{version}.0"), (requires, version)
+
+
+def test_the_gpu_base_has_the_cuda_of_the_pinned_torch_build():
+    """PyPI's torch wheel carries its own CUDA libraries, built for one CUDA release; the base
+    image's CUDA (and so the driver the container runtime asks for) must be that release."""
+    import torch
+
+    pinned = re.search(r"^torch==(\S+)", (ROOT / "requirements" / "torch.txt").read_text(), re.M).group(1)
+    if torch.__version__.split("+")[0] != pinned or torch.version.cuda is None:
+        pytest.skip(f"the installed torch ({torch.__version__}) is not PyPI's CUDA build of the pin")
+    base = _base(_gpu_dockerfile())
+    cuda = re.match(r"nvidia/cuda:(\d+\.\d+)\.\d+-", base)
+    assert cuda is not None and cuda.group(1) == torch.version.cuda, (base, torch.version.cuda)
+    assert f"CUDA {torch.version.cuda} build" in (ROOT / "docker" / "README.md").read_text()

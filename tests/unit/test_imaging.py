@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from imagesearch import imaging
 
@@ -176,3 +177,84 @@ def test_the_decoded_image_keeps_its_exif_date(size, mode, orientation):
                       exif_ifd={ORIGINAL: "2021:07:04 21:30:00", OFFSET_ORIGINAL: "+09:00"})
     decoded = imaging.decode(data, min_side=64, max_pixels=10**8)
     assert decoded.mode == "RGB" and imaging.taken_at(decoded) == JULY_4_1230_UTC
+
+
+# --- the header, and the tensor path's pieces (the GPU embed path, run here on the CPU) -----------
+
+def test_the_header_gives_the_size_as_shown_and_the_date_without_decoding():
+    data = _exif_jpeg(ifd0={0x0112: 6}, exif_ifd={ORIGINAL: "2021:07:04 12:30:00"}, size=(64, 48))
+    head = imaging.header(imaging.open_image(data, max_pixels=10**6))
+    assert (head.format, head.mode, head.width, head.height, head.orientation) == ("JPEG", "RGB", 64, 48, 6)
+    assert head.size == (48, 64) and head.taken_at == JULY_4_1230_UTC
+    no_pixels = data[: data.index(b"\xff\xda")]  # everything before the scan: a decode would fail
+    assert imaging.header(imaging.open_image(no_pixels, max_pixels=10**6)) == head
+
+
+def test_decode_with_header_reports_the_source_size_not_the_reduced_decode():
+    image, head = imaging.decode_with_header(_exif_jpeg(ifd0={0x0112: 8}, size=(4000, 3000)), min_side=256,
+                                             max_pixels=10**8)
+    assert max(image.size) < 3000 and image.size[0] < image.size[1]
+    assert head.size == (3000, 4000)
+
+
+def test_unidentified_files_are_refused_without_a_memory_address():
+    with pytest.raises(imaging.InvalidImage) as refused:
+        imaging.decode(b"<html>hello</html>", min_side=32, max_pixels=10**6)
+    assert str(refused.value) == "not a supported image: cannot identify image file"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orient_turns_a_tensor_as_exif_transpose_turns_the_image(orientation):
+    torch = pytest.importorskip("torch")
+    pixels = np.random.default_rng(orientation).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)  # asymmetric
+    image = Image.fromarray(pixels)
+    image.getexif()[0x0112] = orientation
+    expected = np.asarray(ImageOps.exif_transpose(image))
+    got = imaging.orient(torch.from_numpy(pixels).permute(2, 0, 1), orientation).permute(1, 2, 0).numpy()
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("width, height", [(1000, 500), (500, 1000), (257, 256), (4032, 3024), (3024, 4032),
+                                           (1411, 1411), (100, 80), (256, 10), (999, 1), (1, 999), (641, 427)])
+def test_thumbnail_size_is_pillows(width, height):
+    thumb = Image.new("1", (width, height))
+    thumb.thumbnail((256, 256), Image.Resampling.BICUBIC)
+    assert imaging.thumbnail_size(width, height, 256) == thumb.size
+
+
+def _head(data: bytes) -> imaging.Header:
+    return imaging.header(imaging.open_image(data, max_pixels=10**7))
+
+
+def test_only_complete_rgb_and_grey_jpegs_take_the_tensor_path():
+    rgb = _encode(Image.effect_noise((120, 90), 60).convert("RGB"), "JPEG")
+    grey = _encode(Image.new("L", (40, 30), 90), "JPEG")
+    cmyk = _encode(Image.new("CMYK", (40, 30), (0, 200, 200, 0)), "JPEG")
+    png = _encode(Image.new("RGB", (40, 30)), "PNG")
+    assert imaging.tensor_decodable(_head(rgb), rgb) and imaging.tensor_decodable(_head(grey), grey)
+    assert not imaging.tensor_decodable(_head(cmyk), cmyk)  # Pillow converts CMYK and Adobe's inverted CMYK
+    assert not imaging.tensor_decodable(_head(png), png)
+    cut = rgb[:-40]
+    assert not imaging.tensor_decodable(_head(cut), cut)  # no end marker: a decoder might invent the rest
+    padded = rgb + b"\0\0"
+    assert not imaging.tensor_decodable(_head(padded), padded)
+
+
+def test_a_jpeg_that_fails_to_decode_costs_only_itself():
+    torch = pytest.importorskip("torch")
+    good = _encode(Image.new("RGB", (40, 30), (10, 200, 10)), "JPEG")
+    bad = good[:200] + b"\xff\x3c" * 40 + good[280:]  # an unknown marker in the scan
+    decoded = imaging.decode_jpegs([good, bad, good], torch.device("cpu"))
+    assert decoded[1] is None and all(t is not None and tuple(t.shape) == (3, 30, 40) for t in decoded[::2])
+    assert abs(decoded[0].float().mean(dim=(1, 2)) - torch.tensor([10.0, 200.0, 10.0])).max() < 3
+
+
+def test_tensor_thumbnails_are_jpegs_of_pillows_size():
+    torch = pytest.importorskip("torch")
+    images = [torch.full((3, 600, 800), 120, dtype=torch.uint8), torch.full((3, 800, 600), 30, dtype=torch.uint8),
+              torch.full((3, 600, 800), 200, dtype=torch.uint8), torch.zeros((3, 100, 50), dtype=torch.uint8)]
+    thumbs = imaging.thumbnails_from_tensors(images, 256)
+    opened = [Image.open(io.BytesIO(t)) for t in thumbs]
+    assert [o.format for o in opened] == ["JPEG"] * 4
+    assert [o.size for o in opened] == [(256, 192), (192, 256), (256, 192), (50, 100)]
+    assert abs(np.asarray(opened[2], dtype=np.float32).mean() - 200) < 2

@@ -15,34 +15,57 @@ from imagesearch.stores.base import Filters
 from imagesearch.stores.embedded import EmbeddedStore
 from tests.support.images import jpeg
 
+# The writes a reindex makes into the index it fills (logged by IndexedEmbedded.for_index).
+WRITES = ("put", "set_image_vectors", "set_captions", "set_failed", "delete")
+
 
 class IndexedEmbedded:
     """The aliased-store protocol over one embedded store per physical index: exercises the reindex
-    algorithm (copy, catch-up, swap) without a cluster. OpenSearch's own primitives are covered by
-    the request-contract tests and the live store suite."""
+    algorithm (copy, catch-up, bulk-load settings, warm-up, swap) without a cluster, and logs the
+    order of those steps in ``events``. OpenSearch's own primitives are covered by the
+    request-contract tests and the live store suite."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.indices = {"v1": EmbeddedStore(root / "v1.sqlite3")}
         self.alias = "v1"
         self.swaps: list[str] = []
+        self.events: list[tuple] = []
         self.after_first_chunk = None  # a hook to change the live index mid-reindex
 
     def __getattr__(self, name):  # reads and writes go through the alias
         return getattr(self.indices[self.alias], name)
 
-    def create_index_for_model(self, model_identity, dim):
+    def create_index_for_model(self, model_identity, dim, *, bulk_load=False):
         name = f"v{len(self.indices) + 1}"
         self.indices[name] = EmbeddedStore(self.root / f"{name}.sqlite3")
+        self.events.append(("create", name, bulk_load))
         return name
 
     def for_index(self, index):
         store = self.indices[index]
+        for method in WRITES:
+            setattr(store, method, self._logged(index, method, getattr(store, method)))
         store.put_many = lambda records: [store.put(r) for r in records]
         return store
 
+    def _logged(self, index, method, write):
+        def logged(*args, **kwargs):
+            self.events.append(("write", index, method))
+            return write(*args, **kwargs)
+        return logged
+
+    def finish_bulk_load(self, index):
+        self.events.append(("finish_bulk_load", index))
+        return True
+
+    def warm(self, index):
+        self.events.append(("warm", index))
+        return {"total": 2, "successful": 2, "failed": 0}
+
     def swap_aliases(self, new_index):
         self.swaps.append(new_index)
+        self.events.append(("swap", new_index))
         self.alias = new_index
         return []
 
@@ -80,6 +103,13 @@ def test_build_then_swap_never_mixes_models_and_catches_up(tmp_path):
     report = reindex.reindex_aliased(store, settings=settings, blobs=blobs, clip=new_clip,
                                      captioner=lambda: get_captioner(settings), batch_size=1)
     assert store.swaps == ["v2"] and store.alias == "v2"
+    # Filled under bulk-load settings from its creation; after its last write it gets the live
+    # settings, then is warmed, then goes live: nothing is written to it between warm-up and swap.
+    assert store.events[0] == ("create", "v2", True)
+    last_write = max(i for i, event in enumerate(store.events) if event[0] == "write")
+    assert {event[1] for event in store.events[:last_write + 1]} == {"v2"}
+    assert store.events[last_write + 1:] == [("finish_bulk_load", "v2"), ("warm", "v2"), ("swap", "v2")]
+    assert report.replicas_ready is True and report.warmed == {"total": 2, "successful": 2, "failed": 0}
     new = store.indices["v2"]
     assert set(new.get_many(ids + late)) == {ids[0], ids[1], late[0]}  # deletion and late upload caught up
     assert report.removed == 1 and report.caught_up >= 1 and not report.failed

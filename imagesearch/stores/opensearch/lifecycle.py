@@ -111,17 +111,18 @@ class IndexLifecycle:
             health = exc.info if isinstance(exc.info, dict) else {"timed_out": True}
         ready = not health.get("timed_out") and health.get("status") == "green"
         if not ready:
+            active = health.get("active_shards", 0)
+            total = active + health.get("initializing_shards", 0) + health.get("unassigned_shards", 0)
             log.warning("%s is not green after %.0f s (%s active of %s shards); replicas still being copied "
-                        "are not warmed and load their graphs on their first searches", index, wait_s,
-                        health.get("active_shards"), health.get("active_shards", 0) + health.get("unassigned_shards", 0)
-                        + health.get("initializing_shards", 0) + health.get("relocating_shards", 0))
+                        "are not warmed and load their graphs on their first searches", index, wait_s, active, total)
         return ready
 
     def warm(self, index: str, *, timeout_s: float = 900.0) -> dict[str, int]:
         """Load the native k-NN graphs of every shard copy of ``index`` into memory
         (``GET /_plugins/_knn/warmup/<index>``), so its first searches do not pay for it; returns
         the response's shard counts. Only segments that exist now are loaded: call it after the
-        last write and refresh. A Lucene-engine index has no native graphs and returns at once."""
+        last write and refresh. (A Lucene-engine index keeps its graphs in Lucene files, read through
+        the page cache rather than loaded by this call.)"""
         resp = self.retrying.call(self.client.knn.warmup, index=index, request_timeout=timeout_s)
         shards = dict(resp.get("_shards") or {})
         if shards.get("failed"):

@@ -61,8 +61,9 @@ class VectorEncoding:
       failure) rather than silently altered.
     - ``on_disk``: ``mode: on_disk`` with ``compression_level``: a quantized graph in memory and the
       full vectors on disk. OpenSearch rescores the first pass from the full vectors by default,
-      with an oversampling it chooses per compression level and dimension, so the store sends no
-      ``rescore`` of its own and the scores stay inner products of the full vectors.
+      with an oversampling it chooses per compression level (and, in recent releases, dimension),
+      so the store sends no ``rescore`` of its own, and the scores stay inner products of the full
+      vectors, which :func:`score_to_cosine` reads as for fp32.
     """
 
     kind: Encoding = "fp32"
@@ -83,10 +84,11 @@ class VectorEncoding:
         if self.kind == "sq_fp16" and engine != "faiss":
             raise ConfigurationError(f"vector encoding sq_fp16 is Faiss's scalar quantizer; the engine is {engine}")
         if self.kind == "on_disk":
-            needed = OpenSearchSettings.COMPRESSION_ENGINES.get(self.compression_level or "")
+            levels = OpenSearchSettings.COMPRESSION_ENGINES
+            needed = levels.get(self.compression_level or "")
             if needed is None:
-                raise ConfigurationError(f"on_disk needs a compression level, one of "
-                                         f"{list(OpenSearchSettings.COMPRESSION_ENGINES)}; got {self.compression_level!r}")
+                raise ConfigurationError(f"on_disk needs a compression level, one of {list(levels)}; "
+                                         f"got {self.compression_level!r}")
             if needed != engine:
                 raise ConfigurationError(f"compression level {self.compression_level} runs on {needed}, not {engine}")
         elif self.compression_level is not None:

@@ -19,6 +19,7 @@ the specification folder is missing.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from imagesearch.attributes import AttributeSchema
 from imagesearch.config import IngestSettings, OpenSearchSettings, Settings, StoreSettings
@@ -38,13 +40,15 @@ from imagesearch.stores.base import Filters, Page, RecordPatch, StoreUnavailable
 from imagesearch.stores.opensearch import OpenSearchStore, StoreRejected, build_client
 from imagesearch.stores.opensearch.mapping import (
     TEMPLATE_PATH,
+    IndexSettings,
+    VectorEncoding,
     index_body,
     index_name,
     model_slug,
     score_to_cosine,
 )
 from imagesearch.stores.opensearch.records import CAPTION_SCRIPT, FAILED_SCRIPT, IMAGE_SCRIPT, PATCH_SCRIPT
-from tests.fakes.opensearch import DROP, FakeOpenSearch, Request, Responder, Response, error_body
+from tests.fakes.opensearch import DROP, Documents, FakeOpenSearch, Request, Responder, Response, error_body
 from tests.fakes.opensearch_spec import SPEC_ROOT, OpenSearchSpec, SpecViolation
 from tests.support.factories import caption_update, vector_update
 
@@ -460,6 +464,9 @@ def test_first_write_creates_v1_with_both_aliases_in_one_request(fake: FakeOpenS
     assert body["settings"]["index"]["knn"] is True
     assert body["settings"]["index"]["analysis"] == json.loads(TEMPLATE_PATH.read_text())["settings"]["index"][
         "analysis"]
+    # OpenSearch's own defaults, stated: a reindex restores these after its bulk load.
+    assert (body["settings"]["index"]["number_of_replicas"], body["settings"]["index"]["refresh_interval"]) == (1, "1s")
+    assert "number_of_shards" not in body["settings"]["index"]  # unset: the cluster's default
     assert body["mappings"]["properties"]["attributes"] == {"type": "object", "dynamic": "strict", "properties": {}}
     assert body["mappings"]["properties"]["image_vector"] == KNN_VECTOR
     assert body["mappings"]["properties"]["caption_vector"] == KNN_VECTOR
@@ -1606,6 +1613,287 @@ def test_sigv4_signing_with_boto3_credentials(
     assert "x-amz-date" in headers and "x-amz-content-sha256" in headers
 
 
+# -- vector encodings, shards and replicas -----------------------------------------------------
+
+SQ_FP16 = {"name": "sq", "parameters": {"type": "fp16", "clip": False}}
+
+
+def encoded(dim: int, engine: str = "faiss", **field: Any) -> dict[str, Any]:
+    """The template's knn_vector mapping for ``dim`` and ``engine``, with ``field`` merged in (a
+    deep copy: VectorEncoding.apply changes what it is given)."""
+    out = copy.deepcopy(dict(KNN_VECTOR, dimension=dim, **field))
+    out["method"]["engine"] = engine
+    return out
+
+
+@pytest.mark.parametrize(("encoding", "engine", "field", "meta"), [
+    (VectorEncoding(), "faiss", {}, {"vector_encoding": "fp32"}),
+    (VectorEncoding(), "lucene", {}, {"vector_encoding": "fp32"}),
+    (VectorEncoding("sq_fp16"), "faiss", "sq", {"vector_encoding": "sq_fp16"}),
+    (VectorEncoding("on_disk", "32x"), "faiss", {"mode": "on_disk", "compression_level": "32x"},
+     {"vector_encoding": "on_disk", "compression_level": "32x"}),
+    (VectorEncoding("on_disk", "2x"), "faiss", {"mode": "on_disk", "compression_level": "2x"},
+     {"vector_encoding": "on_disk", "compression_level": "2x"}),
+    (VectorEncoding("on_disk", "4x"), "lucene", {"mode": "on_disk", "compression_level": "4x"},
+     {"vector_encoding": "on_disk", "compression_level": "4x"}),
+], ids=["fp32-faiss", "fp32-lucene", "sq_fp16", "on_disk-32x", "on_disk-2x", "on_disk-4x-lucene"])
+def test_each_encoding_maps_both_vector_fields(spec: OpenSearchSpec, encoding: VectorEncoding, engine: str,
+                                               field: Any, meta: dict[str, Any]) -> None:
+    body = index_body(MODEL, 512, engine, encoding=encoding)
+    spec.validate_request("PUT", "/imagesearch-x-v2", {}, body)
+    if field == "sq":  # Faiss's fp16 scalar quantizer inside the HNSW method, beside m and ef_construction
+        want = encoded(512, engine)
+        want["method"] = dict(want["method"], parameters={"m": 16, "ef_construction": 128, "encoder": SQ_FP16})
+    else:
+        want = encoded(512, engine, **field)
+    for name in ("image_vector", "caption_vector"):
+        prop = body["mappings"]["properties"][name]
+        spec.validate("schemas/_common.mapping.yaml#/components/schemas/KnnVectorProperty", prop)
+        assert prop == want, name
+    assert body["mappings"]["_meta"] == {"schema_version": 2, "engine": engine, "space_type": "innerproduct",
+                                         "model": MODEL, "dim": 512, **meta}
+
+
+def test_vector_fields_added_late_get_the_configured_encoding(fake: FakeOpenSearch) -> None:
+    """The first index may be made before any vector shows its dimension: the put-mapping that adds
+    the fields later uses the same encoding, and the creation already records it in _meta."""
+    first = index_name("imagesearch", None, 1)
+    late = index_body(None, None, "faiss", encoding=VectorEncoding("on_disk", "16x"))["mappings"]
+    fake.on("GET", "/imagesearch-write/_mapping", not_found_index(), (200, {first: {"mappings": late}}))
+    fake.on("PUT", f"/{first}", (200, {"acknowledged": True, "shards_acknowledged": True, "index": first}))
+    fake.on("PUT", "/imagesearch-write/_mapping", (200, {"acknowledged": True}))
+    fake.on("POST", "/_bulk", bulk_answer())
+    store = make_store(fake, encoding=VectorEncoding("on_disk", "16x"))
+    store.put(record())
+    created = fake.sent("PUT", f"/{first}")[0].body["mappings"]
+    assert "image_vector" not in created["properties"]
+    assert created["_meta"]["vector_encoding"] == "on_disk" and created["_meta"]["compression_level"] == "16x"
+    store.set_image_vectors([vector_update("img1", unit(1, 2, 3, 4, 5, 6), content_hash="hash1", model=MODEL)])
+    (put_mapping,) = fake.sent("PUT", "/imagesearch-write/_mapping")
+    six = encoded(6, mode="on_disk", compression_level="16x")
+    assert put_mapping.body["properties"] == {"image_vector": six, "caption_vector": six}
+    assert put_mapping.body["_meta"]["vector_encoding"] == "on_disk"
+
+
+def test_an_index_with_another_encoding_than_configured_is_reported_once(fake: FakeOpenSearch,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    fake.on("GET", "/imagesearch-write/_mapping", mapping_response())  # an fp32 index
+    fake.on("POST", "/_bulk", bulk_answer())
+    store = make_store(fake, encoding=VectorEncoding("sq_fp16"), attributes=SCHEMA)
+    store.put(record())
+    store._forget_index()
+    store.put(record("img2"))
+    warnings = [r.getMessage() for r in caplog.records if "VECTOR_ENCODING" in r.getMessage()]
+    assert len(warnings) == 1 and "fp32 vectors" in warnings[0] and "imagesearch reindex" in warnings[0]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"vector_encoding": "sq_fp16", "engine": "lucene"}, "sq_fp16 is Faiss's scalar quantizer"),
+    ({"vector_encoding": "on_disk", "engine": "lucene"}, "COMPRESSION_LEVEL=32x of VECTOR_ENCODING=on_disk runs on "
+                                                         "faiss, not on IMAGESEARCH_OPENSEARCH_ENGINE=lucene, which "
+                                                         "supports 4x"),
+    ({"vector_encoding": "on_disk", "compression_level": "4x"}, "runs on lucene, not on IMAGESEARCH_OPENSEARCH_ENGINE="
+                                                                "faiss, which supports 2x, 8x, 16x, 32x"),
+    ({"compression_level": "8x"}, "COMPRESSION_LEVEL applies to VECTOR_ENCODING=on_disk only"),
+    ({"refresh_interval": "-1"}, "refresh_interval"),  # the live index must refresh
+    ({"replicas": -1}, "replicas"),
+])
+def test_encodings_an_engine_cannot_run_fail_at_start_up(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        OpenSearchSettings(**values)
+
+
+def test_a_compression_level_from_the_environment_without_on_disk_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGESEARCH_OPENSEARCH_COMPRESSION_LEVEL", "16x")
+    with pytest.raises(ValidationError, match="applies to VECTOR_ENCODING=on_disk only"):
+        OpenSearchSettings(_env_file=None)
+    monkeypatch.setenv("IMAGESEARCH_OPENSEARCH_VECTOR_ENCODING", "on_disk")
+    assert VectorEncoding.from_settings(OpenSearchSettings(_env_file=None)) == VectorEncoding("on_disk", "16x")
+
+
+def test_a_store_built_without_settings_checks_its_encoding_too(fake: FakeOpenSearch) -> None:
+    with pytest.raises(ConfigurationError, match="sq_fp16"):
+        make_store(fake, engine="lucene", encoding=VectorEncoding("sq_fp16"))
+    with pytest.raises(ConfigurationError, match="runs on lucene"):
+        make_store(fake, encoding=VectorEncoding("on_disk", "4x"))
+    with pytest.raises(ConfigurationError, match="needs a compression level"):
+        VectorEncoding("on_disk").check("faiss", "innerproduct")
+    with pytest.raises(ConfigurationError, match="space type"):
+        VectorEncoding("on_disk", "32x").check("faiss", "hamming")
+    with pytest.raises(ConfigurationError, match="on_disk only"):
+        VectorEncoding("fp32", "32x").check("faiss", "innerproduct")
+
+
+def test_settings_give_new_indices_their_encoding_shards_and_replicas(fake: FakeOpenSearch) -> None:
+    fake.on("GET", "/imagesearch-write/_mapping", not_found_index(), mapping_response())
+    fake.on("PUT", f"/{PHYSICAL}", (200, {"acknowledged": True, "shards_acknowledged": True, "index": PHYSICAL}))
+    fake.on("POST", "/_bulk", bulk_answer())
+    settings = Settings(_env_file=None, storage=StoreSettings(backend="opensearch"), opensearch=OpenSearchSettings(
+        url=fake.url, dim=DIM, vector_encoding="sq_fp16", shards=6, replicas=2, refresh_interval="30s"))
+    store = open_store(settings)
+    assert isinstance(store, OpenSearchStore)
+    store.model = MODEL
+    store.put(record())
+    body = fake.sent("PUT", f"/{PHYSICAL}")[0].body
+    index = body["settings"]["index"]
+    assert (index["number_of_shards"], index["number_of_replicas"], index["refresh_interval"]) == (6, 2, "30s")
+    assert body["mappings"]["properties"]["image_vector"]["method"]["parameters"]["encoder"] == SQ_FP16
+    assert store.for_index("other").encoding == store.encoding == VectorEncoding("sq_fp16")
+    assert store.for_index("other").index_settings == IndexSettings(6, 2, "30s")
+
+
+# -- reindex: bulk-load settings, refresh, replicas, warm-up --------------------------------------
+
+NEW = index_name("imagesearch", "clip:ViT-L-14/openai", 2)
+
+
+def health_body(status: str = "green", *, timed_out: bool = False, active: int = 4, unassigned: int = 0
+                ) -> dict[str, Any]:
+    return {"cluster_name": "test", "status": status, "timed_out": timed_out, "number_of_nodes": 2,
+            "number_of_data_nodes": 2, "active_primary_shards": 2, "active_shards": active, "relocating_shards": 0,
+            "initializing_shards": 0, "unassigned_shards": unassigned, "delayed_unassigned_shards": 0,
+            "number_of_pending_tasks": 0, "number_of_in_flight_fetch": 0, "task_max_waiting_in_queue_millis": 0,
+            "active_shards_percent_as_number": 100.0 * active / (active + unassigned)}
+
+
+def reindex_routes(fake: FakeOpenSearch, health: Response | None = None) -> None:
+    fake.on("GET", r"/imagesearch-\*/_alias",
+            (200, {PHYSICAL: {"aliases": {"imagesearch-read": {}, "imagesearch-write": {"is_write_index": True}}}}))
+    fake.on("PUT", f"/{NEW}", (200, {"acknowledged": True, "shards_acknowledged": True, "index": NEW}))
+    fake.on("GET", f"/{NEW}/_mapping", mapping_response(name=NEW))
+    fake.on("POST", "/_bulk", bulk_answer())
+    fake.on("PUT", f"/{NEW}/_settings", (200, {"acknowledged": True}))
+    fake.on("POST", f"/{NEW}/_refresh", (200, {"_shards": {"total": 4, "successful": 2, "failed": 0}}))
+    fake.on("GET", f"/_cluster/health/{NEW}", health or (200, health_body()))
+    fake.on("GET", f"/_plugins/_knn/warmup/{NEW}", (200, {"_shards": {"total": 4, "successful": 4, "failed": 0}}))
+    fake.on("POST", "/_aliases", (200, {"acknowledged": True}))
+
+
+def test_a_reindexed_index_is_filled_without_replicas_or_refresh_then_restored_and_warmed(
+    fake: FakeOpenSearch, spec: OpenSearchSpec
+) -> None:
+    reindex_routes(fake)
+    store = make_store(fake, index_settings=IndexSettings(shards=3, replicas=2, refresh_interval="5s"))
+    assert store.create_index_for_model("clip:ViT-L-14/openai", DIM, bulk_load=True) == NEW
+    store.for_index(NEW).put(record())
+    assert store.finish_bulk_load(NEW) is True
+    assert store.warm(NEW) == {"total": 4, "successful": 4, "failed": 0}
+    store.swap_aliases(NEW)
+    assert [(r.method, r.path) for r in fake.requests] == [
+        ("GET", "/imagesearch-*/_alias"),
+        ("PUT", f"/{NEW}"),
+        ("GET", f"/{NEW}/_mapping"),
+        ("POST", "/_bulk"),
+        ("PUT", f"/{NEW}/_settings"),
+        ("POST", f"/{NEW}/_refresh"),
+        ("GET", f"/_cluster/health/{NEW}"),
+        ("GET", f"/_plugins/_knn/warmup/{NEW}"),
+        ("GET", "/imagesearch-*/_alias"),
+        ("POST", "/_aliases"),
+    ]
+    created = fake.sent("PUT", f"/{NEW}")[0].body["settings"]["index"]
+    # Bulk-load values from creation: the replicas are added (copied, not rebuilt) only when it is full.
+    assert (created["number_of_shards"], created["number_of_replicas"], created["refresh_interval"]) == (3, 0, "-1")
+    assert fake.sent("PUT", f"/{NEW}/_settings")[0].body == {"index": {"number_of_replicas": 2,
+                                                                       "refresh_interval": "5s"}}
+    health = fake.sent("GET", f"/_cluster/health/{NEW}")[0]
+    assert health.query == {"wait_for_status": "green", "timeout": "600s"}
+    assert fake.sent("GET", f"/_plugins/_knn/warmup/{NEW}")[0].body is None
+    for method, path in (("PUT", f"/{NEW}/_settings"), ("POST", f"/{NEW}/_refresh"),
+                         ("GET", f"/_cluster/health/{NEW}"), ("GET", f"/_plugins/_knn/warmup/{NEW}")):
+        request = fake.sent(method, path)[0]
+        op = spec.validate_request(method, path, request.query, request.body)
+        assert op.group in ("indices.put_settings", "indices.refresh", "cluster.health", "knn.warmup")
+
+
+@pytest.mark.parametrize("answer", [
+    (408, health_body("yellow", timed_out=True, active=2, unassigned=2)),  # what a timed-out wait answers
+    (200, health_body("yellow", timed_out=True, active=2, unassigned=2)),
+])
+def test_replicas_that_cannot_be_placed_in_time_do_not_stop_the_reindex(
+    fake: FakeOpenSearch, caplog: pytest.LogCaptureFixture, answer: Response
+) -> None:
+    reindex_routes(fake, answer)
+    store = make_store(fake, index_settings=IndexSettings(replicas=1))
+    assert store.finish_bulk_load(NEW, wait_s=5) is False
+    assert fake.sent("GET", f"/_cluster/health/{NEW}")[0].query["timeout"] == "5s"
+    (warning,) = [r.getMessage() for r in caplog.records if "not green" in r.getMessage()]
+    assert "2 active of 4 shards" in warning
+
+
+def test_warm_up_reports_shards_that_failed(fake: FakeOpenSearch, caplog: pytest.LogCaptureFixture) -> None:
+    fake.on("GET", f"/_plugins/_knn/warmup/{NEW}", (503, error_body("unavailable_shards_exception", "busy", 503)),
+            (200, {"_shards": {"total": 4, "successful": 3, "failed": 1}}))
+    store = make_store(fake)
+    assert store.warm(NEW) == {"total": 4, "successful": 3, "failed": 1}  # after one paced retry of the 503
+    assert len(fake.sent("GET", f"/_plugins/_knn/warmup/{NEW}")) == 2
+    assert any("failed on 1 of 4 shards" in r.getMessage() for r in caplog.records)
+
+
+# -- no read sends vectors back unless it asked for them ------------------------------------------
+
+VECTORS = {"image_vector", "caption_vector"}
+
+
+def returned_sources(body: Any) -> list[dict[str, Any]]:
+    """Every document source in a get, mget or search answer."""
+    if not isinstance(body, dict):
+        return []
+    sources = [body["_source"]] if "_source" in body else []
+    for doc in body.get("docs", []) + (body.get("hits") or {}).get("hits", []):
+        if "_source" in doc:
+            sources.append(doc["_source"])
+    return sources
+
+
+def test_no_read_returns_vectors_unless_it_asked_for_them(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    """Every read of a full lifecycle against documents that hold both vectors, answered with the
+    source filtering OpenSearch applies: only vector() and vectors() get a vector back, and only
+    the one they asked for."""
+    docs = {
+        image_id: source_of(record(image_id), status="indexed", image_model=MODEL, text_model=MODEL,
+                            caption="a cat", caption_status="done",
+                            image_vector=unit(1, 2, 3, 4).tolist(), caption_vector=unit(4, 3, 2, 1).tolist())
+        for image_id in ("img1", "img2")
+    }
+    Documents(PHYSICAL, docs).route(fake, "imagesearch-read")
+    reads: dict[str, list[int]] = {}
+
+    def run(name: str, call: Callable[[], Any]) -> Any:
+        start = len(fake.responses)
+        out = call()
+        reads[name] = list(range(start, len(fake.responses)))
+        return out
+
+    assert set(run("get_many", lambda: store.get_many(["img1", "img2"]))) == {"img1", "img2"}
+    run("get", lambda: store.get("img1"))
+    # One document per page: the second comes on a scroll page, filtered as the search asked.
+    assert len(run("iter_records", lambda: list(store.iter_records(batch_size=1)))) == 2
+    run("knn", lambda: store.knn("image", unit(1, 1, 1, 1), 5, MODEL, Filters()))
+    run("keyword", lambda: store.keyword("cat", 5, Filters()))
+    assert len(run("list_records", lambda: store.list_records(Filters(), None, None, 10).records)) == 2
+    run("counts", store.counts)
+    run("stale_queued", lambda: store.stale_queued(2e9))
+    run("patch", lambda: store.patch("img1", RecordPatch(title="t")))
+    run("delete", lambda: store.delete("img2"))
+    vector, _ = run("vector", lambda: store.vector("img1", "caption"))
+    assert np.allclose(vector, unit(4, 3, 2, 1))
+    assert set(run("vectors", lambda: store.vectors(["img1", "img2"], "image", MODEL))) == {"img1", "img2"}
+
+    scrolled = [fake.responses[i] for i in reads["iter_records"] if fake.responses[i][0].path == "/_search/scroll"]
+    assert any(returned_sources(body) for _, _, body in scrolled)  # a scroll page carried a document
+    asked = {"vector": {"caption_vector"}, "vectors": {"image_vector"}}
+    for name, indices in reads.items():
+        answers = [fake.responses[i] for i in indices if fake.responses[i][0].method in ("GET", "POST")
+                   and not fake.responses[i][0].path.endswith(("/_bulk", "/_mapping"))]
+        assert answers, f"{name} read nothing"
+        for request, _, body in answers:
+            for source in returned_sources(body):
+                assert VECTORS & set(source) == asked.get(name, set()), (name, request.method, request.path)
+    # The fake does send vectors back to a read that does not exclude them, so the above can fail.
+    assert VECTORS <= set(store.client.get(index="imagesearch-read", id="img1")["_source"])
+
+
 # -- the specification: the validator itself, and the spec's own stories ------------------------
 
 
@@ -1682,8 +1970,16 @@ def test_spec_story_requests_validate(spec: OpenSearchSpec, method: str, chapter
                 spec.validate("schemas/_common.mapping.yaml#/components/schemas/KnnVectorProperty", prop)
 
 
-def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchSpec, fake: FakeOpenSearch) -> None:
-    """One pass through every store operation, checked here explicitly (the fixture checks too)."""
+@pytest.mark.parametrize(("engine", "encoding"), [
+    ("faiss", VectorEncoding()),
+    ("faiss", VectorEncoding("sq_fp16")),
+    ("faiss", VectorEncoding("on_disk", "32x")),
+    ("lucene", VectorEncoding("on_disk", "4x")),
+], ids=["fp32", "sq_fp16", "on_disk-32x", "on_disk-4x-lucene"])
+def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchSpec, fake: FakeOpenSearch,
+                                                               engine: str, encoding: VectorEncoding) -> None:
+    """One pass through every store operation, reindex primitives included, in each vector
+    encoding, checked here explicitly (the fixture checks too)."""
     first = index_name("imagesearch", None, 1)
     fake.on(
         "GET",
@@ -1709,7 +2005,8 @@ def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchS
         ),
     )
     fake.on("POST", "/_aliases", (200, {"acknowledged": True}))
-    store = make_store(fake)
+    reindex_routes(fake)
+    store = make_store(fake, engine=engine, encoding=encoding, index_settings=IndexSettings(shards=2, replicas=1))
     store.put(record())
     store.set_image_vectors([vector_update("img1", unit(1, 2, 3, 4), content_hash="hash1", model=MODEL)])
     store.set_captions([caption_update("img1", "a cat", unit(4, 3, 2, 1), content_hash="hash1", text_model=MODEL)])
@@ -1727,8 +2024,17 @@ def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchS
     store.list_records(Filters(where=where), "indexed", (1_700_000_000.0, "img0"), 10)
     store.patch("img1", RecordPatch(tags=["x"], description="y", clear=frozenset({"title"})))
     store.delete("img1")
-    store.swap_aliases("imagesearch-next-v2")
+    new = store.create_index_for_model("clip:ViT-L-14/openai", DIM, bulk_load=True)
+    store.for_index(new).put(record("img3"))
+    store.finish_bulk_load(new)
+    store.warm(new)
+    store.swap_aliases(new)
     assert check_requests(spec, fake.requests) == []
+    vector_mappings = [r.body["properties"] for r in fake.sent("PUT", "/imagesearch-write/_mapping")
+                       if "image_vector" in r.body["properties"]]
+    vector_mappings.append(fake.sent("PUT", f"/{new}")[0].body["mappings"]["properties"])
+    for properties in vector_mappings:  # the late put-mapping and the reindex's index alike
+        assert properties["image_vector"] == encoding.apply(encoded(properties["image_vector"]["dimension"], engine))
     operations = {spec.operation(r.method, r.path).group for r in fake.requests}
     assert operations == {
         "indices.get_mapping",
@@ -1740,4 +2046,8 @@ def test_every_request_of_a_full_store_lifecycle_fits_the_spec(spec: OpenSearchS
         "mget",
         "get",
         "indices.update_aliases",
+        "indices.put_settings",
+        "indices.refresh",
+        "cluster.health",
+        "knn.warmup",
     }

@@ -143,7 +143,8 @@ class HealthOut(BaseModel):
 
 class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
-    checks: dict[str, str] = Field(description="store, broker, models: 'ok' or 'error: ...'")
+    checks: dict[str, str] = Field(description="store, broker, models (this process warm) and, under imagesearch "
+                                   "serve, workers (every gunicorn worker warm): 'ok' or 'error: ...'")
     profile: dict[str, Any] | None = Field(
         default=None, description="The search profile `imagesearch eval --tune` saved for the models served "
         "(fusion, calibrated modes, when and on what it was fitted); null when none.")

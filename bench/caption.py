@@ -17,7 +17,8 @@ production ran before issue 16.
 
 Figures per variant: ``batched_captions_s`` (Captioner.caption on ``--batch`` images per call),
 ``worker_captions_s``: the caption worker's whole stage (``pipeline.caption_batch``: thumbnails from
-blob storage, generation, CLIP ViT-B-32 text vectors of the captions, one store write), and
+blob storage, generation, CLIP ViT-B-32 text vectors of the captions at the same precision, one
+store write), and
 ``bound_captions_s``, the stage's bound on this CPU, measured in the same run:
 
     bound seconds per batch = batch x encoder FLOPs per image / matmul rate
@@ -84,16 +85,40 @@ VARIANTS = {v.name: v for v in (
 )}
 
 
+def caption_words(count: int) -> list[str]:
+    """``count`` distinct lower-case words, as many as possible one CLIP token each (then pairs of them).
+
+    The worker embeds every caption with CLIP's text tower, whose cost grows with the token count.
+    A real 12-token vit-gpt2 caption is about 13 CLIP tokens ("a man riding a wave on top of a
+    surfboard"); the words "w123" of earlier versions were 4-5 CLIP tokens each (56 per caption),
+    which made the CLIP step of the stage several times dearer than in production."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    singles = sorted({w[:-4] for w in SimpleTokenizer().encoder
+                      if w.endswith("</w>") and w[:-4].isascii() and w[:-4].isalpha() and w[:-4].islower()})
+    words, seen = list(singles), set(singles)
+    for a in singles:
+        for b in singles[:8]:
+            if len(words) >= count:
+                return words[:count]
+            if a + b not in seen:
+                words.append(a + b)
+                seen.add(a + b)
+    return words[:count]
+
+
 def captioner_dir(max_new_tokens: int, seed: int = 0) -> Path:
-    """ViT-base + GPT-2 small VisionEncoderDecoder, random weights, fixed caption length (cached)."""
-    directory = common.CACHE / f"vit-gpt2-random-v3-{seed}-len{max_new_tokens}"
+    """ViT-base + GPT-2 small VisionEncoderDecoder, random weights, fixed caption length (cached).
+
+    The weights depend on ``seed`` only (v3, with other words, had the same ones)."""
+    directory = common.CACHE / f"vit-gpt2-random-v4-{seed}-len{max_new_tokens}"
     if (directory / "model.safetensors").exists():
         return directory
     tmp = directory.with_name(directory.name + ".tmp")
     # A word-level vocabulary of GPT-2's size (no network for GPT-2's BPE files); decoding cost
     # is negligible next to generation, and the LM head has GPT-2's real shape. The encoder is
     # ViT-base/16 at 224 px with the pooler, as vit-gpt2 has.
-    build_captioner(tmp, [f"w{i}" for i in range(VOCAB - 4)], seed=seed, image_size=224, width=768, layers=12,
+    build_captioner(tmp, caption_words(VOCAB - 4), seed=seed, image_size=224, width=768, layers=12,
                     heads=12, intermediate=3072, positions=1024, min_new_tokens=max_new_tokens,
                     note="ViT-base + GPT-2 small architecture, RANDOM weights (benchmark only)")
     tmp.rename(directory)
@@ -244,7 +269,9 @@ def main() -> None:
     captioners = {v.name: load_captioner(CaptionerSpec("vit-gpt2-random", directory, "cpu", args.max_length,
                                                        args.num_beams, v.precision, v.cpu_kernels))
                   for v in variants}
-    clip = common.load_vit_b32("fp32")
+    # The worker's CLIP (text vectors of the captions) runs at the same IMAGESEARCH_PRECISION.
+    clips = {p: common.load_vit_b32(p) for p in sorted({v.precision for v in variants})}
+    clip = clips["fp32"] if "fp32" in clips else next(iter(clips.values()))  # identity for the reset rows
     thumbs = thumbnails(args.images)
     # As the caption stage decodes them (pipeline.caption_batch: min side = THUMBNAIL_SIZE).
     images = [imaging.decode(t, min_side=256, max_pixels=64_000_000) for t in thumbs]
@@ -282,17 +309,17 @@ def main() -> None:
         for image in singles:
             captioner.caption([image])
 
-    def worker(captioner) -> None:
+    def worker(captioner, text_clip) -> None:
         for s in range(0, len(records), args.batch):
             outcome = pipeline.caption_batch([r.id for r in records[s:s + args.batch]], settings=settings,
-                                             store=store, blobs=blobs, captioner=captioner, clip=clip)
+                                             store=store, blobs=blobs, captioner=captioner, clip=text_clip)
             assert len(outcome.done) == len(records[s:s + args.batch]), outcome
 
     words = {}
     for v in variants:  # warm-up: first calls allocate and pick kernels
         words[v.name] = len(captioners[v.name].caption(images[:args.batch])[0].split())
         reset()
-        worker(captioners[v.name])
+        worker(captioners[v.name], clips[v.precision])
     common.log(f"warm-up captions have {words} words (forced length {args.max_length})")
     precisions = sorted({v.precision for v in variants})
     for p in precisions:
@@ -332,7 +359,7 @@ def main() -> None:
                                f"(GEMM {b['matmul_gflops']} GFLOP/s, memory {b['memory_gb_s']} GB/s)")
                 elif step == "worker":
                     reset()  # outside the timing
-                    timed(f"worker:{v.name}", len(records), lambda c=captioner: worker(c))
+                    timed(f"worker:{v.name}", len(records), lambda c=captioner, t=clips[v.precision]: worker(c, t))
                 else:
                     timed(f"batched:{v.name}", len(images), lambda c=captioner: batched(c))
         loads.append(round(os.getloadavg()[0], 2))

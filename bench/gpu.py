@@ -1,28 +1,36 @@
-"""GPU ingest: 1 MP JPEG bytes -> CLIP ViT-B-32 vectors -> EmbeddedStore, images/s per GPU.
+"""GPU workers, per GPU: the embed worker's stage (1 MP JPEG bytes -> stored vectors, images/s) and the
+caption worker's stage (stored thumbnails -> stored captions and caption vectors, captions/s).
 
     bash bench/gpu.sh                      # on the GPU machine (installs bench/wheels, runs this)
-    python bench/gpu.py --smoke            # here, on CPU: tiny sizes, same code paths
+    python bench/gpu.py --smoke            # here, on CPU: tiny models, small JPEGs, same code paths
 
-Paths compared in one run, on the same bytes, each from encoded bytes in host memory to vectors
-written into an EmbeddedStore (``set_image_vectors``, one write per batch, in a writer thread):
+Both stages run the workers' own functions, not a copy: ``pipeline.embed_batch`` and
+``pipeline.caption_batch``, with the production stores (``EmbeddedStore``, ``LocalBlobStore``, in a
+folder under /dev/shm when there is one) and models loaded by the production loaders
+(``load_clip``, ``load_captioner``). Ids go in tasks of ``--task-size``, as a worker whose
+``EMBED_FLUSH_EVERY`` / ``CAPTION_BATCH_SIZE`` is that receives them; the clock runs from the first
+task's start to the last task's return (every vector, thumbnail and caption written).
 
-* ``nvjpeg``: ``torchvision.io.decode_jpeg(list_of_tensors, device="cuda")`` (nvJPEG; the batched
-  list API uses the A100/H100 hardware JPEG decoder for baseline JPEGs), resize + centre crop +
-  normalise on the GPU, CLIP under bf16 autocast. Decoding runs in a thread on its own CUDA stream
-  so it overlaps with the model.
-* ``pil``: a ``torch.utils.data.DataLoader`` with many worker processes, each running the project's
-  own reduced-size decode (``imagesearch.imaging.decode``: PIL ``draft``), resize and crop to
-  224x224 uint8; pinned batches are copied to the GPU, normalised there, encoded under bf16.
-* ``nvjpeg_xN``: N processes sharing the GPU, each running the nvjpeg path on its share of the
-  images with its own decoder and model copy (as N embed workers per GPU would); aggregate rate.
-* ``model_only``: the bound: ready tensors already on the GPU, same batch size, the same encoder.
-* ``nvjpeg_decode_only`` / ``pil_decode_only``: each decoder alone (no model, no store), to show
-  which stage limits the end-to-end paths.
+* ``embed`` / ``tensor``: the GPU worker's default (``TENSOR_DECODE=auto`` on CUDA): originals read
+  and their headers checked in ``--decode-threads`` threads, JPEGs decoded in batches by nvJPEG
+  (``torchvision.io.decode_jpeg(list, device="cuda")``), EXIF orientation, resize, crop, normalise
+  and thumbnails on the GPU, CLIP ViT-B-32 in fp16 at ``GPU_BATCH_SIZE``, each stage overlapped with
+  the next; per ``--gpu-batches`` value.
+* ``embed`` / ``pillow``: the same stage with ``TENSOR_DECODE=off`` (Pillow's reduced-size decodes in
+  the decode threads), for comparison.
+* ``embed`` / ``tensor_xN`` (``--procs N``): N processes on one GPU, each running the tensor path on
+  its share with its own store, as N embed workers per GPU would; the aggregate rate.
+* ``caption``: ``caption_batch`` over the thumbnails the embed run stored: a vit-gpt2-sized
+  VisionEncoderDecoder (ViT-base/16 encoder, GPT-2 small decoder, random weights) in fp16, generate
+  calls of ``CAPTION_GPU_BATCH_SIZE``, every caption exactly ``--caption-tokens`` new tokens
+  (random weights never emit end-of-text: ``min_new_tokens`` is set to the maximum), then CLIP
+  text vectors of the captions and one store write per call; per ``--caption-batches`` value.
 
-The model is loaded with the production loader (``imagesearch.models.clip.load_clip``, which on
-CUDA holds bf16 weights and autocasts) from a ViT-B-32 folder with random weights written on the
-spot; if the project's dependencies are missing it falls back to open_clip directly (said in the
-JSON). The repo root is put on sys.path, so the package need not be installed.
+Models have random weights, made here (no network): throughput does not depend on the values.
+Each run prints one JSON line on stdout; the last line sums up (``embed_img_s_per_gpu``,
+``caption_captions_s_per_gpu``, the goals). ``--out`` also writes all lines to a file.
+``--list-wheels FILE`` writes the distributions a run imported that a machine with torch and
+torchvision alone lacks, pinned (``bench/gpu.sh --fetch-wheels`` downloads them).
 """
 
 from __future__ import annotations
@@ -31,468 +39,381 @@ import argparse
 import json
 import os
 import queue
+import shutil
 import sys
 import tempfile
-import threading
 import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # puts the repo root on sys.path
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP
-STD = (0.26862954, 0.26130258, 0.27577711)
+from imagesearch import pipeline
+from imagesearch.blobs import LocalBlobStore, original_key
+from imagesearch.config import IngestSettings, ModelSettings, Settings, WorkerSettings
+from imagesearch.models.captioner import Captioner, CaptionerSpec, load_captioner
+from imagesearch.models.clip import ClipEncoder, ClipSpec, load_clip
+from imagesearch.records import ImageRecord
+from imagesearch.stores.embedded import EmbeddedStore
+
+GOALS = {"embed_img_s": 5000, "embed_stretch_img_s": 10000, "caption_captions_s": 1000}  # issue 16, per GPU
+GPT2_VOCAB = 50257
+# What a machine with a CUDA torch and torchvision already has (their own dependencies included):
+# --list-wheels leaves these out. Optional imports of transformers/open_clip are left out too.
+PROVIDED = {"torch", "torchvision", "triton", "numpy", "pillow", "sympy", "mpmath", "networkx", "jinja2",
+            "markupsafe", "fsspec", "filelock", "setuptools", "pip", "imagesearch"}
+OPTIONAL = {"scipy", "timm", "sentencepiece", "scikit-image", "psutil"}
 
 
-# -- inputs --------------------------------------------------------------------------------------
+# -- inputs and models -----------------------------------------------------------------------------
 
 def make_jpegs(unique: int, width: int, height: int, processes: int) -> list[bytes]:
     import multiprocessing as mp
 
     jobs = [(width, height, seed) for seed in range(unique)]
     if processes <= 1:
-        return [common.photo_jpeg(*j) for j in jobs]
+        return [common.photo_jpeg(*job) for job in jobs]
     with mp.get_context("fork").Pool(processes) as pool:
         return pool.starmap(common.photo_jpeg, jobs, chunksize=4)
 
 
-# -- model ---------------------------------------------------------------------------------------
+def clip_dir(smoke: bool) -> Path:
+    if smoke:
+        from imagesearch.dev.tiny_models import build_tiny_clip
 
-def build_model_dir(directory: Path, name: str, smoke: bool) -> Path:
-    import open_clip
-    from safetensors.torch import save_file
+        return build_tiny_clip(common.CACHE / "gpu-smoke-clip")
+    return common.vit_b32_dir()
 
-    torch.manual_seed(0)
-    if smoke:  # tiny vision/text towers: same code paths, seconds on a CPU
-        cfg = {"embed_dim": 64,
-               "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32},
-               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-        model = open_clip.CLIP(**cfg)
+
+def captioner_dir(smoke: bool, tokens: int) -> Path:
+    """vit-gpt2's architecture with random weights (the tiny captioner for --smoke), fixed length."""
+    from imagesearch.dev.tiny_models import build_captioner
+
+    name = f"gpu-smoke-captioner-len{tokens}" if smoke else f"vit-gpt2-random-gpu-len{tokens}"
+    directory = common.CACHE / name
+    if (directory / "model.safetensors").exists():
+        return directory
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if smoke:
+        build_captioner(tmp, [f"w{i}" for i in range(60)], min_new_tokens=tokens)
     else:
-        cfg = open_clip.get_model_config(name)
-        model = open_clip.create_model(name, pretrained=None)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "open_clip_config.json").write_text(json.dumps(
-        {"model_cfg": cfg, "preprocess_cfg": {"mean": list(MEAN), "std": list(STD)}, "note": "random weights"}))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(directory / "open_clip_model.safetensors"))
+        build_captioner(tmp, [f"w{i}" for i in range(GPT2_VOCAB - 4)], image_size=224, width=768, layers=12,
+                        heads=12, intermediate=3072, positions=1024, min_new_tokens=tokens,
+                        note="ViT-base + GPT-2 small architecture, RANDOM weights (benchmark only)")
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
     return directory
 
 
-class DirectEncoder:
-    """Fallback when the project's dependencies are missing: the same steps as ClipEncoder.encode_pixels."""
-
-    def __init__(self, directory: Path, device: torch.device, dtype: torch.dtype) -> None:
-        import open_clip
-
-        weights = "fp32"
-        if device.type == "cuda":
-            weights = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
-        self.model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{directory}", device=device,
-                                                                 precision=weights)
-        self.model.eval()
-        self.device, self.dtype, self.identity = device, dtype, f"clip:{directory.name}@direct"
-
-    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        enabled = self.dtype != torch.float32
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled):
-            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
-            return F.normalize(features.float(), dim=-1).cpu().numpy()
+def worker_settings(data_dir: Path, args: argparse.Namespace, **workers: object) -> Settings:
+    """The settings a GPU worker would run with (no .env, no environment beyond the defaults)."""
+    fields = {"decode_threads": args.decode_threads, "embed_batch_size": args.cpu_batch,
+              "embed_flush_every": args.task_size, "caption_batch_size": min(args.task_size, 1024)} | workers
+    return Settings(_env_file=None, data_dir=data_dir,
+                    workers=WorkerSettings(_env_file=None, **fields),
+                    models=ModelSettings(_env_file=None, device=args.device, precision=args.precision,
+                                         caption_max_length=args.caption_tokens),
+                    ingest=IngestSettings(_env_file=None))
 
 
-def load_encoder(directory: Path, device: torch.device, precision: str):
+def scratch_root() -> Path:
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="imagesearch-gpu-", dir=base))
+
+
+def seeded_store(folder: Path, jpegs: list[bytes], count: int, prefix: str) -> tuple[EmbeddedStore, LocalBlobStore,
+                                                                                      list[str]]:
+    """``count`` queued records over the distinct originals (stored once each), as uploads leave them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    store, blobs = EmbeddedStore(folder / "store.sqlite3"), LocalBlobStore(folder / "blobs")
+    for j, data in enumerate(jpegs):
+        blobs.put(original_key(f"u{j}"), data)
+    ids = [f"{prefix}{i:07d}" for i in range(count)]
+    for i, image_id in enumerate(ids):
+        j = i % len(jpegs)
+        store.put(ImageRecord(id=image_id, blob_key=original_key(f"u{j}"), content_hash=f"h{j}", source="bench"))
+    return store, blobs, ids
+
+
+# -- the two stages ----------------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_embed(ids: list[str], settings: Settings, store: EmbeddedStore, blobs: LocalBlobStore, clip: ClipEncoder,
+              task_size: int) -> float:
+    """Seconds for the embed stage over ``ids``, in tasks of ``task_size``; every id must be done."""
+    _sync(clip.device)
+    started = time.perf_counter()
+    done = 0
+    for start in range(0, len(ids), task_size):
+        outcome = pipeline.embed_batch(ids[start:start + task_size], settings=settings, store=store, blobs=blobs,
+                                       clip=clip)
+        if outcome.failed or outcome.retry:
+            raise RuntimeError(f"embed: failed {dict(list(outcome.failed.items())[:3])} "
+                               f"retry {dict(list(outcome.retry.items())[:3])}")
+        done += len(outcome.done)
+    _sync(clip.device)
+    seconds = time.perf_counter() - started
+    if done != len(ids):
+        raise RuntimeError(f"embed: {done} of {len(ids)} done")
+    return seconds
+
+
+def run_caption(ids: list[str], settings: Settings, store: EmbeddedStore, blobs: LocalBlobStore,
+                captioner: Captioner, clip: ClipEncoder, task_size: int) -> float:
+    _sync(clip.device)
+    started = time.perf_counter()
+    done = 0
+    for start in range(0, len(ids), task_size):
+        outcome = pipeline.caption_batch(ids[start:start + task_size], settings=settings, store=store, blobs=blobs,
+                                         captioner=captioner, clip=clip)
+        if outcome.failed or outcome.retry:
+            raise RuntimeError(f"caption: failed {dict(list(outcome.failed.items())[:3])} "
+                               f"retry {dict(list(outcome.retry.items())[:3])}")
+        done += len(outcome.done)
+    _sync(clip.device)
+    seconds = time.perf_counter() - started
+    if done != len(ids):
+        raise RuntimeError(f"caption: {done} of {len(ids)} done")
+    return seconds
+
+
+def _proc_worker(rank: int, args: argparse.Namespace, jpegs: list[bytes], count: int, root: str, batch: int,
+                 barrier, results) -> None:
+    """One of several embed workers sharing the GPU: its own model copy, store and decoder."""
     try:
-        from imagesearch.models.clip import ClipSpec, load_clip
-
-        encoder = load_clip(ClipSpec("ViT-B-32", "", directory, device.type, precision))
-        return encoder, "imagesearch.models.clip.load_clip"
-    except ImportError as exc:
-        common.log(f"project loader unavailable ({exc}); using open_clip directly")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-        return DirectEncoder(directory, device, dtype), f"open_clip direct (project import failed: {exc})"
-
-
-# -- store ---------------------------------------------------------------------------------------
-
-class Sink:
-    """Writes each batch of vectors into an EmbeddedStore from a thread (SQLite releases the GIL)."""
-
-    def __init__(self, path: Path, ids: list[str], identity: str) -> None:
-        from imagesearch.records import ImageRecord
-        from imagesearch.stores.base import ImageVectorUpdate
-        from imagesearch.stores.embedded import EmbeddedStore
-
-        self.update = ImageVectorUpdate
-        self.store = EmbeddedStore(path)
-        self.identity = identity
-        db = self.store._conn()  # records exist before the timed run (the upload step made them)
-        db.execute("BEGIN")
-        for image_id in ids:
-            record = ImageRecord(id=image_id, blob_key=f"originals/{image_id}", content_hash="h")
-            db.execute("INSERT OR REPLACE INTO images (id, tenant, collection, status, source, blob_key, content_hash, "
-                       "tags, caption_status, created_at, updated_at, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,0)",
-                       (record.id, record.tenant, record.collection, "queued", "bench", record.blob_key,
-                        record.content_hash, "[]", "pending", record.created_at, record.created_at))
-        db.execute("COMMIT")
-        self.queue: queue.Queue = queue.Queue(maxsize=8)
-        self.written = 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            ids, vectors = item
-            try:
-                done = self.store.set_image_vectors([
-                    self.update(id=i, content_hash="h", vector=v, model=self.identity, thumb_key="", width=1152,
-                                height=864) for i, v in zip(ids, vectors)])
-                self.written += len(done)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in close()
-                self.error = exc
-                return
-
-    def put(self, ids: list[str], vectors: np.ndarray) -> None:
-        self.queue.put((ids, vectors))
-
-    def close(self) -> int:
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.written
+        settings = worker_settings(Path(root) / f"proc-{rank}", args, gpu_batch_size=batch)
+        clip = load_clip(ClipSpec("ViT-B-32", "", clip_dir(args.smoke), args.device, args.precision))
+        store, blobs, ids = seeded_store(Path(root) / f"proc-{rank}", jpegs, count + batch, f"p{rank}-")
+        run_embed(ids[:batch], settings, store, blobs, clip, args.task_size)  # warm-up: kernels, nvJPEG
+        barrier.wait(timeout=300)
+        started = time.time()
+        seconds = run_embed(ids[batch:], settings, store, blobs, clip, args.task_size)
+        results.put((rank, started, started + seconds, None))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        results.put((rank, 0.0, 0.0, f"{type(exc).__name__}: {exc}"[:300]))
 
 
-# -- GPU preprocessing ---------------------------------------------------------------------------
-
-def gpu_preprocess(images: list[torch.Tensor], size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 CHW images (any sizes) -> normalised (N, 3, size, size): shortest side to ``size``
-    (antialiased bilinear), centre crop, like CLIP's preprocess. Same-sized images go in one call."""
-    out = torch.empty((len(images), 3, size, size), device=images[0].device, dtype=torch.float32)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, image in enumerate(images):
-        groups.setdefault(tuple(image.shape[1:]), []).append(i)
-    for (h, w), index in groups.items():
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        top, left = (nh - size) // 2, (nw - size) // 2
-        for start in range(0, len(index), 64):  # bounded float copies of full-size images
-            chunk = index[start:start + 64]
-            batch = torch.stack([images[i] for i in chunk]).float()
-            batch = F.interpolate(batch, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-            out[chunk] = batch[:, :, top:top + size, left:left + size]
-    return out.div_(255.0).sub_(mean).div_(std)
-
-
-# -- the three paths -------------------------------------------------------------------------------
-
-def run_nvjpeg(jpegs, ids, encoder, sink, batch, device, size, decode_device) -> float:
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    ready: queue.Queue = queue.Queue(maxsize=3)
-    decode_stream = torch.cuda.Stream() if device.type == "cuda" else None
-    failure: list[BaseException] = []
-
-    def decoder() -> None:
-        try:
-            ctx = torch.cuda.stream(decode_stream) if decode_stream is not None else _null()
-            with ctx, warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # frombuffer on read-only bytes: never written
-                for start in range(0, len(jpegs), batch):
-                    data = [torch.frombuffer(b, dtype=torch.uint8) for b in jpegs[start:start + batch]]
-                    images = decode_jpeg(data, mode=ImageReadMode.RGB, device=decode_device)
-                    images = [im.to(device, non_blocking=True) for im in images]
-                    pixels = gpu_preprocess(images, size, mean, std)
-                    event = None
-                    if decode_stream is not None:
-                        event = torch.cuda.Event()
-                        event.record(decode_stream)
-                    ready.put((start, pixels, event))
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
-            failure.append(exc)
-        finally:
-            ready.put(None)
-
-    started = time.perf_counter()
-    thread = threading.Thread(target=decoder, daemon=True)
-    thread.start()
-    while True:
-        item = ready.get()
-        if item is None:
-            break
-        start, pixels, event = item
-        if event is not None:
-            torch.cuda.current_stream().wait_event(event)
-            pixels.record_stream(torch.cuda.current_stream())
-        vectors = encoder.encode_pixels(pixels)
-        sink.put(ids[start:start + len(vectors)], vectors)
-    thread.join()
-    if failure:
-        raise failure[0]
-    written = sink.close()
-    seconds = time.perf_counter() - started
-    assert written == len(jpegs), (written, len(jpegs))
-    return seconds
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class JpegDataset(torch.utils.data.Dataset):
-    def __init__(self, jpegs: list[bytes], size: int) -> None:
-        self.jpegs, self.size = jpegs, size
-
-    def __len__(self) -> int:
-        return len(self.jpegs)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        from PIL import Image
-
-        from imagesearch import imaging  # the project's reduced-size decode (PIL draft)
-
-        image = imaging.decode(self.jpegs[index], min_side=self.size, max_pixels=64_000_000)
-        scale = self.size / min(image.size)
-        w, h = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
-        image = image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
-        left, top = (w - self.size) // 2, (h - self.size) // 2
-        image = image.crop((left, top, left + self.size, top + self.size))
-        return torch.from_numpy(np.asarray(image).copy())  # HWC uint8
-
-
-def run_pil(jpegs, ids, encoder, sink, batch, device, size, workers) -> float:
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    loader = torch.utils.data.DataLoader(JpegDataset(jpegs, size), batch_size=batch, num_workers=workers,
-                                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
-                                         persistent_workers=False, multiprocessing_context="fork" if workers else None)
-    started = time.perf_counter()
-    offset = 0
-    for pixels in loader:
-        pixels = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0).sub_(mean).div_(std)
-        vectors = encoder.encode_pixels(pixels)
-        sink.put(ids[offset:offset + len(vectors)], vectors)
-        offset += len(vectors)
-    written = sink.close()
-    seconds = time.perf_counter() - started
-    assert written == len(jpegs), (written, len(jpegs))
-    return seconds
-
-
-def run_nvjpeg_decode_only(jpegs, batch, device, size, decode_device) -> float:
-    """nvJPEG decode + GPU resize/normalise alone (no model, no store): the decoder's ceiling."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for start in range(0, len(jpegs), batch):
-            data = [torch.frombuffer(b, dtype=torch.uint8) for b in jpegs[start:start + batch]]
-            images = [im.to(device) for im in decode_jpeg(data, mode=ImageReadMode.RGB, device=decode_device)]
-            gpu_preprocess(images, size, mean, std)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - started
-
-
-def run_pil_decode_only(jpegs, batch, size, workers) -> float:
-    """The DataLoader's PIL decode alone (no GPU work): the CPU decoders' ceiling."""
-    loader = torch.utils.data.DataLoader(JpegDataset(jpegs, size), batch_size=batch, num_workers=workers,
-                                         prefetch_factor=4 if workers else None,
-                                         multiprocessing_context="fork" if workers else None)
-    started = time.perf_counter()
-    for _ in loader:
-        pass
-    return time.perf_counter() - started
-
-
-def run_model_only(count, encoder, batch, device, size) -> float:
-    pixels = torch.randn(batch, 3, size, size, device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(0, count, batch):
-        encoder.encode_pixels(pixels)  # includes the copy of the vectors back to the host
-    return time.perf_counter() - started
-
-
-def _proc_worker(rank, model_dir, precision, device_name, jpegs, batch, size, tmpdir, barrier, results) -> None:
-    """One of several processes sharing the GPU, each with its own nvJPEG decoder and model copy."""
-    device = torch.device(device_name)
-    encoder, _ = load_encoder(Path(model_dir), device, precision)
-    ids = [f"p{rank}i{i:07d}" for i in range(len(jpegs))]
-    decode_device = device if device.type == "cuda" else torch.device("cpu")
-    warm = Sink(Path(tmpdir) / f"warm-{rank}.sqlite3", ids[:batch], encoder.identity)
-    run_nvjpeg(jpegs[:batch], ids[:batch], encoder, warm, batch, device, size, decode_device)
-    sink = Sink(Path(tmpdir) / f"proc-{rank}.sqlite3", ids, encoder.identity)
-    barrier.wait(timeout=140)
-    started = time.time()
-    seconds = run_nvjpeg(jpegs, ids, encoder, sink, batch, device, size, decode_device)
-    results.put((rank, started, started + seconds))
-
-
-def run_nvjpeg_procs(procs, jpegs, model_dir, precision, device, batch, size, tmpdir, timeout=150.0) -> float:
-    """``procs`` processes on one GPU, each ingesting its share; aggregate time first start -> last end.
-    Bounded: a child that dies or a run past ``timeout`` seconds ends the attempt with an error."""
+def run_embed_procs(procs: int, args: argparse.Namespace, jpegs: list[bytes], count: int, root: Path, batch: int,
+                    timeout: float = 400.0) -> float:
+    """``procs`` processes on one GPU, ``count // procs`` images each; first start to last end."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(procs), ctx.Queue()
-    share = len(jpegs) // procs
-    workers = [ctx.Process(target=_proc_worker, args=(r, str(model_dir), precision, device.type,
-                                                      jpegs[r * share:(r + 1) * share], batch, size, str(tmpdir),
-                                                      barrier, results), daemon=True) for r in range(procs)]
-    for w in workers:
-        w.start()
+    share = count // procs
+    workers = [ctx.Process(target=_proc_worker, args=(r, args, jpegs, share, str(root), batch, barrier, results),
+                           daemon=True) for r in range(procs)]
+    for worker in workers:
+        worker.start()
     spans, deadline = [], time.monotonic() + timeout
     try:
         while len(spans) < procs:
             try:
-                spans.append(results.get(timeout=1.0))
+                rank, start, end, error = results.get(timeout=1.0)
             except queue.Empty:
                 dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
                 if dead or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"multi-process run failed (exit codes {dead}, or past {timeout:.0f}s)") from None
+                    why = f"exit codes {dead}" if dead else f"past {timeout:.0f}s"
+                    raise RuntimeError(f"multi-process run failed ({why})") from None
+                continue
+            if error:
+                raise RuntimeError(f"process {rank}: {error}")
+            spans.append((start, end))
     finally:
-        for w in workers:
-            w.join(10)
-            if w.is_alive():
-                w.terminate()
-    return max(end for _, _, end in spans) - min(start for _, start, _ in spans)
+        barrier.abort()
+        for worker in workers:
+            worker.join(10)
+            if worker.is_alive():
+                worker.terminate()
+    return share * procs / (max(end for _, end in spans) - min(start for start, _ in spans))
 
 
 # -- main ------------------------------------------------------------------------------------------
 
-def main() -> None:
+def emit(line: dict, lines: list[dict]) -> None:
+    lines.append(line)
+    print(json.dumps(line), flush=True)
+
+
+def third_party_distributions() -> list[str]:
+    """``name==version`` of every distribution this process imported, less what torch machines have."""
+    import importlib.metadata as metadata
+
+    owners = metadata.packages_distributions()
+    names = {dist for module in list(sys.modules) for dist in owners.get(module.split(".")[0], [])}
+    pinned = set()
+    for name in names:
+        key = name.lower().replace("_", "-")
+        if key in PROVIDED or key in OPTIONAL or key.startswith(("nvidia-", "cuda-")):
+            continue
+        pinned.add(f"{name}=={metadata.version(name)}")
+    return sorted(pinned, key=str.lower)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="CPU-sized run: tiny model, small JPEGs, few images")
-    parser.add_argument("--images", type=int, default=16384, help="images per path per repetition")
+    parser.add_argument("--smoke", action="store_true", help="CPU-sized run: tiny models, small JPEGs, few images")
+    parser.add_argument("--images", type=int, default=16384, help="images per embed run")
+    parser.add_argument("--captions", type=int, default=3072,
+                        help="captions per caption run (all runs caption the first embed run's images)")
     parser.add_argument("--unique", type=int, default=256, help="distinct JPEGs generated (cycled)")
     parser.add_argument("--width", type=int, default=1152)
     parser.add_argument("--height", type=int, default=864)
-    parser.add_argument("--batches", default="256,512,1024")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores - 2)")
+    parser.add_argument("--gpu-batches", default="256,512", help="IMAGESEARCH_GPU_BATCH_SIZE values")
+    parser.add_argument("--caption-batches", default="256,512", help="IMAGESEARCH_CAPTION_GPU_BATCH_SIZE values")
+    parser.add_argument("--caption-tokens", type=int, default=16, help="new tokens per caption (fixed)")
+    parser.add_argument("--task-size", type=int, default=2048, help="ids per task (EMBED_FLUSH_EVERY)")
+    parser.add_argument("--decode-threads", type=int, default=None, help="DECODE_THREADS (default: cores/2, <= 16)")
+    parser.add_argument("--cpu-batch", type=int, default=16, help="EMBED_BATCH_SIZE (the model batch on CPU)")
+    parser.add_argument("--paths", default="tensor,pillow", help="embed paths: tensor, pillow")
+    parser.add_argument("--procs", type=int, default=2, help="also run the tensor path as this many processes (0: no)")
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--paths", default="model_only,nvjpeg,pil,nvjpeg_decode_only,pil_decode_only")
-    parser.add_argument("--procs", type=int, default=2,
-                        help="also run the nvjpeg path as this many processes sharing the GPU (0: skip)")
-    parser.add_argument("--out", default=None, help="also write the JSON line to this file")
+    parser.add_argument("--precision", default="auto", help="IMAGESEARCH_PRECISION (auto: fp16 on CUDA)")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="skip runs that would start after this")
+    parser.add_argument("--out", default=None, help="also write the JSON lines to this file")
+    parser.add_argument("--list-wheels", metavar="FILE", default=None,
+                        help="after the run, write the pinned distributions it imported (less torch's) to FILE")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    args.device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     if args.smoke:
-        args.images, args.unique, args.width, args.height = 48, 8, 320, 240
-        args.batches, args.reps = "16", 2
-        args.workers = 2 if args.workers is None else args.workers
-    workers = args.workers if args.workers is not None else max(1, (os.cpu_count() or 2) - 2)
-    batches = [int(b) for b in args.batches.split(",")]
-    paths = args.paths.split(",")
-    if args.procs > 1 and "nvjpeg" in paths:
-        paths.append(f"nvjpeg_x{args.procs}")
-    decode_device = device if device.type == "cuda" else torch.device("cpu")
-    size = 224
+        args.images, args.captions, args.unique, args.width, args.height = 48, 16, 8, 320, 240
+        args.gpu_batches, args.caption_batches, args.caption_tokens = "8", "8", 4
+        args.task_size, args.cpu_batch, args.reps, args.procs = 16, 8, 1, 0
+        args.decode_threads = 2 if args.decode_threads is None else args.decode_threads
+    if args.decode_threads is None:
+        args.decode_threads = max(2, min(16, (os.cpu_count() or 4) // 2))
+    return args
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
-    t0 = time.perf_counter()
-    unique = make_jpegs(args.unique, args.width, args.height, min(16, os.cpu_count() or 1))
-    jpegs = [unique[i % len(unique)] for i in range(args.images)]
-    mean_bytes = int(np.mean([len(b) for b in unique]))
-    common.log(f"{len(unique)} JPEGs of {args.width}x{args.height} ({mean_bytes / 1e3:.0f} kB avg) "
-        f"in {time.perf_counter() - t0:.1f}s")
-    model_dir = build_model_dir(tmp / "vit-b-32-random", "ViT-B-32", args.smoke)
-    encoder, loader = load_encoder(model_dir, device, args.precision)
-    common.log(f"model loaded via {loader} on {device}")
 
-    # Warm-up: kernels, cuDNN/cuBLAS heuristics, the nvJPEG decoder, the allocator.
-    for b in batches:
-        run_model_only(3 * b, encoder, b, device, size)
-    results: dict[str, dict] = {}
-    for rep in range(args.reps):
-        for b in batches:
-            for path in paths:
-                ids = [f"r{rep}b{b}{path[:3]}{i:07d}" for i in range(args.images)]
-                key = f"{path}:b{b}"
-                try:
-                    if path == "model_only":
-                        seconds = run_model_only(args.images, encoder, b, device, size)
-                    elif path == "nvjpeg_decode_only":
-                        seconds = run_nvjpeg_decode_only(jpegs, b, device, size, decode_device)
-                    elif path.startswith("nvjpeg_x") and b != batches[len(batches) // 2]:
-                        continue  # one batch size (the middle one) keeps the run short
-                    elif path.startswith("nvjpeg_x"):
-                        seconds = run_nvjpeg_procs(args.procs, jpegs, model_dir, args.precision, device, b, size, tmp)
-                    elif path == "pil_decode_only":
-                        seconds = run_pil_decode_only(jpegs, b, size, workers)
-                    else:
-                        sink = Sink(tmp / f"store-{rep}-{b}-{path}.sqlite3", ids, encoder.identity)
-                        if rep == 0 and path == "nvjpeg":  # first nvJPEG call creates the decoder
-                            warm = Sink(tmp / "warm.sqlite3", ids[:b], encoder.identity)
-                            run_nvjpeg(jpegs[:b], ids[:b], encoder, warm, b, device, size, decode_device)
-                        if path == "nvjpeg":
-                            seconds = run_nvjpeg(jpegs, ids, encoder, sink, b, device, size, decode_device)
-                        else:
-                            seconds = run_pil(jpegs, ids, encoder, sink, b, device, size, workers)
-                    rate = args.images / seconds
-                    results.setdefault(key, {"runs_img_s": []})["runs_img_s"].append(round(rate, 1))
-                    common.log(f"rep {rep} {key}: {rate:,.0f} img/s")
-                except Exception as exc:  # noqa: BLE001 - reported in the JSON, other paths go on
-                    results.setdefault(key, {"runs_img_s": []})["error"] = f"{type(exc).__name__}: {exc}"[:500]
-                    common.log(f"rep {rep} {key}: FAILED {exc}")
-    for value in results.values():
-        if value["runs_img_s"]:
-            value["img_s"] = float(np.median(value["runs_img_s"]))
-    best = {p: max((v.get("img_s", 0.0) for k, v in results.items() if k.startswith(p + ":")), default=0.0)
-            for p in paths}
-    ingest_paths = {p: v for p, v in best.items() if p in ("nvjpeg", "pil") or p.startswith("nvjpeg_x")}
-    info = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (smoke)",
-            "torch": torch.__version__, "cuda": torch.version.cuda, "cpu_cores": os.cpu_count()}
+def main() -> None:
+    args = parse_args()
+    clock = time.monotonic()
+    device = torch.device(args.device)
+    # On CPU (--smoke) the GPU path is forced on: the same functions, with device="cpu".
+    tensor_mode = "on" if device.type == "cpu" else "auto"
+    lines: list[dict] = []
+    root = scratch_root()
     try:
+        started = time.perf_counter()
+        jpegs = make_jpegs(args.unique, args.width, args.height, min(16, os.cpu_count() or 1))
+        common.log(f"{len(jpegs)} JPEGs of {args.width}x{args.height} "
+                   f"({np.mean([len(j) for j in jpegs]) / 1e3:.0f} kB avg) in {time.perf_counter() - started:.1f}s")
+        clip = load_clip(ClipSpec("ViT-B-32", "", clip_dir(args.smoke), args.device, args.precision))
+        common.log(f"CLIP {clip.identity} on {clip.device} in {clip.dtype}; tensor preprocessing: "
+                   f"{clip.preprocesses_tensors}")
+        gpu_batches = [int(b) for b in args.gpu_batches.split(",")]
+        paths = args.paths.split(",")
+        embed_best: dict[str, float] = {}
+        captioning: tuple[EmbeddedStore, LocalBlobStore, list[str]] | None = None
+        runs = 0
+        for path in paths:
+            for batch in gpu_batches if path == "tensor" else gpu_batches[:1]:
+                mode = tensor_mode if path == "tensor" else "off"
+                rates = []
+                for rep in range(args.reps if path == "tensor" else 1):
+                    if time.monotonic() - clock > args.budget_s:
+                        common.log(f"skipped embed {path} b{batch} rep {rep}: past the time budget")
+                        continue
+                    folder = root / f"embed-{runs}"
+                    runs += 1
+                    settings = worker_settings(folder, args, tensor_decode=mode, gpu_batch_size=batch)
+                    store, blobs, ids = seeded_store(folder, jpegs, args.images + batch, f"{path[0]}{rep}-")
+                    run_embed(ids[:batch], settings, store, blobs, clip, args.task_size)  # warm-up
+                    seconds = run_embed(ids[batch:], settings, store, blobs, clip, args.task_size)
+                    rates.append(args.images / seconds)
+                    common.log(f"embed {path} gpu_batch {batch} rep {rep}: {rates[-1]:,.0f} img/s")
+                    if path == "tensor" and captioning is None:
+                        captioning = (store, blobs, ids[batch:])  # its thumbnails feed the caption runs
+                    else:
+                        store.close()
+                if rates:
+                    rate = float(np.median(rates))
+                    embed_best[path] = max(embed_best.get(path, 0.0), rate)
+                    emit({"benchmark": "gpu_worker", "stage": "embed", "path": path, "gpu_batch_size": batch,
+                          "task_size": args.task_size, "decode_threads": args.decode_threads, "procs": 1,
+                          "images": args.images, "img_s": round(rate, 1), "runs_img_s": [round(r, 1) for r in rates]},
+                         lines)
+        if args.procs > 1 and "tensor" in paths:
+            batch = gpu_batches[0]
+            if time.monotonic() - clock <= args.budget_s:
+                try:
+                    rate = run_embed_procs(args.procs, args, jpegs, args.images, root / "procs", batch)
+                    embed_best[f"tensor_x{args.procs}"] = rate
+                    emit({"benchmark": "gpu_worker", "stage": "embed", "path": f"tensor_x{args.procs}",
+                          "gpu_batch_size": batch, "task_size": args.task_size, "decode_threads": args.decode_threads,
+                          "procs": args.procs, "images": args.images, "img_s": round(rate, 1)}, lines)
+                except Exception as exc:  # noqa: BLE001 - reported, the caption runs go on
+                    emit({"benchmark": "gpu_worker", "stage": "embed", "path": f"tensor_x{args.procs}",
+                          "error": f"{type(exc).__name__}: {exc}"[:500]}, lines)
+
+        caption_best = 0.0
+        if captioning is not None:
+            store, blobs, ids = captioning
+            spec = CaptionerSpec(name="bench", directory=captioner_dir(args.smoke, args.caption_tokens),
+                                 device=args.device, max_length=args.caption_tokens, num_beams=1,
+                                 precision=args.precision)
+            captioner = load_captioner(spec)
+            common.log(f"captioner on {captioner.device} in {captioner.model.dtype}")
+            caption_batches = [int(b) for b in args.caption_batches.split(",")]
+            offset = 0
+            for batch in caption_batches:
+                rates = []
+                settings = worker_settings(root / "caption", args, caption_gpu_batch_size=batch)
+                for rep in range(args.reps):
+                    warm = batch if rep == 0 else 0  # one warm-up call per batch size (kernels, allocator)
+                    chunk = ids[offset:offset + warm + args.captions]
+                    if time.monotonic() - clock > args.budget_s or len(chunk) < warm + args.captions:
+                        common.log(f"skipped caption b{batch} rep {rep}: past the time budget or out of images")
+                        continue
+                    offset += len(chunk)
+                    if warm:
+                        run_caption(chunk[:warm], settings, store, blobs, captioner, clip, args.task_size)
+                    seconds = run_caption(chunk[warm:], settings, store, blobs, captioner, clip, args.task_size)
+                    rates.append(args.captions / seconds)
+                    common.log(f"caption gpu_batch {batch} rep {rep}: {rates[-1]:,.0f} captions/s")
+                if rates:
+                    rate = float(np.median(rates))
+                    caption_best = max(caption_best, rate)
+                    emit({"benchmark": "gpu_worker", "stage": "caption", "caption_gpu_batch_size": batch,
+                          "caption_tokens": args.caption_tokens, "task_size": args.task_size, "captions": args.captions,
+                          "captions_s": round(rate, 1), "runs_captions_s": [round(r, 1) for r in rates]}, lines)
+            sample = store.get_many(ids[:1])[ids[0]]
+            common.log(f"a stored caption: {sample.caption!r}")
+            store.close()
+
+        tensor_best = max((v for k, v in embed_best.items() if k.startswith("tensor")), default=0.0)
         import torchvision
-        info["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    result = {
-        "benchmark": "gpu_ingest",
-        "smoke": args.smoke,
-        "images_per_run": args.images,
-        "jpeg": f"{args.width}x{args.height} q90, {len(unique)} distinct, mean {mean_bytes} B",
-        "model": "ViT-B-32 random weights" if not args.smoke else "tiny CLIP (smoke)",
-        "model_loader": loader,
-        "precision": args.precision,
-        "dataloader_workers": workers,
-        "nvjpeg_img_s": best.get("nvjpeg"),
-        f"nvjpeg_x{args.procs}_procs_img_s": best.get(f"nvjpeg_x{args.procs}"),
-        "pil_img_s": best.get("pil"),
-        "model_only_img_s": best.get("model_only"),
-        "nvjpeg_decode_only_img_s": best.get("nvjpeg_decode_only"),
-        "pil_decode_only_img_s": best.get("pil_decode_only"),
-        "best_end_to_end_img_s": max(ingest_paths.values(), default=0),
-        "goal_3000_met": (max(ingest_paths.values(), default=0) >= 3000) if not args.smoke else None,
-        "stretch_10000_met": (max((v for k, v in best.items() if k.startswith("nvjpeg")), default=0) >= 10000)
-        if not args.smoke else None,
-        "by_path_and_batch": results,
-        "machine": info,
-    }
-    line = json.dumps(result)
-    print(line, flush=True)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
+
+        summary = {
+            "benchmark": "gpu_workers", "smoke": args.smoke,
+            "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (GPU path forced on)",
+            "clip": f"ViT-B-32, random weights, {clip.dtype}" if not args.smoke else "tiny CLIP (smoke)",
+            "jpeg": f"{args.width}x{args.height} q90, {len(jpegs)} distinct",
+            "embed_img_s_per_gpu": round(tensor_best, 1),
+            "embed_by_path_img_s": {k: round(v, 1) for k, v in embed_best.items()},
+            "caption_captions_s_per_gpu": round(caption_best, 1),
+            "goal_embed_5000_met": tensor_best >= GOALS["embed_img_s"] if not args.smoke else None,
+            "stretch_embed_10000_met": tensor_best >= GOALS["embed_stretch_img_s"] if not args.smoke else None,
+            "goal_caption_1000_met": caption_best >= GOALS["caption_captions_s"] if not args.smoke else None,
+            "seconds": round(time.monotonic() - clock, 1),
+            "machine": {"torch": torch.__version__, "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
+                        "cpu_cores": os.cpu_count(), "python": sys.version.split()[0]},
+        }
+        emit(summary, lines)
+        if args.out:
+            Path(args.out).write_text("".join(json.dumps(line) + "\n" for line in lines))
+        if args.list_wheels:
+            Path(args.list_wheels).write_text("".join(f"{r}\n" for r in third_party_distributions()))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

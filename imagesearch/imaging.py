@@ -76,10 +76,11 @@ class Header:
     mode: str
     width: int  # as stored, before orientation
     height: int
-    # EXIF orientation 1-8 (1: as stored); None when the EXIF could not be read, which leaves the
-    # image to the Pillow path so that it fails or succeeds exactly as it does there.
+    # EXIF orientation 1-8 (1: as stored). None when not read: a JPEG whose EXIF does not parse (the
+    # Pillow path then fails or succeeds with it exactly as it does for everyone), or another format,
+    # whose EXIF Pillow may only find by loading the pixels (a PNG's eXIf chunk can follow them).
     orientation: int | None
-    taken_at: float | None
+    taken_at: float | None  # the EXIF date, JPEGs only (see taken_at)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -87,10 +88,13 @@ class Header:
         return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
 
 
-def header(image: Image.Image, source_size: tuple[int, int] | None = None) -> Header:
-    """Format, size, EXIF orientation and date of an image from :func:`open_image`. A JPEG's EXIF
-    precedes its pixels, so nothing is decoded; ``source_size`` is the size as stored, for an image
-    already decoded at reduced size."""
+def header(image: Image.Image) -> Header:
+    """Format, size, and for a JPEG its EXIF orientation and date, of an image from :func:`open_image`.
+    A JPEG's EXIF segment precedes its pixels, so nothing is decoded (Pillow's ``getexif`` loads a
+    PNG's pixels to look for a late eXIf chunk: other formats are not asked)."""
+    width, height = image.size
+    if image.format != "JPEG":
+        return Header(image.format or "", image.mode, width, height, None, None)
     try:
         # The same lookup exif_transpose makes (it also reads an XMP tiff:Orientation).
         value = image.getexif().get(ExifTags.Base.Orientation, 1)
@@ -98,18 +102,20 @@ def header(image: Image.Image, source_size: tuple[int, int] | None = None) -> He
     except Exception as exc:  # noqa: BLE001 - Pillow's TIFF parser raises many types on hostile EXIF
         log.debug("unreadable EXIF orientation: %s: %s", type(exc).__name__, exc)
         orientation = None
-    width, height = source_size or image.size
-    return Header(image.format or "", image.mode, width, height, orientation, taken_at(image))
+    return Header(image.format, image.mode, width, height, orientation, taken_at(image))
 
 
-def decode_with_header(data: bytes, *, min_side: int, max_pixels: int) -> tuple[Image.Image, Header]:
-    """:func:`decode`, and the header of the same bytes with the size as stored. Orientation and date
-    are read after the pixels were loaded, as exif_transpose reads them (a PNG's eXIf chunk may follow
-    its pixel data), from the one open image: no second parse."""
-    opened = _open(data, max_pixels)
-    source_size = opened.size
-    image = decode_opened(opened, min_side=min_side)
-    return image, header(opened, source_size)
+def decode_with_size(data: bytes, *, min_side: int, max_pixels: int) -> tuple[Image.Image, tuple[int, int]]:
+    """:func:`decode`, and the (width, height) of the picture as shown at full size: the header's,
+    EXIF orientation applied, where the decode's own size is the reduced one's."""
+    head = header(_open(data, max_pixels))
+    image = decode(data, min_side=min_side, max_pixels=max_pixels)
+    width, height = head.size
+    # Reduced-size decodes round both sides the same way, so only a transpose turns a landscape
+    # picture portrait: exif_transpose's, by an orientation the header did not read (not a JPEG).
+    if (width - height) * (image.width - image.height) < 0:
+        width, height = height, width
+    return image, (width, height)
 
 
 def decode(data: bytes, *, min_side: int, max_pixels: int) -> Image.Image:
@@ -256,6 +262,10 @@ def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
     return image
 
 
+# Images per float copy when resizing on a device: a 12 MP image is 144 MB in float32.
+RESIZE_CHUNK = 32
+
+
 def group_by_shape(images: Sequence[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
     """Indices of the images by (height, width): same-sized images are resized in one call (uploads
     from one camera mostly share a size), which on a GPU saves a launch per image."""
@@ -281,11 +291,13 @@ def thumbnails_from_tensors(images: Sequence[torch.Tensor], size: int,
         w, h = thumbnail_size(width, height, size)
         if (w, h) == (width, height):
             continue
-        batch = torch.stack([images[i] for i in members]).float()
-        batch = F.resize(batch, [h, w], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
-        batch = batch.round_().clamp_(0, 255).to(torch.uint8)
-        for i, thumb in zip(members, batch):
-            small[i] = thumb.contiguous()
+        for start in range(0, len(members), RESIZE_CHUNK):
+            chosen = members[start:start + RESIZE_CHUNK]
+            batch = torch.stack([images[i] for i in chosen]).float()
+            batch = F.resize(batch, [h, w], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+            batch = batch.round_().clamp_(0, 255).to(torch.uint8)
+            for i, thumb in zip(chosen, batch):
+                small[i] = thumb.contiguous()
     if not small:
         return []
     try:

@@ -9,6 +9,7 @@ report into acknowledgements, retries and follow-up tasks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -101,12 +102,12 @@ def _prepare(record: ImageRecord, blobs: BlobStore, settings: Settings, clip: Cl
 
 
 def _prepare_pillow(record: ImageRecord, data: bytes, settings: Settings, clip: ClipEncoder) -> _Prepared:
-    """Reduced-size decode, model input, thumbnail, and the header's size and EXIF date (read from the
-    image the decode opened: no second parse, no second decode)."""
-    image, head = imaging.decode_with_header(data, min_side=settings.ingest.decode_min_side,
-                                             max_pixels=settings.ingest.max_image_pixels)
+    """Reduced-size decode, model input, thumbnail, the full size from the header, and the EXIF date
+    (read from the decoded image's EXIF segment, which decode keeps: no second decode)."""
+    image, size = imaging.decode_with_size(data, min_side=settings.ingest.decode_min_side,
+                                           max_pixels=settings.ingest.max_image_pixels)
     return _Prepared(record, clip.preprocess(image), imaging.thumbnail_jpeg(image, settings.ingest.thumbnail_size),
-                     head.size, head.taken_at)
+                     size, imaging.taken_at(image))
 
 
 def _model_batch_size(settings: Settings, clip: ClipEncoder) -> int:
@@ -117,10 +118,17 @@ def _uses_tensor_path(settings: Settings, clip: ClipEncoder) -> bool:
     mode = settings.workers.tensor_decode
     if mode == "off" or (mode == "auto" and clip.device.type != "cuda"):
         return False
-    if not clip.preprocesses_tensors:
-        log.info("CLIP %s preprocesses with Pillow only: the tensor path is off", clip.identity)
-        return False
-    return True
+    _say_once(clip.identity, str(clip.device), clip.preprocesses_tensors)
+    return clip.preprocesses_tensors
+
+
+@functools.cache
+def _say_once(identity: str, device: str, tensors: bool) -> None:
+    """Which path a worker's embed stage runs, logged once per model and device."""
+    if tensors:
+        log.info("embed stage: tensor path on %s (batched JPEG decode, preprocessing and thumbnails there)", device)
+    else:
+        log.info("embed stage: CLIP %s preprocesses with Pillow only, so the tensor path is off", identity)
 
 
 def _embed_todo(todo: list[ImageRecord], settings: Settings, store: Store, blobs: BlobStore, clip: ClipEncoder,
@@ -243,9 +251,9 @@ def _decode_on_device(items: list[_Fetched], settings: Settings, clip: ClipEncod
             log.warning("tensor path failed for %d images, using Pillow: %s", len(good), exc)
             fallback.extend(item for item, _ in good)
             continue
-        del images, decoded  # the full-size decodes: only model inputs and thumbnails go on
         prepared.extend(_Prepared(item.record, pixel, thumbnail, item.header.size, item.header.taken_at)
                         for (item, _), pixel, thumbnail in zip(good, pixels, thumbnails))
+        del images, decoded, good  # the full-size decodes go now: only model inputs and thumbnails go on
     failures: _Failures = []
     for item in fallback:
         try:

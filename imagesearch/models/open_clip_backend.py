@@ -24,7 +24,7 @@ from torchvision import transforms
 from torchvision.transforms.v2 import functional as TF
 
 from imagesearch.errors import ConfigurationError
-from imagesearch.imaging import group_by_shape
+from imagesearch.imaging import RESIZE_CHUNK, group_by_shape
 from imagesearch.models.clip import CLIP_FILES, ClipEncoder, ClipSpec, PixelInput, TensorPreprocess
 from imagesearch.models.loading import ModelUnavailable, require_files, weights_fingerprint
 from imagesearch.models.prepacked import prepack_text_transformer
@@ -82,10 +82,6 @@ class OpenClipEncoder(ClipEncoder):
         return x
 
 
-# Images per float copy when resizing on the device: a 12 MP float image is 144 MB.
-_RESIZE_CHUNK = 32
-
-
 def tensor_transform(preprocess: Callable[[Image.Image], torch.Tensor]) -> TensorPreprocess | None:
     """open_clip's eval transform, for decoded uint8 tensors on any device: each step of the Compose
     open_clip built for this model (resize of the shorter side or to a fixed size, bicubic or bilinear
@@ -112,8 +108,8 @@ def tensor_transform(preprocess: Callable[[Image.Image], torch.Tensor]) -> Tenso
     def run(images: Sequence[torch.Tensor]) -> list[PixelInput]:
         out: list[PixelInput] = [torch.empty(0)] * len(images)
         for members in group_by_shape(images).values():
-            for start in range(0, len(members), _RESIZE_CHUNK):
-                chosen = members[start:start + _RESIZE_CHUNK]
+            for start in range(0, len(members), RESIZE_CHUNK):
+                chosen = members[start:start + RESIZE_CHUNK]
                 batch = torch.stack([images[i] for i in chosen]).float().div_(255.0)
                 for step in plan:
                     if isinstance(step, transforms.Resize):

@@ -190,11 +190,27 @@ def test_the_header_gives_the_size_as_shown_and_the_date_without_decoding():
     assert imaging.header(imaging.open_image(no_pixels, max_pixels=10**6)) == head
 
 
-def test_decode_with_header_reports_the_source_size_not_the_reduced_decode():
-    image, head = imaging.decode_with_header(_exif_jpeg(ifd0={0x0112: 8}, size=(4000, 3000)), min_side=256,
-                                             max_pixels=10**8)
+def test_decode_with_size_reports_the_source_size_not_the_reduced_decode():
+    image, size = imaging.decode_with_size(_exif_jpeg(ifd0={0x0112: 8}, size=(4000, 3000)), min_side=256,
+                                           max_pixels=10**8)
     assert max(image.size) < 3000 and image.size[0] < image.size[1]
-    assert head.size == (3000, 4000)
+    assert size == (3000, 4000)
+
+
+def test_decode_with_size_follows_an_orientation_stored_after_the_pixels():
+    """A PNG may carry its eXIf chunk after the image data: Pillow sees it only once the pixels are loaded."""
+    import struct
+    import zlib
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    png = _encode(Image.new("RGB", (40, 20), (1, 2, 3)), "PNG")
+    payload = exif.tobytes()
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    late = png[:-12] + chunk + png[-12:]  # just before IEND
+    assert imaging.header(imaging.open_image(late, max_pixels=10**6)).orientation is None  # not read from a PNG
+    image, size = imaging.decode_with_size(late, min_side=16, max_pixels=10**6)
+    assert image.size == (20, 40) and size == (20, 40)
 
 
 def test_unidentified_files_are_refused_without_a_memory_address():
@@ -240,6 +256,10 @@ def test_only_complete_rgb_and_grey_jpegs_take_the_tensor_path():
     assert not imaging.tensor_decodable(_head(padded), padded)
 
 
+TORCHVISION_CODECS_DEPRECATED = "ignore:The image decoding and encoding capabilities:DeprecationWarning"  # in 0.29
+
+
+@pytest.mark.filterwarnings(TORCHVISION_CODECS_DEPRECATED)
 def test_a_jpeg_that_fails_to_decode_costs_only_itself():
     torch = pytest.importorskip("torch")
     good = _encode(Image.new("RGB", (40, 30), (10, 200, 10)), "JPEG")
@@ -249,6 +269,7 @@ def test_a_jpeg_that_fails_to_decode_costs_only_itself():
     assert abs(decoded[0].float().mean(dim=(1, 2)) - torch.tensor([10.0, 200.0, 10.0])).max() < 3
 
 
+@pytest.mark.filterwarnings(TORCHVISION_CODECS_DEPRECATED)
 def test_tensor_thumbnails_are_jpegs_of_pillows_size():
     torch = pytest.importorskip("torch")
     images = [torch.full((3, 600, 800), 120, dtype=torch.uint8), torch.full((3, 800, 600), 30, dtype=torch.uint8),

@@ -48,7 +48,8 @@ def test_the_master_loads_the_config_without_flask_or_torch():
 
 def test_the_master_hooks_keep_the_roster(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.delenv("IMAGESEARCH_WARM_ROSTER", raising=False)
+    # Set (empty: no roster) through monkeypatch, so the value the hook writes is undone afterwards.
+    monkeypatch.setenv("IMAGESEARCH_WARM_ROSTER", "")
     conf = runpy.run_path(str(CONF))
     server = SimpleNamespace()
     conf["nworkers_changed"](server, 2, None)

@@ -40,6 +40,9 @@ from imagesearch.vocab import VectorField
 from tests.support.hostile import corpus
 from tests.support.images import jpeg
 
+# torchvision 0.29 deprecates its image codecs in favour of TorchCodec; the GPU machines run 0.26.
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+
 MIN_COSINE = 0.999
 ORIGINAL, EXIF_IFD = 0x9003, 0x8769
 
@@ -87,7 +90,7 @@ class DecodeSpy:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.on_device = 0
         self.with_pillow = 0
-        decode_jpegs, decode_with_header = imaging.decode_jpegs, imaging.decode_with_header
+        decode_jpegs, decode_with_size = imaging.decode_jpegs, imaging.decode_with_size
 
         def counted_jpegs(datas, device):
             self.on_device += len(datas)
@@ -95,10 +98,10 @@ class DecodeSpy:
 
         def counted_pillow(data, **kw):
             self.with_pillow += 1
-            return decode_with_header(data, **kw)
+            return decode_with_size(data, **kw)
 
         monkeypatch.setattr(imaging, "decode_jpegs", counted_jpegs)
-        monkeypatch.setattr(imaging, "decode_with_header", counted_pillow)
+        monkeypatch.setattr(imaging, "decode_with_size", counted_pillow)
 
 
 @pytest.fixture

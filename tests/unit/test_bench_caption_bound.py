@@ -20,6 +20,7 @@ def caption_bench():
     try:
         spec = importlib.util.spec_from_file_location("caption_bench", ROOT / "bench" / "caption.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules["caption_bench"] = module  # dataclasses resolve annotations through sys.modules
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(ROOT / "bench"))
@@ -41,9 +42,9 @@ def test_encoder_flops_and_decoder_bytes_by_hand(caption_bench, tiny):
     assert work.image_tokens == tokens
     assert work.encoder_flops == LAYERS * per_layer + patches + pooler
     assert sorted(work.encoder_gemms) == sorted([(WIDTH, WIDTH)] * 4 + [(INTER, WIDTH), (WIDTH, INTER)])
-    vocab = VOCAB_WORDS + 4
+    vocab, inner = VOCAB_WORDS + 4, 4 * WIDTH  # GPT-2's MLP is 4x wide (build_captioner sizes only ViT's)
     step_layer = (WIDTH * 3 * WIDTH + 3 * WIDTH) + 3 * (WIDTH * WIDTH + WIDTH) \
-        + (WIDTH * INTER + INTER) + (INTER * WIDTH + WIDTH) + 3 * 2 * WIDTH  # LN: ln_1, ln_cross_attn, ln_2
+        + (WIDTH * inner + inner) + (inner * WIDTH + WIDTH) + 3 * 2 * WIDTH  # LN: ln_1, ln_cross_attn, ln_2
     assert work.decoder_step_params == LAYERS * step_layer + 2 * WIDTH + vocab * WIDTH  # ln_f, output layer
     assert work.cross_kv_flops == 2 * tokens * LAYERS * WIDTH * 2 * WIDTH  # once per caption, outside the bound
 

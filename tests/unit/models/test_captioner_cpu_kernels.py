@@ -146,6 +146,8 @@ def test_bf16_one_token_attention_is_within_bf16_error_of_exact(mask_kind):
 def test_attention_other_than_one_bf16_query_is_transformers_sdpa():
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    for q, k, v in (_attention_inputs(2, 12, 197, 197, torch.bfloat16), _attention_inputs(2, 12, 1, 197, torch.float32)):
+    many_queries = _attention_inputs(2, 12, 197, 197, torch.bfloat16)
+    fp32 = _attention_inputs(2, 12, 1, 197, torch.float32)
+    for q, k, v in (many_queries, fp32):
         ours = captioner_module._bf16_cpu_attention(_Module(), q, k, v, None)[0]
         assert torch.equal(ours, sdpa_attention_forward(_Module(), q, k, v, None)[0])

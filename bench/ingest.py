@@ -36,7 +36,6 @@ import random
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +62,6 @@ class Variant:
     decode_threads: int = _DEFAULTS.workers.decode_threads
     min_side: int = _DEFAULTS.ingest.decode_min_side
     threads: int = 0  # torch.set_num_threads for the pipeline run; 0 = torch's default (the core count)
-    decode_first: bool = False  # candidate (not production): see candidate_decode_first below
 
 
 def _v(name: str, encoder: str, **kw) -> tuple[str, Variant]:
@@ -88,10 +86,6 @@ VARIANTS = dict([
     _v("bf16_dt1", "bf16", decode_threads=1),
     _v("bf16_t1_dt1", "bf16", threads=1, decode_threads=1),
     _v("fp32_t1_dt1", "fp32", threads=1, decode_threads=1),
-    # Candidate for pipeline.py (issue 16), measured here without editing it: decode a flush, then
-    # run the model on it, instead of overlapping the two on the same two cores.
-    _v("candidate_decode_first", "fp32", decode_first=True),
-    _v("candidate_decode_first_bf16", "bf16", decode_first=True),
     # IMAGESEARCH_PRECISION=bf16 as production did it on CPUs before 7f44515: fp32 weights + autocast.
     _v("old_bf16_autocast", "bf16_autocast_fp32w", min_side=448),
 ])
@@ -135,39 +129,12 @@ def run_naive(records, blobs, store, clip) -> float:
     return time.perf_counter() - started
 
 
-def candidate_decode_first(todo, settings, store, blobs, clip, outcome) -> None:
-    """pipeline._embed_todo_pillow with the flush decoded (in the same threads) before the model runs.
-
-    Overlapping decode threads with the model's OpenMP threads puts four busy threads on two cores:
-    each preemption stalls the model's other thread at a barrier and costs cache refills. This is
-    the proposal's code, run by the bench in place of the production function (see RESULTS.md)."""
-    step = pipeline._model_batch_size(settings, clip)
-    ready = []
-    with ThreadPoolExecutor(max_workers=settings.workers.decode_threads) as pool:
-        futures = [pool.submit(pipeline._prepare, record, blobs, settings, clip) for record in todo]
-        for record, future in zip(todo, futures):
-            try:
-                ready.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - sorted, or re-raised, by _sort_error
-                pipeline._sort_error(record.id, exc, outcome)
-    for start in range(0, len(ready), step):
-        batch = ready[start:start + step]
-        vectors = clip.encode_pixels(clip.collate([p.pixels for p in batch]))
-        pipeline._record_written(batch, *pipeline._store_vectors(batch, vectors, store, blobs, clip), outcome)
-
-
-def run_pipeline(records, settings, store, blobs, clip, decode_first: bool = False) -> float:
+def run_pipeline(records, settings, store, blobs, clip) -> float:
     """(b) the embed worker's call, on records the caller reset to 'queued' (outside the timing)."""
     ids = [r.id for r in records]
-    production = pipeline._embed_todo_pillow
-    if decode_first:
-        pipeline._embed_todo_pillow = candidate_decode_first
-    try:
-        started = time.perf_counter()
-        outcome = pipeline.embed_batch(ids, settings=settings, store=store, blobs=blobs, clip=clip)
-        seconds = time.perf_counter() - started
-    finally:
-        pipeline._embed_todo_pillow = production
+    started = time.perf_counter()
+    outcome = pipeline.embed_batch(ids, settings=settings, store=store, blobs=blobs, clip=clip)
+    seconds = time.perf_counter() - started
     if len(outcome.done) != len(ids):
         raise RuntimeError(f"pipeline did not embed everything: {outcome}")
     return seconds
@@ -323,7 +290,7 @@ def main() -> None:
             trio = [
                 (f"bound_t1:{v.name}", 1, lambda v=v: run_bound(batches[v.batch], encoders[v.encoder])),
                 (f"pipe:{v.name}", v.threads, lambda v=v: run_pipeline(records, settings_for(tmp, v), store, blobs,
-                                                                       encoders[v.encoder], v.decode_first)),
+                                                                       encoders[v.encoder])),
                 (f"bound_tmax:{v.name}", threads, lambda v=v: run_bound(batches[v.batch], encoders[v.encoder])),
             ]
             if (rep + variants.index(v)) % 2:
@@ -346,7 +313,7 @@ def main() -> None:
         bound_c = [max(a, b) for a, b in zip(cpu[f"bound_t1:{v.name}"], cpu[f"bound_tmax:{v.name}"])]
         out_variants[v.name] = {
             "encoder": v.encoder, "embed_batch_size": v.batch, "decode_threads": v.decode_threads,
-            "decode_min_side": v.min_side, "torch_threads": v.threads or threads, "decode_first": v.decode_first,
+            "decode_min_side": v.min_side, "torch_threads": v.threads or threads,
             "pipeline_img_s": round(med(pipe), 2),
             "bound_img_s": round(med(bound), 2),
             "speedup_vs_naive": round(med([p / a for p, a in zip(pipe, naive)]), 2),

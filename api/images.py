@@ -26,6 +26,7 @@ from imagesearch.records import DEFAULT_COLLECTION, ImageRecord, upload_id
 from imagesearch.stores.base import Filters, RecordPatch
 from schemas import AcceptedOut, ImageOut
 from schemas.api import (
+    EXTERNAL_ID_PATTERN,
     MAX_BATCH_FILES,
     NAME_PATTERN,
     BatchItemIn,
@@ -40,7 +41,7 @@ from schemas.api import (
 bp = Blueprint("images", __name__, url_prefix="/v1/images")
 log = logging.getLogger(__name__)
 TAGS = ["images"]
-_NAME = re.compile(NAME_PATTERN)
+_PATTERNS = {"collection": NAME_PATTERN, "external_id": EXTERNAL_ID_PATTERN}
 _METADATA_FIELDS = ("title", "description", "tags", "attributes")
 # The items JSON of a full batch (100 items, each up to a long description) is larger than
 # Werkzeug's default 500 kB for one form field.
@@ -67,8 +68,9 @@ def _schema() -> AttributeSchema:
 
 
 def _name(name: str, value: str | None) -> str | None:
-    if value is not None and not _NAME.match(value):
-        raise ApiError(422, "invalid_request", f"{name} must match {NAME_PATTERN}")
+    pattern = _PATTERNS[name]
+    if value is not None and not re.fullmatch(pattern, value):  # `$` alone lets a final newline in
+        raise ApiError(422, "invalid_request", f"{name} must match {pattern}")
     return value
 
 

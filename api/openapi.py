@@ -27,7 +27,7 @@ from spectree import Response as Resp
 from spectree import SpecTree
 
 from imagesearch.vocab import Cutoff, SearchMode, Status
-from schemas.api import MAX_BATCH_FILES, MAX_K, MAX_LIST, MAX_TEXT, NAME_PATTERN, ErrorOut
+from schemas.api import EXTERNAL_ID_PATTERN, MAX_BATCH_FILES, MAX_K, MAX_LIST, MAX_TEXT, NAME_PATTERN, ErrorOut
 
 TITLE = "imagesearch API"
 DESCRIPTION = (
@@ -67,7 +67,7 @@ class UploadForm(BaseModel):
 
     file: bytes = Field(description="The image (JPEG, PNG, WebP, GIF, BMP, TIFF).")
     collection: str = Field(default="default", pattern=NAME_PATTERN, description="Collection to file it under.")
-    external_id: str | None = Field(default=None, pattern=NAME_PATTERN,
+    external_id: str | None = Field(default=None, pattern=EXTERNAL_ID_PATTERN,
                                     description="Your id for it; the same id in a collection replaces the record.")
     tags: str | None = Field(default=None, description="Comma-separated tags (at most 64, 128 characters each).")
     title: str | None = Field(default=None, max_length=512,
@@ -116,7 +116,7 @@ class DeleteByExternalIdQuery(BaseModel):
     collection: str = Field(default="default", pattern=NAME_PATTERN,
                             description="The collection the upload named (a PATCH that moved the record since does "
                                         "not change which upload it belongs to).")
-    external_id: str = Field(pattern=NAME_PATTERN)
+    external_id: str = Field(pattern=EXTERNAL_ID_PATTERN, description="The upload's external_id (URL-encoded).")
 
 
 class SearchForm(BaseModel):

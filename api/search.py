@@ -94,8 +94,9 @@ def search():
     `text`, `image` (base64, JSON only), `image_id`, `positive` (a list of examples) or `file`;
     `negative` examples are subtracted from it. Modes: `image` compares with CLIP image vectors,
     `caption` with the CLIP vectors of generated captions, `hybrid` fuses both with keyword (BM25)
-    matches on captions (weighted, `fusion` in the response says how). `relevance` is a calibrated
-    probability when `imagesearch eval --tune` has fitted one for these models.
+    matches on captions, titles and descriptions (weighted, `fusion` in the response says how).
+    `relevance` is a calibrated probability when `imagesearch eval --tune` has fitted one for these
+    models.
     """
     started = time.perf_counter()
     req = _parse()

@@ -64,9 +64,12 @@ def api_env(data_dir: Path, clip_dir: Path, prefix: str) -> dict[str, str]:
     return env
 
 
-def post(session: requests.Session, base: str, text: str, k: int) -> tuple[float, float]:
+def post(session: requests.Session, base: str, text: str, k: int, timeout: float = 60,
+         headers: dict[str, str] | None = None) -> tuple[float, float]:
+    """One image-mode search that must return k hits: (round trip ms, the server's took_ms)."""
     started = time.perf_counter()
-    response = session.post(f"{base}/v1/search", json={"text": text, "mode": "image", "k": k}, timeout=60)
+    response = session.post(f"{base}/v1/search", json={"text": text, "mode": "image", "k": k}, headers=headers,
+                            timeout=timeout)
     elapsed = (time.perf_counter() - started) * 1000
     response.raise_for_status()
     body = response.json()

@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks: inputs, the ViT-B-32 folder, machine facts, statistics.
+"""Shared helpers for the benchmarks: inputs, the ViT-B-32 folder, filled stores, machine facts,
+statistics.
 
 Everything is generated here (no downloads): photo-like JPEGs and ViT-B-32 with random weights
 saved in open_clip's ``local-dir`` format, so it loads through ``imagesearch.models.clip.load_clip``
@@ -12,6 +13,7 @@ import io
 import json
 import os
 import platform
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -116,6 +118,53 @@ def load_vit_b32(precision: str = "fp32", device: str = "cpu", prepack_text: boo
     from imagesearch.models.clip import ClipSpec, load_clip
 
     return load_clip(ClipSpec("ViT-B-32", "", vit_b32_dir(), device, precision, prepack_text))
+
+
+# -- stores ---------------------------------------------------------------------------------------
+
+def fill_vector_store(path: Path, n: int, identity: str, dim: int, seed: int = 0) -> float:
+    """Fill a new embedded store with n records and random unit vectors for ``identity``, through the
+    production calls (``put``, then ``set_image_vectors`` in batches of 1,000); returns seconds."""
+    from imagesearch.blobs import original_key
+    from imagesearch.records import ImageRecord
+    from imagesearch.stores.base import ImageVectorUpdate
+    from imagesearch.stores.embedded import EmbeddedStore
+
+    started = time.perf_counter()
+    store = EmbeddedStore(path)
+    rng = np.random.default_rng(seed)
+    step = 1000
+    for start in range(0, n, step):
+        ids = [f"img{i:07d}" for i in range(start, min(n, start + step))]
+        for image_id in ids:
+            store.put(ImageRecord(id=image_id, blob_key=original_key(image_id), content_hash="h" + image_id))
+        vectors = rng.standard_normal((len(ids), dim), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        store.set_image_vectors([ImageVectorUpdate(id=i, content_hash="h" + i, vector=v, model=identity,
+                                                   thumb_key=f"thumbs/{i}.jpg", width=640, height=480)
+                                 for i, v in zip(ids, vectors)])
+    store.close()
+    return time.perf_counter() - started
+
+
+def cached_vector_store(n: int, identity: str, dim: int) -> tuple[Path, float | None]:
+    """The cached n-vector store for this model identity (built once, ~minutes for 100k) and the
+    seconds its build took (None when it was already cached). Copy it before writing to it."""
+    key = identity.replace(":", "_").replace("@", "_").replace("/", "_")
+    cached = CACHE / f"vector-store-{n}-{dim}-{key}.sqlite3"
+    if cached.exists():
+        return cached, None
+    log(f"building a {n}-vector store at {cached} (once) ...")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(cached.name + ".tmp")
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(tmp) + suffix).unlink(missing_ok=True)
+    build_s = fill_vector_store(tmp, n, identity, dim)
+    with sqlite3.connect(tmp) as db:  # the WAL into the main file, so a plain copy carries everything
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("PRAGMA journal_mode=DELETE")
+    tmp.replace(cached)
+    return cached, build_s
 
 
 # -- cleanup ------------------------------------------------------------------------------------

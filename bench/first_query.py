@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
@@ -42,16 +41,12 @@ if __name__ == "__main__":
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import api_load
 import common
-import numpy as np
 import query as query_bench
 import requests
 
 from imagesearch.config import ModelSettings, Settings
-from imagesearch.dev.procs import ManagedProcess, free_port, imagesearch_command, wait_until
+from imagesearch.dev.procs import ManagedProcess, free_port, imagesearch_command, wait_api_ready
 from imagesearch.models import get_clip
-from imagesearch.records import ImageRecord
-from imagesearch.stores.base import ImageVectorUpdate
-from imagesearch.stores.embedded import EmbeddedStore
 
 DEMO_CLIP = common.ROOT / "models" / "demo" / "clip"
 DEMO_CAPTIONER = common.ROOT / "models" / "demo" / "captioner"
@@ -59,51 +54,10 @@ QUERIES = query_bench.QUERIES
 BOUND = 2.0
 
 
-def build_store(path: Path, n: int, identity: str, dim: int, seed: int = 0) -> None:
-    """n records with random unit vectors, written through the production calls."""
-    store = EmbeddedStore(path)
-    rng = np.random.default_rng(seed)
-    for start in range(0, n, 1000):
-        ids = [f"img{i:07d}" for i in range(start, min(n, start + 1000))]
-        for image_id in ids:
-            store.put(ImageRecord(id=image_id, blob_key=f"originals/{image_id}", content_hash="h" + image_id))
-        vectors = rng.standard_normal((len(ids), dim), dtype=np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        store.set_image_vectors([ImageVectorUpdate(id=i, content_hash="h" + i, vector=v, model=identity,
-                                                   thumb_key=f"thumbs/{i}.jpg", width=640, height=480)
-                                 for i, v in zip(ids, vectors)])
-    store.close()
-
-
-def cached_store(n: int, identity: str, dim: int) -> Path:
-    """The cached n-vector store for this identity (built on the first run)."""
-    key = identity.replace(":", "_").replace("@", "_").replace("/", "_")
-    cached = common.CACHE / f"first-query-store-{n}-{key}.sqlite3"
-    if not cached.exists():
-        common.log(f"building a {n}-vector store at {cached} (once) ...")
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(cached.name + ".tmp")
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(tmp) + suffix).unlink(missing_ok=True)
-        build_store(tmp, n, identity, dim)
-        with sqlite3.connect(tmp) as db:  # one file, so a plain copy carries everything
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("PRAGMA journal_mode=DELETE")
-        tmp.replace(cached)
-    return cached
-
-
 def search(base: str, text: str, k: int) -> tuple[float, float]:
     """One query on a new connection: (round trip ms, the server's took_ms)."""
-    started = time.perf_counter()
-    response = requests.post(f"{base}/v1/search", json={"text": text, "mode": "image", "k": k},
-                             headers={"Connection": "close"}, timeout=120)
-    elapsed = (time.perf_counter() - started) * 1000
-    response.raise_for_status()
-    body = response.json()
-    if len(body["hits"]) != k:
-        raise RuntimeError(f"expected {k} hits: {response.text[:300]}")
-    return elapsed, body["took_ms"]
+    with requests.Session() as session:  # what requests.post does: a fresh connection each time
+        return api_load.post(session, base, text, k, timeout=120, headers={"Connection": "close"})
 
 
 def server_searches(log_text: str) -> list[tuple[int, float]]:
@@ -136,15 +90,7 @@ def run_api(args: argparse.Namespace, env: dict[str, str], store: Path, workdir:
     started = time.perf_counter()
     api = ManagedProcess(argv, env, workdir / f"{name}.log", cwd=workdir)
     try:
-        def ready() -> bool:
-            if api.popen.poll() is not None:
-                raise RuntimeError(f"the API exited:\n{api.output()[-3000:]}")
-            try:
-                return requests.get(base + "/readyz", timeout=60).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(ready, 300, 0.2, "API ready")
+        wait_api_ready(api, base, 300, interval=0.2, request_timeout=60)
         ready_s = time.perf_counter() - started
         first_ms, first_took = search(base, QUERIES[0], args.k)
         warm_ms, warm_took = [], []
@@ -196,7 +142,7 @@ def main() -> None:
                                                               device="cpu", precision="fp32"))
     clip = get_clip(settings)
     workdir = Path(tempfile.mkdtemp(prefix="bench-first-query-"))
-    store = cached_store(args.n, clip.identity, clip.dim)
+    store, _ = common.cached_vector_store(args.n, clip.identity, clip.dim)
     prefix = f"bench-{uuid.uuid4().hex[:8]}-"
     env = api_load.api_env(workdir, DEMO_CLIP, prefix)
     env["IMAGESEARCH_CAPTIONER_DIR"] = str(DEMO_CAPTIONER)

@@ -43,6 +43,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -146,43 +148,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_embed(ids: list[str], settings: Settings, store: EmbeddedStore, blobs: LocalBlobStore, clip: ClipEncoder,
-              task_size: int) -> float:
-    """Seconds for the embed stage over ``ids``, in tasks of ``task_size``; every id must be done."""
-    _sync(clip.device)
+def _run_tasks(name: str, stage: Callable[[list[str]], pipeline.BatchOutcome], ids: list[str], task_size: int,
+               device: torch.device) -> float:
+    """Seconds for ``stage`` over ``ids``, in tasks of ``task_size``, as a worker receives them; every id
+    must be done (a failed or retried id would make the rate meaningless)."""
+    _sync(device)
     started = time.perf_counter()
     done = 0
     for start in range(0, len(ids), task_size):
-        outcome = pipeline.embed_batch(ids[start:start + task_size], settings=settings, store=store, blobs=blobs,
-                                       clip=clip)
+        outcome = stage(ids[start:start + task_size])
         if outcome.failed or outcome.retry:
-            raise RuntimeError(f"embed: failed {dict(list(outcome.failed.items())[:3])} "
+            raise RuntimeError(f"{name}: failed {dict(list(outcome.failed.items())[:3])} "
                                f"retry {dict(list(outcome.retry.items())[:3])}")
         done += len(outcome.done)
-    _sync(clip.device)
+    _sync(device)
     seconds = time.perf_counter() - started
     if done != len(ids):
-        raise RuntimeError(f"embed: {done} of {len(ids)} done")
+        raise RuntimeError(f"{name}: {done} of {len(ids)} done")
     return seconds
+
+
+def run_embed(ids: list[str], settings: Settings, store: EmbeddedStore, blobs: LocalBlobStore, clip: ClipEncoder,
+              task_size: int) -> float:
+    """Seconds for the embed stage over ``ids``, in tasks of ``task_size``; every id must be done."""
+    stage = partial(pipeline.embed_batch, settings=settings, store=store, blobs=blobs, clip=clip)
+    return _run_tasks("embed", stage, ids, task_size, clip.device)
 
 
 def run_caption(ids: list[str], settings: Settings, store: EmbeddedStore, blobs: LocalBlobStore,
                 captioner: Captioner, clip: ClipEncoder, task_size: int) -> float:
-    _sync(clip.device)
-    started = time.perf_counter()
-    done = 0
-    for start in range(0, len(ids), task_size):
-        outcome = pipeline.caption_batch(ids[start:start + task_size], settings=settings, store=store, blobs=blobs,
-                                         captioner=captioner, clip=clip)
-        if outcome.failed or outcome.retry:
-            raise RuntimeError(f"caption: failed {dict(list(outcome.failed.items())[:3])} "
-                               f"retry {dict(list(outcome.retry.items())[:3])}")
-        done += len(outcome.done)
-    _sync(clip.device)
-    seconds = time.perf_counter() - started
-    if done != len(ids):
-        raise RuntimeError(f"caption: {done} of {len(ids)} done")
-    return seconds
+    """Seconds for the caption stage over ``ids``, in tasks of ``task_size``; every id must be done."""
+    stage = partial(pipeline.caption_batch, settings=settings, store=store, blobs=blobs, captioner=captioner,
+                    clip=clip)
+    return _run_tasks("caption", stage, ids, task_size, clip.device)
 
 
 def _proc_worker(rank: int, args: argparse.Namespace, jpegs: list[bytes], count: int, root: str, batch: int,

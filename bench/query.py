@@ -41,9 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from imagesearch.config import Settings
-from imagesearch.records import ImageRecord
 from imagesearch.search import Query, SearchService
-from imagesearch.stores.base import Filters, ImageVectorUpdate
+from imagesearch.stores.base import Filters
 from imagesearch.stores.embedded import EmbeddedStore
 
 DIM = 512
@@ -92,42 +91,9 @@ skiing
 """.strip().splitlines()
 
 
-def build_store(path: Path, n: int, identity: str, seed: int = 0) -> float:
-    """Fill a new store with n records and unit vectors through the production calls; returns seconds."""
-    started = time.perf_counter()
-    store = EmbeddedStore(path)
-    rng = np.random.default_rng(seed)
-    step = 1000
-    for start in range(0, n, step):
-        ids = [f"img{i:07d}" for i in range(start, min(n, start + step))]
-        for image_id in ids:
-            store.put(ImageRecord(id=image_id, blob_key=f"originals/{image_id[:2]}/{image_id}",
-                                  content_hash="h" + image_id))
-        vectors = rng.standard_normal((len(ids), DIM), dtype=np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        store.set_image_vectors([ImageVectorUpdate(id=i, content_hash="h" + i, vector=v, model=identity,
-                                                   thumb_key=f"thumbs/{i}.jpg", width=640, height=480)
-                                 for i, v in zip(ids, vectors)])
-    store.close()
-    return time.perf_counter() - started
-
-
 def prepared_store(n: int, identity: str, workdir: Path) -> tuple[Path, float | None]:
-    """A copy of the cached n-vector store for this model identity (built once, ~minutes for 100k)."""
-    key = identity.replace(":", "_").replace("@", "_").replace("/", "_")
-    cached = common.CACHE / f"query-store-{n}-{key}.sqlite3"
-    build_s = None
-    if not cached.exists():
-        common.log(f"building a {n}-vector store at {cached} (once) ...")
-        tmp = cached.with_name(cached.name + ".tmp")
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(tmp) + suffix).unlink(missing_ok=True)
-        build_s = build_store(tmp, n, identity)
-        # Checkpoint the WAL into the main file so a plain copy carries everything.
-        with sqlite3.connect(tmp) as db:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("PRAGMA journal_mode=DELETE")
-        tmp.replace(cached)
+    """A copy of the cached n-vector store for this model identity, and its build's seconds (None: cached)."""
+    cached, build_s = common.cached_vector_store(n, identity, DIM)
     target = workdir / "store.sqlite3"
     shutil.copyfile(cached, target)
     return target, build_s

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from cli.profiles import describe as describe_profile
 from imagesearch.errors import ImageSearchError
 from imagesearch.status import status_report
 from imagesearch.vocab import Stage
@@ -27,11 +28,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                                      else str(values)))
     typer.echo(f"dead letters: {report.get('dead_letters', '?')}")
     for profile in report.get("search_profiles", []):
-        fusion = profile["fusion"]
-        weights = ", ".join(f"{k} {v:g}" for k, v in fusion["weights"].items())
-        typer.echo(f"search profile for {profile['clip']} + {profile['captioner']}: {fusion['method']} ({weights}), "
-                   f"relevance for {', '.join(profile['calibrated_modes']) or 'no mode'}, "
-                   f"fitted {profile.get('fitted_at', '?')} on {profile.get('dataset', '?')}")
+        typer.echo(f"search profile for {describe_profile(profile)}")
     for failure in report["latest_failures"]:
         typer.echo(f"  failed {failure['id']}  {failure['source']}: {failure['error']}")
 
@@ -160,6 +157,9 @@ def reindex(batch_size: int = typer.Option(64, help="Images per model batch (Ope
                f"{report.caught_up} caught up, {report.removed} removed, warmed "
                f"{report.warmed.get('successful', 0)}/{report.warmed.get('total', 0)} shards"
                f"{'' if report.replicas_ready else ' (replicas not all copied in time)'}, {report.seconds:.0f} s")
+    typer.echo(f"after the swap: {report.reconciled_after_swap} copied again and {report.removed_after_swap} removed "
+               f"(written to the old index since the catch-up), {report.newer_after_swap} left as written after the "
+               f"swap{'' if report.old_writes_blocked is not False else '; the old index could not be write-blocked'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -59,9 +59,10 @@ def worker(ctx: typer.Context,
         raise typer.BadParameter(f"stages are among {', '.join(Stage)}, comma-separated") from None
     if not chosen:
         raise typer.BadParameter(f"name a stage: {', '.join(Stage)}")
-    keys = get_settings().keys
+    settings = get_settings()
     _exec([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-           "-Q", ",".join(keys.queue(stage) for stage in chosen), "-c", str(concurrency),
+           "-Q", ",".join(settings.keys.queue(stage) for stage in chosen), "-c", str(concurrency),
+           "--prefetch-multiplier", str(settings.workers.prefetch_multiplier(chosen)),
            "-n", name or f"{'+'.join(chosen)}@%h", "--loglevel", "INFO", *ctx.args])
 
 

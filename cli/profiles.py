@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,6 +14,15 @@ from wiring import build_services
 
 app = typer.Typer(help="Search profiles: hybrid fusion and relevance calibration per pair of models.",
                   no_args_is_help=True)
+
+
+def describe(summary: Mapping[str, Any]) -> str:
+    """One line of a :meth:`SearchProfile.summary` (``profiles list`` and ``status`` print the same)."""
+    fusion = summary["fusion"]
+    weights = ", ".join(f"{k} {v:g}" for k, v in fusion["weights"].items())
+    return (f"{summary['clip']} + {summary['captioner']}: {fusion['method']} ({weights}); relevance for "
+            f"{', '.join(summary['calibrated_modes']) or 'no mode'}; fitted {summary.get('fitted_at', '?')} "
+            f"on {summary.get('dataset', '?')}")
 
 
 def _profiles() -> ProfileStore:
@@ -28,10 +39,7 @@ def list_profiles(as_json: bool = typer.Option(False, "--json", help="Print JSON
     if not summaries:
         typer.echo("no search profiles (fit one with: imagesearch eval DATASET --tune)")
     for s in summaries:
-        weights = ", ".join(f"{k} {v:g}" for k, v in s["fusion"]["weights"].items())
-        typer.echo(f"{s['clip']} + {s['captioner']}: {s['fusion']['method']} ({weights}); relevance for "
-                   f"{', '.join(s['calibrated_modes']) or 'no mode'}; fitted {s.get('fitted_at', '?')} "
-                   f"on {s.get('dataset', '?')}")
+        typer.echo(describe(s))
 
 
 @app.command("load")

@@ -11,6 +11,7 @@ settings reference, one described field after another; split, it would be harder
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -22,7 +23,7 @@ from pydantic_settings.sources import ENV_FILE_SENTINEL
 from imagesearch.attributes import AttributeSchema
 from imagesearch.fusion import FusionConfig
 from imagesearch.redis_state import Keyspace
-from imagesearch.vocab import FusionMethod, RankedList
+from imagesearch.vocab import FusionMethod, RankedList, Stage
 
 # An empty variable means unset (compose renders `${VAR:-}` as ""; a Path would parse it as ".").
 _COMMON = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True, populate_by_name=True)
@@ -263,7 +264,7 @@ class ModelSettings(BaseSettings):
     clip_prepack_text: bool = Field(
         default=True,
         description="On CPU in fp32, hold the CLIP text layers' weights pre-packed for oneDNN: query encoding "
-        "~1.8x faster, vectors equal to 1e-6 (checked at load; the stock layers stay if they differ).",
+        "~1.8x faster, vectors equal to 1e-4 (checked at load; the stock layers stay if they differ).",
     )
     captioner_model: str = Field(
         default="nlpconnect/vit-gpt2-image-captioning",
@@ -310,11 +311,20 @@ class IngestSettings(BaseSettings):
     @field_validator("attributes")
     @classmethod
     def _attributes_parse(cls, value: str) -> str:
-        AttributeSchema.parse(value)  # a typo fails at start-up, not on the first upload
+        _attribute_schema(value)  # a typo fails at start-up, not on the first upload
         return value
 
     def attribute_schema(self) -> AttributeSchema:
-        return AttributeSchema.parse(self.attributes)
+        """The declared attributes (every upload, listing and filtered search asks for them)."""
+        return _attribute_schema(self.attributes)
+
+
+# Keyed on the declaration itself, not cached on the settings object: a settings copy with other
+# attributes (``model_copy(update=...)``) or an assigned ``attributes`` can never see a stale schema.
+# The schema is shared by every caller, which only read it.
+@lru_cache(maxsize=16)
+def _attribute_schema(spec: str) -> AttributeSchema:
+    return AttributeSchema.parse(spec)
 
 
 class WorkerSettings(BaseSettings):
@@ -356,7 +366,8 @@ class WorkerSettings(BaseSettings):
         "call's thumbnails loading while one generates.",
     )
     batch_flush_seconds: float = Field(
-        default=0.5, gt=0, description="A worker runs a partial batch after waiting this long for more messages."
+        default=0.5, gt=0, description="A worker with a free process runs a partial batch after waiting this long "
+        "for more messages (while every process is busy, the batch keeps filling).",
     )
     max_retries: int = Field(
         default=5,
@@ -389,6 +400,18 @@ class WorkerSettings(BaseSettings):
         description="Redis redelivers an unacknowledged task after this many seconds; it must exceed the longest "
         "batch plus its retry backoff or a slow batch would run twice.",
     )
+
+    def batch_messages(self, stage: Stage) -> int:
+        """Messages one task of ``stage`` takes at most."""
+        return self.embed_flush_every if stage == Stage.EMBED else self.caption_batch_size
+
+    def prefetch_multiplier(self, stages: Iterable[Stage]) -> int:
+        """Celery's prefetch for a worker consuming ``stages``: a batch's messages stay unacknowledged
+        until it returns (late acks), so room for one running batch per process and one more filling
+        is twice the largest batch. Sized per worker: a caption worker sized by the embed batch would
+        hoard 16 caption batches per process, and a message queued behind them would outwait the
+        redelivery timing."""
+        return 2 * max(self.batch_messages(stage) for stage in stages)
 
 
 class ApiSettings(BaseSettings):

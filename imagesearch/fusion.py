@@ -20,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 from imagesearch.vocab import FusionMethod, RankedList
 
 COSINE_LISTS = frozenset({RankedList.IMAGE, RankedList.CAPTION})
@@ -65,14 +68,24 @@ class Fused:
     parts: Mapping[RankedList, Entry]
 
 
-def contribution(name: RankedList, entry: Entry, config: FusionConfig, keyword_range: tuple[float, float]) -> float:
-    """What one list adds to a hit's fused score (before its weight)."""
+def keyword_bounds(lists: Mapping[RankedList, Sequence[tuple[str, float]]]) -> tuple[float, float]:
+    """The keyword list's lowest and highest BM25 score (both 0 without one): its min-max bounds."""
+    keyword = [score for _, score in lists.get(RankedList.KEYWORD, ())]
+    return (min(keyword), max(keyword)) if keyword else (0.0, 0.0)
+
+
+def contributions(name: RankedList, scores: ArrayLike, ranks: ArrayLike, config: FusionConfig,
+                  keyword_range: tuple[float, float]) -> np.ndarray:
+    """What list ``name`` adds to the fused score of each of its hits (before its weight), from their
+    raw ``scores`` and 1-based ``ranks`` in it. Vectorised, so the tuner re-ranks a whole grid of
+    fusions with the very arithmetic :func:`fuse` uses."""
     if config.method == FusionMethod.RRF:
-        return 1.0 / (config.rrf_k + entry.rank)
+        return 1.0 / (config.rrf_k + np.asarray(ranks, dtype=np.float64))
+    values = np.asarray(scores, dtype=np.float64)
     if name in COSINE_LISTS:
-        return min(1.0, max(0.0, entry.score))
+        return np.clip(values, 0.0, 1.0)
     low, high = keyword_range
-    return 1.0 if high <= low else (entry.score - low) / (high - low)
+    return np.ones_like(values) if high <= low else (values - low) / (high - low)
 
 
 def fuse(lists: Mapping[RankedList, Sequence[tuple[str, float]]], config: FusionConfig) -> list[Fused]:
@@ -81,11 +94,13 @@ def fuse(lists: Mapping[RankedList, Sequence[tuple[str, float]]], config: Fusion
     for name, ranked in lists.items():
         for rank, (image_id, score) in enumerate(ranked, start=1):
             parts.setdefault(image_id, {})[name] = Entry(rank, float(score))
-    keyword = [score for _, score in lists.get(RankedList.KEYWORD, ())]
-    keyword_range = (min(keyword), max(keyword)) if keyword else (0.0, 0.0)
+    bounds = keyword_bounds(lists)
+    # By list and rank, not by id: a list naming an id twice counts once, its last entry (as in parts).
+    weighted = {name: (config.weight(name) * contributions(
+                    name, [score for _, score in ranked], np.arange(1, len(ranked) + 1), config, bounds)).tolist()
+                for name, ranked in lists.items()}
     fused = [
-        Fused(image_id, sum(config.weight(name) * contribution(name, entry, config, keyword_range)
-                            for name, entry in entries.items()), entries)
+        Fused(image_id, sum(weighted[name][entry.rank - 1] for name, entry in entries.items()), entries)
         for image_id, entries in parts.items()
     ]
     fused.sort(key=lambda f: (-f.score, f.id))

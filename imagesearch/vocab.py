@@ -12,7 +12,7 @@ from enum import StrEnum
 class SearchMode(StrEnum):
     IMAGE = "image"      # query text -> CLIP image vectors
     CAPTION = "caption"  # query text -> CLIP text vectors of generated captions
-    HYBRID = "hybrid"    # both kNN lists and BM25 on captions, fused
+    HYBRID = "hybrid"    # both kNN lists and BM25 on captions, titles and descriptions, fused
 
 
 class Status(StrEnum):
@@ -72,7 +72,7 @@ class RankedList(StrEnum):
 
     IMAGE = "image"      # kNN on CLIP image vectors (cosine)
     CAPTION = "caption"  # kNN on CLIP text vectors of captions (cosine)
-    KEYWORD = "keyword"  # BM25 on captions
+    KEYWORD = "keyword"  # BM25 on captions, titles and descriptions
 
 
 class FusionMethod(StrEnum):

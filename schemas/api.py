@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from imagesearch.limits import MAX_K
 from imagesearch.vocab import CaptionStatus, Cutoff, FusionMethod, RankedList, SearchMode, Status
 
 MAX_TEXT = 1000
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# A caller's own id: an SKU, an album's photo id, a backfilled file's path or an S3 key. Those hold
+# `/`, spaces and any script (Chinese file names), and S3 keys run to 1,024 bytes; only control
+# characters are refused (the upload id digest joins its parts with one).
+EXTERNAL_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,1024}$"
 
 
 MAX_EXAMPLES = 8
@@ -35,10 +40,14 @@ def _decode_image(value: str | None) -> bytes | None:
         raise ValueError(f"image is not valid base64: {exc}") from exc
 
 
-def _strip_text(value: str | None) -> str | None:
-    if value is not None and not value.strip():
+def _strip_text(value: str) -> str:
+    if not value.strip():
         raise ValueError("text must not be blank")
-    return value.strip() if value is not None else None
+    return value.strip()
+
+
+# A text query: at most MAX_TEXT characters as sent (checked first), then stripped, and never blank.
+QueryText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_strip_text)]
 
 
 class ExampleIn(BaseModel):
@@ -47,12 +56,10 @@ class ExampleIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": _one_of(("text", "image", "image_id"))})
 
-    text: str | None = Field(default=None, max_length=MAX_TEXT)
+    text: QueryText | None = None
     image: str | None = Field(default=None, description="base64-encoded image bytes")
     image_id: str | None = Field(default=None, min_length=1, max_length=128)
     weight: float = Field(default=1.0, gt=0, le=MAX_WEIGHT, description="How much this example counts.")
-
-    _text = field_validator("text")(classmethod(lambda cls, v: _strip_text(v)))
 
     @model_validator(mode="after")
     def _one_source(self) -> ExampleIn:
@@ -116,7 +123,7 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": _one_of(QUERY_SOURCES)})
 
-    text: str | None = Field(default=None, max_length=MAX_TEXT)
+    text: QueryText | None = None
     image: str | None = Field(default=None, description="base64-encoded image bytes")
     image_id: str | None = Field(default=None, min_length=1, max_length=128)
     positive: list[ExampleIn] | None = Field(
@@ -141,8 +148,6 @@ class SearchRequest(BaseModel):
                                     "applied inside the nearest-neighbour search (k hits whenever k records match).")
     page_token: str | None = Field(default=None, max_length=512,
                                    description="`next_page_token` of the previous page of the same query.")
-
-    _text = field_validator("text")(classmethod(lambda cls, v: _strip_text(v)))
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
@@ -304,7 +309,7 @@ class BatchItemIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    external_id: str | None = Field(default=None, pattern=NAME_PATTERN,
+    external_id: str | None = Field(default=None, pattern=EXTERNAL_ID_PATTERN,
                                     description="Your id for this file (as in a single upload).")
     title: str | None = Field(default=None, max_length=512)
     description: str | None = Field(default=None, max_length=8192)

@@ -24,8 +24,9 @@ def make_celery(settings: Settings) -> Celery:
         # leaves its messages to be redelivered instead of losing them.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # Batching tasks buffer messages in the worker: it must be allowed to hold a full batch.
-        worker_prefetch_multiplier=max(settings.workers.embed_flush_every, settings.workers.caption_batch_size),
+        # Batching tasks buffer messages in the worker (WorkerSettings.prefetch_multiplier says how many);
+        # `imagesearch worker STAGE` passes the figure for its own stages.
+        worker_prefetch_multiplier=settings.workers.prefetch_multiplier(Stage),
         # A worker killed while holding kombu's restore mutex blocks redelivery until it expires
         # (300 s by default): never longer than the visibility timeout itself.
         broker_transport_options={"visibility_timeout": settings.workers.visibility_timeout_seconds,

@@ -1,8 +1,9 @@
 """Batched embed and caption tasks: thin wrappers that call :mod:`imagesearch.pipeline`.
 
 Both use celery-batches (through :class:`workers.batches.ReliableBatches`): the worker buffers
-single-image messages and hands a list to the task when ``*_flush_every`` arrived or
-``batch_flush_seconds`` passed, so uploads that arrive one by one still reach the model in batches.
+single-image messages and hands a list to the task when ``*_flush_every`` arrived or, while a
+pool process is free, ``batch_flush_seconds`` passed: uploads that arrive one by one still reach the
+model in batches, and under a backlog the batches are full.
 """
 
 from __future__ import annotations

@@ -231,21 +231,28 @@ def start_api(env: dict[str, str], log_dir: Path, name: str = "api", port: int =
                                "--threads", "4")
     proc = ManagedProcess(args, env, log_dir / f"{name}.log", cwd=cwd)
     base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"the API exited:\n{proc.output()[-3000:]}")
-        try:
-            return requests.get(base + "/readyz", timeout=30).status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
-        wait_until(ready, timeout, 0.3, "API ready")
+        wait_api_ready(proc, base, timeout)
     except BaseException:
         proc.close()
         raise
     return proc, base
+
+
+def wait_api_ready(proc: ManagedProcess, base: str, timeout: float, interval: float = 0.3,
+                   request_timeout: float = 30) -> None:
+    """Poll ``base``'s /readyz until it answers 200; raises at once, with its log's tail, if the API
+    exits. ``request_timeout`` bounds one probe: an API without the warm hook (a plain gunicorn)
+    loads its models while answering the first."""
+    def ready() -> bool:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"the API exited:\n{proc.output()[-3000:]}")
+        try:
+            return requests.get(base + "/readyz", timeout=request_timeout).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(ready, timeout, interval, "API ready")
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from itertools import product
 
 import numpy as np
 
-from imagesearch.fusion import FusionConfig, fuse
+from imagesearch.fusion import FusionConfig, contributions, fuse, keyword_bounds
 from imagesearch.relevance import Calibration, features
 from imagesearch.vocab import FusionMethod, RankedList
 
@@ -82,23 +82,27 @@ def _first_relevant_ranks(query: QueryLists, relevant: frozenset[str], configs: 
         return np.full(len(configs), np.inf)
     position = {i: n for n, i in enumerate(ids)}
     names = list(RankedList)
-    keyword = [s for _, s in query.lists.get(RankedList.KEYWORD, ())]
-    low, high = (min(keyword), max(keyword)) if keyword else (0.0, 0.0)
-    linear = np.zeros((len(ids), len(names)))
-    ranks = np.full((len(ids), len(names)), np.inf)
-    for column, name in enumerate(names):
-        for rank, (image_id, score) in enumerate(query.lists.get(name, ()), start=1):
-            row = position[image_id]
-            ranks[row, column] = rank
-            if name == RankedList.KEYWORD:
-                linear[row, column] = 1.0 if high <= low else (score - low) / (high - low)
-            else:
-                linear[row, column] = min(1.0, max(0.0, score))
+    bounds = keyword_bounds(query.lists)
+    present = {name: ([position[i] for i, _ in ranked], [s for _, s in ranked], np.arange(1, len(ranked) + 1))
+               for name, ranked in query.lists.items() if ranked}
+    # Contributions depend on the method and RRF constant, not the weights: once per pair, not per config.
+    matrices: dict[tuple[FusionMethod, int], np.ndarray] = {}
+
+    def contribution_matrix(config: FusionConfig) -> np.ndarray:
+        key = (config.method, config.rrf_k)
+        if key not in matrices:
+            matrix = np.zeros((len(ids), len(names)))  # a hit absent from a list gets 0 from it
+            for column, name in enumerate(names):
+                if name in present:
+                    rows, scores, ranks = present[name]
+                    matrix[rows, column] = contributions(name, scores, ranks, config, bounds)
+            matrices[key] = matrix
+        return matrices[key]
+
     is_relevant = np.array([i in relevant for i in ids])
     out = np.empty(len(configs))
     for index, config in enumerate(configs):
-        contrib = linear if config.method == FusionMethod.LINEAR else 1.0 / (config.rrf_k + ranks)
-        scores = contrib @ np.array([config.weight(n) for n in names])
+        scores = contribution_matrix(config) @ np.array([config.weight(n) for n in names])
         best_relevant = scores[is_relevant].max()
         # Ties with the relevant hit count against it (a pessimistic, deterministic order).
         rank = int((scores >= best_relevant).sum() - (scores[is_relevant] >= best_relevant).sum()) + 1

@@ -1,4 +1,4 @@
-"""The default store: SQLite (WAL) for records, NumPy for exact cosine kNN, FTS5 for captions.
+"""The default store: SQLite (WAL) for records, NumPy for exact cosine kNN, FTS5 for keywords.
 
 Several worker and API processes open the same file. SQLite serialises writers; every write
 transaction bumps a sequence number and stamps the rows it touches (or a tombstone for deletes),

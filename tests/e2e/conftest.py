@@ -3,11 +3,13 @@ for the fast suite)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.support.broker import private_broker
+from tests.support.hostile_batch import HostileBatch, stage_batch
 
 HERE = Path(__file__).parent
 
@@ -45,3 +47,10 @@ def broker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_
 def durable_broker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """A private Redis with an AOF (fsync always), for a test that kills and restarts it."""
     yield from private_broker(monkeypatch, tmp_path, durable=True, failed=lambda: _failed(request))
+
+
+@pytest.fixture
+def hostile_batch(redis_client, data_dir: Path) -> Callable[..., HostileBatch]:
+    """``hostile_batch(prefix, good_size=(96, 64))``: good JPEGs and the hostile corpus in ``data_dir``'s
+    store and blob storage, each with an embed message on this run's Redis, for a worker to settle."""
+    return lambda prefix, **options: stage_batch(data_dir, prefix, **options)

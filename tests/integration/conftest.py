@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 from imagesearch.stores.base import Store
 from tests.support.stores import BACKENDS, open_test_store
@@ -23,3 +25,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """Each backend in turn (OpenSearch skips without ``OPENSEARCH_URL``): one contract, every store."""
     yield from open_test_store(request.param, tmp_path)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of the module's ``app`` fixture (each module says what its app holds)."""
+    return app.test_client()

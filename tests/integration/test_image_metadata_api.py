@@ -223,9 +223,33 @@ def test_delete_by_external_id_removes_the_record_the_upload_made(client, svc):
     assert svc.store.get(default) is None
 
 
-@pytest.mark.parametrize("query", ["", "?collection=shop", "?external_id=../x", "?external_id=a&colour=red"])
+@pytest.mark.parametrize("query", ["", "?collection=shop", "?external_id=", "?external_id=a%0Ab",
+                                   "?external_id=a%00", f"?external_id={'x' * 1025}", "?external_id=a&colour=red"])
 def test_delete_by_external_id_needs_a_valid_external_id(client, query):
     assert _error(client.delete(f"/v1/images{query}"), 422)["code"] == "invalid_request"
+
+
+# A folder backfill's ids are relative paths, an S3 key runs to 1,024 characters, and an album's file
+# names are often Chinese: each must work for upload, batch upload and delete, not only SKU-like ids.
+PATH_LIKE_IDS = ["photos/2024/春节 合影.jpg", "../x", "shop:sku 42 (red)", "k" * 1024]
+
+
+@pytest.mark.parametrize("external_id", PATH_LIKE_IDS)
+def test_path_like_external_ids_upload_and_delete(client, svc, external_id):
+    image_id = _accepted(_upload(client, collection="shop", external_id=external_id))
+    assert svc.store.get(image_id).external_id == external_id
+    assert client.get(f"/v1/images/{image_id}").get_json()["external_id"] == external_id
+    # The same id again replaces the record rather than adding one.
+    assert _accepted(_upload(client, collection="shop", external_id=external_id)) == image_id
+    assert client.delete(f"/v1/images?collection=shop&external_id={quote(external_id)}").status_code == 204
+    assert svc.store.get(image_id) is None
+
+
+@pytest.mark.parametrize("external_id", ["", "line\nbreak", "nul\x00", "x" * 1025])
+def test_upload_refuses_control_characters_and_overlong_external_ids(client, svc, external_id):
+    before = svc.store.counts()
+    assert _error(_upload(client, external_id=external_id), 422)["code"] == "invalid_request"
+    assert svc.store.counts() == before
 
 
 # -- listing -----------------------------------------------------------------------------------------------

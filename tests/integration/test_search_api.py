@@ -15,8 +15,8 @@ from imagesearch.models.captioner import configured_captioner
 from imagesearch.profiles import SearchProfile
 from imagesearch.relevance import Calibration
 from imagesearch.vocab import FusionMethod, RankedList
-from tests.support.factories import caption_update, record, vector_update
 from tests.support.images import jpeg
+from tests.support.search_api import put_indexed, search
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230), "grey": (128, 128, 128)}
 
@@ -28,28 +28,14 @@ def app(make_app, redis_client):
     clip, store = svc.clip, svc.store
     svc.profiles.delete(clip.identity, configured_captioner(svc.settings))  # whatever an earlier test left
     for name, rgb in COLOURS.items():
-        store.put(record(name, tenant="default"))
-        vector = clip.encode_images([Image.new("RGB", (64, 64), rgb)])[0]
-        store.set_image_vectors([vector_update(name, vector, model=clip.identity)])
         caption = f"a {name} square"
-        store.set_captions([caption_update(name, caption, clip.encode_texts([caption])[0], text_model=clip.identity)])
+        put_indexed(store, clip.identity, name, clip.encode_images([Image.new("RGB", (64, 64), rgb)])[0],
+                    caption=caption, caption_vector=clip.encode_texts([caption])[0])
     red = store.vector("red", "image")[0]
     twin = red + 0.02 * np.ones_like(red) / np.sqrt(red.size)
-    store.put(record("red-twin", tenant="default"))
-    store.set_image_vectors([vector_update("red-twin", twin / np.linalg.norm(twin), model=clip.identity)])
+    put_indexed(store, clip.identity, "red-twin", twin / np.linalg.norm(twin))
     yield app
     svc.profiles.delete(clip.identity, configured_captioner(svc.settings))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-def _search(client, status: int = 200, **body):
-    response = client.post("/v1/search", json=body)
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()
 
 
 def _ids(body) -> list[str]:
@@ -57,22 +43,22 @@ def _ids(body) -> list[str]:
 
 
 def test_plain_search_has_no_relevance_and_no_fusion_outside_hybrid(client):
-    body = _search(client, text="a red square", k=3)
+    body = search(client, text="a red square", k=3)
     assert body["calibrated"] is False and body["fusion"] is None and body["cutoff"] is None
     assert all(h["relevance"] is None and h["duplicates"] == [] and h["explain"] is None for h in body["hits"])
-    hybrid = _search(client, text="a red square", mode="hybrid", k=3)
+    hybrid = search(client, text="a red square", mode="hybrid", k=3)
     assert hybrid["fusion"] == {"method": "linear", "weights": {"image": 0.45, "caption": 0.45, "keyword": 0.1},
                                 "depth": 100, "rrf_k": 60, "tuned": False}
 
 
 def test_positive_and_negative_examples(client):
-    body = _search(client, positive=[{"image_id": "red"}, {"text": "a square", "weight": 0.5}],
+    body = search(client, positive=[{"image_id": "red"}, {"text": "a square", "weight": 0.5}],
                    negative=[{"image_id": "grey", "weight": 2}], k=5)
     assert "red" not in _ids(body) and "grey" not in _ids(body)  # examples are never their own hits
     assert _ids(body)[0] == "red-twin"
     image = base64.b64encode(jpeg(color=(20, 230, 20))).decode()
-    assert _ids(_search(client, positive=[{"image": image}], k=1)) == ["green"]
-    with_text = _search(client, text="a blue square", negative=[{"text": "a blue square"}], status=422)
+    assert _ids(search(client, positive=[{"image": image}], k=1)) == ["green"]
+    with_text = search(client, text="a blue square", negative=[{"text": "a blue square"}], status=422)
     assert with_text["error"]["code"] == "examples_cancel_out"
 
 
@@ -90,31 +76,31 @@ def test_positive_and_negative_examples(client):
     ({"text": "a", "min_relevance": 1.5}, "min_relevance"),
 ])
 def test_malformed_examples_and_options_are_422_naming_the_field(client, body, where):
-    error = _search(client, status=422, **body)["error"]
+    error = search(client, status=422, **body)["error"]
     assert error["message"].startswith(where), error
 
 
 def test_min_score_in_hybrid_and_min_relevance_without_calibration(client):
-    error = _search(client, status=422, text="a", mode="hybrid", min_score=0.2)["error"]
+    error = search(client, status=422, text="a", mode="hybrid", min_score=0.2)["error"]
     assert error["code"] == "unsupported_in_mode" and "min_relevance" in error["message"]
-    assert _search(client, status=409, text="a", min_relevance=0.5)["error"]["code"] == "not_calibrated"
+    assert search(client, status=409, text="a", min_relevance=0.5)["error"]["code"] == "not_calibrated"
 
 
 def test_explain_dedup_and_cutoff(client):
-    body = _search(client, image_id="green", k=4, explain=True)
+    body = search(client, image_id="green", k=4, explain=True)
     assert _ids(body)[:2] in (["red", "red-twin"], ["red-twin", "red"]) or "red" in _ids(body)
     for rank, hit in enumerate(body["hits"], start=1):
         assert hit["explain"] == {"fused": hit["score"], "lists": {"image": {"rank": rank, "score": hit["score"]}}}
-    plain = _ids(_search(client, image_id="green", k=4))
-    deduped = _search(client, image_id="green", k=4, dedup=True)
+    plain = _ids(search(client, image_id="green", k=4))
+    deduped = search(client, image_id="green", k=4, dedup=True)
     first = next(i for i in plain if i.startswith("red"))
     other = "red-twin" if first == "red" else "red"
     assert _ids(deduped) == [i for i in plain if i != other]
     assert next(h for h in deduped["hits"] if h["id"] == first)["duplicates"] == [other]
-    hybrid = _search(client, text="a blue square", mode="hybrid", k=4, explain=True)
+    hybrid = search(client, text="a blue square", mode="hybrid", k=4, explain=True)
     for hit in hybrid["hits"]:
         assert set(hit["explain"]["lists"]) == {"image", "caption", "keyword"}
-    cut = _search(client, text="a blue square", mode="caption", k=4, cutoff="auto")
+    cut = search(client, text="a blue square", mode="caption", k=4, cutoff="auto")
     assert cut["cutoff"]["method"] == "auto" and cut["cutoff"]["of"] == 4 and cut["cutoff"]["kept"] == len(cut["hits"])
 
 
@@ -125,13 +111,13 @@ def test_a_saved_profile_reaches_the_api_and_readyz(app, client):
     svc.profiles.save(SearchProfile(svc.clip.identity, configured_captioner(svc.settings), fusion,
                                     {"image": calibration, "caption": calibration, "hybrid": calibration},
                                     {"dataset": "unit", "fitted_at": "2026-12-01T00:00:00+00:00"}))
-    body = _search(client, text="a red square", k=4)
+    body = search(client, text="a red square", k=4)
     assert body["calibrated"] is True
     for hit in body["hits"]:
         assert hit["relevance"] == pytest.approx(1 / (1 + np.exp(-hit["score"])))
-    kept = _search(client, text="a red square", k=4, min_relevance=body["hits"][1]["relevance"])
+    kept = search(client, text="a red square", k=4, min_relevance=body["hits"][1]["relevance"])
     assert _ids(kept) == _ids(body)[:2]
-    hybrid = _search(client, text="a red square", mode="hybrid", k=4)
+    hybrid = search(client, text="a red square", mode="hybrid", k=4)
     assert hybrid["fusion"] == {**fusion.to_json(), "tuned": True}
     ready = client.get("/readyz").get_json()
     assert ready["profile"]["fusion"] == fusion.to_json() and ready["profile"]["dataset"] == "unit"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imagesearch.filtering import parse_where
-from tests.support.factories import caption_update, record, vector_update
+from tests.support.search_api import put_indexed, search
 
 ATTRIBUTES = "brand:keyword,price:number,in_stock:boolean,released:date"
 N = 60
@@ -22,25 +22,14 @@ def app(make_app, redis_client):
     rng = np.random.default_rng(7)
     texts = clip.encode_texts([f"a picture of thing {i}" for i in range(N)])
     for i in range(N):
-        store.put(record(f"p{i:02d}", tenant="default", tags=["even" if i % 2 == 0 else "odd", f"t{i % 5}"],
-                         title=f"product {i}", created_at=1_700_000_000.0 + i * 86400,
-                         attributes={"brand": ["acme", "zeta", "ohm"][i % 3], "price": float(i),
-                                     "in_stock": i % 4 != 0, "released": 1_600_000_000.0 + i}))
         v = rng.normal(size=texts.shape[1]).astype(np.float32)
-        store.set_image_vectors([vector_update(f"p{i:02d}", v / np.linalg.norm(v), model=clip.identity)])
-        store.set_captions([caption_update(f"p{i:02d}", f"a picture of thing {i}", texts[i], text_model=clip.identity)])
+        put_indexed(store, clip.identity, f"p{i:02d}", v / np.linalg.norm(v),
+                    caption=f"a picture of thing {i}", caption_vector=texts[i],
+                    tags=["even" if i % 2 == 0 else "odd", f"t{i % 5}"], title=f"product {i}",
+                    created_at=1_700_000_000.0 + i * 86400,
+                    attributes={"brand": ["acme", "zeta", "ohm"][i % 3], "price": float(i),
+                                "in_stock": i % 4 != 0, "released": 1_600_000_000.0 + i})
     return app
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-def _search(client, status: int = 200, **body):
-    response = client.post("/v1/search", json=body)
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()
 
 
 FILTERS = [
@@ -61,31 +50,31 @@ def test_filtered_search_returns_k_matching_hits(app, client, where, mode):
     matching = {r.id for r in svc.store.iter_records() if parsed.matches(r)}
     assert matching, where
     k = 5
-    hits = _search(client, text="a picture of thing 3", mode=mode, k=k, filter=where)["hits"]
+    hits = search(client, text="a picture of thing 3", mode=mode, k=k, filter=where)["hits"]
     assert len(hits) == min(k, len(matching))
     assert {h["id"] for h in hits} <= matching
 
 
 def test_an_undeclared_attribute_or_a_wrong_type_is_422_naming_it(client):
-    error = _search(client, 422, text="x", filter={"attributes": {"colour": {"eq": "red"}}})["error"]
+    error = search(client, 422, text="x", filter={"attributes": {"colour": {"eq": "red"}}})["error"]
     assert "colour" in error["message"]
-    error = _search(client, 422, text="x", filter={"attributes": {"price": {"eq": "cheap"}}})["error"]
+    error = search(client, 422, text="x", filter={"attributes": {"price": {"eq": "cheap"}}})["error"]
     assert "price" in error["message"]
-    error = _search(client, 422, text="x", filter={"attributes": {"brand": {"range": {"gte": 1}}}})["error"]
+    error = search(client, 422, text="x", filter={"attributes": {"brand": {"range": {"gte": 1}}}})["error"]
     assert "brand" in error["message"]
-    assert _search(client, 422, text="x", filter={"colour": 1})["error"]["code"] == "invalid_request"
+    assert search(client, 422, text="x", filter={"colour": 1})["error"]["code"] == "invalid_request"
 
 
 @pytest.mark.parametrize("mode", ["image", "caption", "hybrid"])
 def test_pages_concatenate_to_the_deep_query(client, mode):
-    deep = [h["id"] for h in _search(client, text="a picture of thing 9", mode=mode, k=100)["hits"]]
+    deep = [h["id"] for h in search(client, text="a picture of thing 9", mode=mode, k=100)["hits"]]
     pages: list[str] = []
     token = None
     for _ in range(20):
         body = {"text": "a picture of thing 9", "mode": mode, "k": 7}
         if token:
             body["page_token"] = token
-        page = _search(client, **body)
+        page = search(client, **body)
         pages += [h["id"] for h in page["hits"]]
         token = page["next_page_token"]
         if token is None:
@@ -94,11 +83,11 @@ def test_pages_concatenate_to_the_deep_query(client, mode):
 
 
 def test_a_token_is_bound_to_its_query(client):
-    first = _search(client, text="a picture of thing 1", k=5)
+    first = search(client, text="a picture of thing 1", k=5)
     token = first["next_page_token"]
     assert token
-    again = _search(client, text="a picture of thing 1", k=10, page_token=token)  # k may change
+    again = search(client, text="a picture of thing 1", k=10, page_token=token)  # k may change
     assert {h["id"] for h in again["hits"]}.isdisjoint({h["id"] for h in first["hits"]})
-    error = _search(client, 422, text="another query", k=5, page_token=token)["error"]
+    error = search(client, 422, text="another query", k=5, page_token=token)["error"]
     assert error["code"] == "invalid_page_token" and "another query" in error["message"]
-    assert _search(client, 422, text="x", page_token="not-a-token")["error"]["code"] == "invalid_page_token"
+    assert search(client, 422, text="x", page_token="not-a-token")["error"]["code"] == "invalid_page_token"

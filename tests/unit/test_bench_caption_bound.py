@@ -63,3 +63,21 @@ def test_bound_is_encoder_at_matmul_rate_plus_decoder_at_bandwidth(caption_bench
     assert b["decoder_s_per_batch"] == pytest.approx(decoder)
     assert b["captions_s"] == pytest.approx(8 / (encoder + decoder))
     assert b["captions_per_cpu_s"] == pytest.approx(8 / (8 * work.encoder_flops / 60e9 + decoder))
+
+
+def test_ceilings_add_the_work_the_bound_leaves_out():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location("caption_ceiling_bench", ROOT / "bench" / "caption_ceiling.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    # Bound 0.6 + 0.2 s; outside it 0.1 s of cross-attention K/V and 0.1 s of CLIP text.
+    every_part_at_bound, encoder_as_measured = module.ceilings(0.6, 0.2, 0.1, 0.1, encoder_measured=0.8)
+    assert every_part_at_bound == pytest.approx(0.8 / 1.0)
+    assert encoder_as_measured == pytest.approx(0.8 / 1.2)
+    # 0.8 of the bound leaves 1.0 s; 0.2 s of it is outside the bound, so both parts at 100 %.
+    assert module.required_efficiency(0.8, 0.2, 0.8) == pytest.approx(1.0)
+    assert module.required_efficiency(0.8, 0.1, 0.8) == pytest.approx(0.8 / 0.9)
+    assert module.required_efficiency(0.8, 1.0, 0.8) == float("inf")

@@ -15,18 +15,6 @@ import pytest
 import torch
 from PIL import Image
 from skimage import data as samples
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    CLIPConfig,
-    CLIPImageProcessor,
-    CLIPModel,
-    CLIPProcessor,
-    PreTrainedTokenizerFast,
-    SiglipConfig,
-    SiglipImageProcessor,
-    SiglipModel,
-    SiglipProcessor,
-)
 
 from imagesearch import imaging, pipeline
 from imagesearch.blobs import LocalBlobStore, original_key
@@ -39,6 +27,7 @@ from imagesearch.stores.embedded import EmbeddedStore
 from imagesearch.vocab import VectorField
 from tests.support.hostile import corpus
 from tests.support.images import jpeg
+from tests.support.tiny_transformers import SPECIALS, save_tiny_clip, save_tiny_siglip
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; the GPU machines run 0.26.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
@@ -180,16 +169,7 @@ def test_thumbnails_show_the_same_picture(tmp_path, photos):
         assert np.abs(a - b).mean() < 4.0, name  # JPEG and resampling differences only (a rotation is ~60)
 
 
-def _word_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
-    words = ["[PAD]", "[UNK]", "<s>", "</s>", "a", "photo", "of", "dog"]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
-                                   eos_token="</s>", model_max_length=max_length)
-
-
-def _tower(**extra: int) -> dict:
-    return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, **extra)
+WORDS = [*SPECIALS, "a", "photo", "of", "dog"]
 
 
 @pytest.fixture(scope="module")
@@ -197,18 +177,8 @@ def transformers_clips(tmp_path_factory) -> dict[str, Path]:
     """A CLIPModel (shorter side to 48, centre crop, bicubic) and a SigLIP (squashed to 48x48,
     bilinear, mean/std 0.5) saved with save_pretrained: both preprocessing families."""
     torch.manual_seed(0)
-    clip_dir = tmp_path_factory.mktemp("hf-clip")
-    config = CLIPConfig(text_config=_tower(vocab_size=8, max_position_embeddings=16, pad_token_id=0, bos_token_id=2,
-                                           eos_token_id=3),
-                        vision_config=_tower(image_size=48, patch_size=8), projection_dim=16)
-    CLIPModel(config).save_pretrained(clip_dir)
-    processor = CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48})
-    CLIPProcessor(image_processor=processor, tokenizer=_word_tokenizer(16)).save_pretrained(clip_dir)
-    siglip_dir = tmp_path_factory.mktemp("hf-siglip")
-    SiglipModel(SiglipConfig(text_config=_tower(vocab_size=8, max_position_embeddings=12),
-                             vision_config=_tower(image_size=48, patch_size=8))).save_pretrained(siglip_dir)
-    SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 48, "width": 48}, resample=2),
-                    tokenizer=_word_tokenizer(12)).save_pretrained(siglip_dir)
+    clip_dir = save_tiny_clip(tmp_path_factory.mktemp("hf-clip"), WORDS, 48)
+    siglip_dir = save_tiny_siglip(tmp_path_factory.mktemp("hf-siglip"), WORDS, 48, resample=2)
     return {"clip": clip_dir, "siglip": siglip_dir}
 
 

@@ -145,6 +145,31 @@ class IndexLifecycle:
             self._state = None
         return actions
 
+    def block_writes(self, index: str) -> bool:
+        """Refuse further writes to ``index`` (``PUT /<index>/_block/write``, which returns once the
+        writes in flight on its shards are done), then refresh it, so that one scan sees every write
+        it took: the old index of a reindex, after the swap. Returns whether the block is in place;
+        if OpenSearch refuses it (a role without the privilege), the index is still refreshed and
+        the refusal logged."""
+        try:
+            resp = self.retrying.call(self.client.indices.add_block, index=index, block="write")
+        except os_errors.TransportError as exc:  # a refusal (transient errors end as StoreUnavailable)
+            log.warning("could not block writes to %s (%s); a write still in flight to it may be missed", index, exc)
+            blocked = False
+        else:
+            statuses = resp.get("indices") or []
+            blocked = bool(resp.get("acknowledged")) and bool(statuses) and all(s.get("blocked") for s in statuses)
+            if not blocked:
+                log.warning("the write block of %s was not confirmed (%s); a write still in flight to it may be missed",
+                            index, resp)
+        self.retrying.call(self.client.indices.refresh, index=index)
+        return blocked
+
+    def unblock_writes(self, index: str) -> None:
+        """Lift the block :meth:`block_writes` set, so the index takes writes again (a rollback)."""
+        self.retrying.call(self.client.indices.put_settings, index=index,
+                           body={"index": {"blocks": {"write": False}}})
+
     def _forget_index(self) -> None:
         """The write index vanished or moved: find it again on the next write."""
         self._state = None

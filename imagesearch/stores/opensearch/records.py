@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 from opensearchpy import exceptions as os_errors
@@ -56,6 +56,8 @@ PATCHABLE = ("collection", "tags", "attributes", "title", "description")
 
 # (image id, content hash, stage, error)
 Failure = tuple[str, str, str, str]
+# A document's version in its index, (seq_no, primary_term): every write to it changes it.
+Version = tuple[int, int]
 
 
 class RecordOperations(IndexLifecycle):
@@ -81,25 +83,59 @@ class RecordOperations(IndexLifecycle):
             if not item.ok:
                 raise StoreRejected(f"OpenSearch refused record {item.id}: {item.status} {item.describe()}")
 
+    def put_many_if(self, records: Iterable[ImageRecord], expected: Mapping[str, Version]) -> list[str]:
+        """:meth:`put_many`, each record written only if its document is still at the version
+        ``expected`` holds for its id (``if_seq_no``/``if_primary_term``), or still absent where
+        ``expected`` has no entry (``create``). A document written meanwhile (409) is left as it
+        is: the later write wins. Returns the ids written."""
+        records = list(records)
+        if not records:
+            return []
+        self._ensure_index()
+        now = _now_ms()
+        actions = []
+        for r in records:
+            action: dict[str, Any] = {"_op_type": "create", "_index": self._write, "_id": r.id,
+                                      "_source": _document(r, now, self.attributes)}
+            if r.id in expected:
+                action["_op_type"] = "index"
+                action["if_seq_no"], action["if_primary_term"] = expected[r.id]
+            actions.append(action)
+        written = []
+        for item in self._bulk(actions):
+            if item.ok:
+                written.append(item.id)
+            elif item.status != 409:
+                raise StoreRejected(f"OpenSearch refused record {item.id}: {item.status} {item.describe()}")
+        return written
+
     def get(self, image_id: str) -> ImageRecord | None:
         return self.get_many([image_id]).get(image_id)
 
     def get_many(self, ids: Iterable[str]) -> dict[str, ImageRecord]:
+        docs = self._mget(ids, _source_excludes=VECTOR_SOURCE)
+        records = (to_record(doc["_source"], self.attributes) for doc in docs)
+        return {record.id: record for record in records}
+
+    def versions(self, ids: Iterable[str]) -> dict[str, Version]:
+        """The version of each document that exists, by id, read in real time (``mget`` without
+        sources): what :meth:`put_many_if` and :meth:`delete_many_if` hold a document to."""
+        return {doc["_id"]: (doc["_seq_no"], doc["_primary_term"]) for doc in self._mget(ids, _source=False)}
+
+    def _mget(self, ids: Iterable[str], **params: Any) -> Iterator[dict[str, Any]]:
+        """The documents found among ``ids``, in chunks of ``_MGET_CHUNK``."""
         ids = list(dict.fromkeys(ids))
-        out: dict[str, ImageRecord] = {}
         for start in range(0, len(ids), _MGET_CHUNK):
             try:
                 resp = self.retrying.call(self.client.mget, index=self._read,
-                                          body={"ids": ids[start:start + _MGET_CHUNK]}, _source_excludes=VECTOR_SOURCE)
+                                          body={"ids": ids[start:start + _MGET_CHUNK]}, **params)
             except os_errors.NotFoundError:
-                return out
+                return
             for doc in resp["docs"]:
                 if "error" in doc:
                     raise StoreUnavailable(f"reading {doc.get('_id')} failed: {doc['error']}")
                 if doc.get("found"):
-                    record = to_record(doc["_source"], self.attributes)
-                    out[record.id] = record
-        return out
+                    yield doc
 
     def iter_records(self, batch_size: int = 500) -> Iterator[ImageRecord]:
         """Every record behind the read alias (or the bound index), without vectors, through a
@@ -135,6 +171,19 @@ class RecordOperations(IndexLifecycle):
                 raise StoreRejected(f"OpenSearch refused to delete {image_id}: {item.status} {item.describe()}")
             # 409: changed since it was read; read again so the record returned is the one removed
         raise StoreUnavailable(f"{image_id} kept changing while being deleted")
+
+    def delete_many_if(self, expected: Mapping[str, Version]) -> list[str]:
+        """Delete each document only if it is still at the version ``expected`` holds for it; one
+        written meanwhile (409) or already gone (404) is left. Returns the ids deleted."""
+        actions = [{"_op_type": "delete", "_index": self._write, "_id": image_id, "if_seq_no": seq_no,
+                    "if_primary_term": primary_term} for image_id, (seq_no, primary_term) in expected.items()]
+        deleted = []
+        for item in self._bulk(actions) if actions else []:
+            if item.ok:
+                deleted.append(item.id)
+            elif item.status not in (404, 409):
+                raise StoreRejected(f"OpenSearch refused to delete {item.id}: {item.status} {item.describe()}")
+        return deleted
 
     def set_image_vectors(self, updates: list[ImageVectorUpdate]) -> list[str]:
         if not updates:

@@ -8,21 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
-    CLIPConfig,
-    CLIPImageProcessor,
-    CLIPModel,
-    CLIPProcessor,
-    PreTrainedTokenizerFast,
     Siglip2Config,
     Siglip2ImageProcessor,
     Siglip2Model,
     Siglip2Processor,
-    SiglipConfig,
-    SiglipImageProcessor,
-    SiglipModel,
-    SiglipProcessor,
 )
 
 from imagesearch.errors import ConfigurationError
@@ -32,52 +22,29 @@ from imagesearch.models.open_clip_backend import needs_quick_gelu
 from imagesearch.models.sources import parse_clip_source
 from imagesearch.text import normalize_text
 from imagesearch.vocab import Library, SourceKind
+from tests.support.tiny_transformers import SPECIALS, save_tiny_clip, save_tiny_siglip, tiny_tower, word_tokenizer
 
-WORDS = ["[PAD]", "[UNK]", "<s>", "</s>", "a", "red", "dog", "two", "children", "running", "house"]
-
-
-def _tokenizer(max_length: int) -> PreTrainedTokenizerFast:
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
-                                   eos_token="</s>", model_max_length=max_length)
-
-
-def _tower(**extra: int) -> dict:
-    return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, **extra)
+WORDS = [*SPECIALS, "a", "red", "dog", "two", "children", "running", "house"]
 
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-transformers-clip")
-    config = CLIPConfig(text_config=_tower(vocab_size=len(WORDS), max_position_embeddings=16, pad_token_id=0,
-                                           bos_token_id=2, eos_token_id=3),
-                        vision_config=_tower(image_size=32, patch_size=8), projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=processor, tokenizer=_tokenizer(16)).save_pretrained(folder)
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-transformers-clip"), WORDS, 32)
 
 
 @pytest.fixture(scope="module")
 def siglip_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-siglip")
-    config = SiglipConfig(text_config=_tower(vocab_size=len(WORDS), max_position_embeddings=12),
-                          vision_config=_tower(image_size=32, patch_size=8))
-    SiglipModel(config).save_pretrained(folder)
-    processor = SiglipImageProcessor(size={"height": 32, "width": 32})
-    SiglipProcessor(image_processor=processor, tokenizer=_tokenizer(12)).save_pretrained(folder)
-    return folder
+    return save_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"), WORDS, 32)
 
 
 @pytest.fixture(scope="module")
 def siglip2_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-siglip2")
-    config = Siglip2Config(text_config=_tower(vocab_size=len(WORDS), max_position_embeddings=12),
-                           vision_config=_tower(patch_size=8, num_patches=16))
+    config = Siglip2Config(text_config=tiny_tower(vocab_size=len(WORDS), max_position_embeddings=12),
+                           vision_config=tiny_tower(patch_size=8, num_patches=16))
     Siglip2Model(config).save_pretrained(folder)
     processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
-    Siglip2Processor(image_processor=processor, tokenizer=_tokenizer(12)).save_pretrained(folder)
+    Siglip2Processor(image_processor=processor, tokenizer=word_tokenizer(WORDS, 12)).save_pretrained(folder)
     return folder
 
 

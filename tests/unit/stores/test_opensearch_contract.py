@@ -146,6 +146,8 @@ def knn_score(cosine: float) -> float:
 
 
 def source_of(record: ImageRecord, **changes: Any) -> dict[str, Any]:
+    """The document a put of ``record`` stores, spelled out field by field on purpose rather than
+    built with ``records._document``: it is the expectation that put's bulk body is checked against."""
     doc = {
         "id": record.id,
         "tenant": record.tenant,

@@ -59,11 +59,28 @@ def worker(ctx: typer.Context,
         raise typer.BadParameter(f"stages are among {', '.join(Stage)}, comma-separated") from None
     if not chosen:
         raise typer.BadParameter(f"name a stage: {', '.join(Stage)}")
+    pool = _pool(ctx.args)
+    if pool not in (None, "prefork", "solo"):
+        # The batching tasks' buffer and pool callbacks share the consumer's thread only in these.
+        raise typer.BadParameter(f"the batching tasks run in the prefork (default) or solo pool, not {pool}")
     settings = get_settings()
     _exec([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
            "-Q", ",".join(settings.keys.queue(stage) for stage in chosen), "-c", str(concurrency),
            "--prefetch-multiplier", str(settings.workers.prefetch_multiplier(chosen)),
            "-n", name or f"{'+'.join(chosen)}@%h", "--loglevel", "INFO", *ctx.args])
+
+
+def _pool(args: list[str]) -> str | None:
+    """The pool named in celery's own options (``-P x``, ``-Px``, ``--pool x``, ``--pool=x``), if any."""
+    pool = None
+    for i, arg in enumerate(args):
+        if arg in ("-P", "--pool") and i + 1 < len(args):
+            pool = args[i + 1]
+        elif arg.startswith("--pool="):
+            pool = arg.removeprefix("--pool=")
+        elif arg.startswith("-P") and len(arg) > 2:
+            pool = arg[2:]
+    return pool
 
 
 def s3_listener() -> None:

@@ -53,3 +53,21 @@ def test_the_worker_command_passes_its_stages_prefetch(monkeypatch):
     assert result.exit_code == 0, result.output
     (command,) = argv
     assert command[command.index("--prefetch-multiplier") + 1] == "12"
+
+
+@pytest.mark.parametrize("extra, allowed", [([], True), (["-P", "solo"], True), (["--pool=prefork"], True),
+                                            (["-P", "threads"], False), (["--pool", "gevent"], False),
+                                            (["-Peventlet"], False)])
+def test_the_worker_command_refuses_pools_the_batches_are_not_safe_in(monkeypatch, extra, allowed):
+    from typer.testing import CliRunner
+
+    import cli.processes
+    from cli import app
+
+    argv: list[list[str]] = []
+    monkeypatch.setattr(cli.processes, "_exec", argv.append)
+    result = CliRunner().invoke(app, ["worker", "embed", *extra])
+    assert (result.exit_code == 0) == allowed, result.output
+    assert bool(argv) == allowed
+    if not allowed:
+        assert "prefork (default) or solo pool" in result.output

@@ -19,7 +19,7 @@ from imagesearch.records import ImageRecord
 from imagesearch.stores.base import CaptionUpdate, ImageVectorUpdate, RecordPatch, StoreUnavailable
 from imagesearch.stores.opensearch.lifecycle import IndexLifecycle
 from imagesearch.stores.opensearch.mapping import VECTOR_FIELDS, json_vector
-from imagesearch.stores.opensearch.transport import BulkItem, IndexMissing, StoreRejected, is_transient
+from imagesearch.stores.opensearch.transport import BulkItem, IndexMissing, StoreRejected, failed_call_is_transient
 from imagesearch.vocab import AttributeType, CaptionStatus, Stage, Status
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class RecordOperations(IndexLifecycle):
         except os_errors.NotFoundError:
             return
         except os_errors.TransportError as exc:
-            if is_transient(exc.status_code):
+            if failed_call_is_transient(exc):
                 raise StoreUnavailable(f"scrolling {self._read} failed: {exc}") from exc
             raise
 

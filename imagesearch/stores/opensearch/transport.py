@@ -56,9 +56,23 @@ class BulkItem:
         return str(self.error)
 
 
-def is_transient(status: int | str) -> bool:
-    """429, 5xx and no answer at all (opensearch-py reports connection errors as 'N/A')."""
-    return not isinstance(status, int) or status == 429 or status >= 500
+# An index block refuses a write for as long as it lasts, and the ones a live index meets pass: the
+# write block a reindex puts on the index it swapped the write alias away from (a write that
+# resolved the alias just before the swap is refused there, and sent again it resolves the alias to
+# the new index), or a cluster-wide block while disk space or the master recovers.
+BLOCKED = "cluster_block_exception"
+
+
+def is_transient(status: int | str, error_type: str = "") -> bool:
+    """429, 5xx, an index or cluster block, and no answer at all (opensearch-py reports connection
+    errors as 'N/A')."""
+    return not isinstance(status, int) or status == 429 or status >= 500 or error_type == BLOCKED
+
+
+def failed_call_is_transient(exc: os_errors.TransportError) -> bool:
+    """:func:`is_transient` for an API call's error (``exc.error`` is the error type OpenSearch named)."""
+    kind = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else ""
+    return is_transient(exc.status_code, kind)
 
 
 def build_client(settings: Settings) -> OpenSearch:
@@ -112,7 +126,7 @@ class RetryingClient:
             try:
                 return fn(*args, **kwargs)
             except os_errors.TransportError as exc:
-                if not is_transient(exc.status_code):
+                if not failed_call_is_transient(exc):
                     raise
                 last = exc
                 log.warning("OpenSearch %s failed (%s), attempt %d", getattr(fn, "__name__", fn), exc, attempt + 1)
@@ -121,7 +135,8 @@ class RetryingClient:
     def bulk(self, actions: list[dict[str, Any]], **params: Any) -> list[BulkItem]:
         """Send bulk actions; return one final outcome per action, in order.
 
-        Items answered 429/5xx (or lost with their whole request) are sent again after a backoff;
+        Items answered 429/5xx or refused by an index block (or lost with their whole request) are
+        sent again after a backoff;
         409 on an update (a conflict left after ``retry_on_conflict``) too. Everything else is
         final and returned for the caller to interpret, except a missing index
         (:class:`IndexMissing`), which no retry can fix before the caller looks again.
@@ -144,7 +159,7 @@ class RetryingClient:
                                 body.get("result"), body.get("error"))
                 if item.error_type == "index_not_found_exception":
                     raise IndexMissing(f"{actions[i].get('_index')} does not exist: {item.describe()}")
-                if is_transient(item.status) or (item.status == 409 and op == "update"):
+                if is_transient(item.status, item.error_type) or (item.status == 409 and op == "update"):
                     retry.append(i)
                     last = item
                 else:

@@ -795,6 +795,28 @@ def test_item_level_503_and_409_are_retried(store: OpenSearchStore, fake: FakeOp
     assert [len(r.pairs()) for r in fake.sent("POST", "/_bulk")] == [2, 2]
 
 
+def test_a_write_refused_by_an_index_block_is_sent_again(store: OpenSearchStore, fake: FakeOpenSearch) -> None:
+    """A write that resolved the write alias to the index a reindex just blocked (after moving the
+    alias) is refused with 403 cluster_block_exception; sent again, the alias names the new index.
+    Before, the 403 was final and the upload failed."""
+    blocked = {"type": "cluster_block_exception",
+               "reason": "index [imagesearch-v1] blocked by: [FORBIDDEN/8/index write (api)];"}
+    fake.on("POST", "/_bulk", bulk_answer({"img1": (403, blocked)}), bulk_answer())
+    store.put(record())
+    first, again = fake.sent("POST", "/_bulk")
+    assert again.pairs() == first.pairs()
+
+
+def test_a_write_refused_by_a_lasting_block_ends_as_store_unavailable(
+    store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float]
+) -> None:
+    blocked = {"type": "cluster_block_exception", "reason": "index [x] blocked by: [FORBIDDEN/8/index write (api)];"}
+    fake.on("POST", "/_bulk", bulk_answer({"img1": (403, blocked)}))
+    with pytest.raises(StoreUnavailable, match="cluster_block_exception"):
+        store.put(record())
+    assert len(fake.sent("POST", "/_bulk")) == 4  # retried like a 429, then left to the task's retries
+
+
 def test_a_dropped_bulk_connection_is_retried(
     store: OpenSearchStore, fake: FakeOpenSearch, sleeps: list[float]
 ) -> None:

@@ -16,10 +16,11 @@ sees all it took. Every record whose ``updated_at`` differs from the version the
 (or that it never copied) is copied again, and every record the reindex copied that the old index
 no longer holds is deleted. The new index is live by then, so each of those writes is conditional
 on its document still being the one the reindex left there, or still absent (OpenSearch's
-``if_seq_no``/``if_primary_term`` and ``create``): whatever went through the aliases after the
-swap (a re-upload, an edit, a deletion, a worker's caption) is newer and is kept. Versions, not
-clocks, decide, because ``updated_at`` comes from each writer's own clock. The old index then
-gets its writes back and stays for rollback.
+``if_seq_no``/``if_primary_term`` and ``create``): a document written through the aliases
+after the swap (a re-upload, an edit, a deletion, a worker's caption) is left as that write made
+it, even where the write was a partial update of the stale copy (ARCHITECTURE.md, Known limits).
+Versions, not clocks, decide, because ``updated_at`` comes from each writer's own clock. The old
+index then gets its writes back (also when the pass fails) and stays for rollback.
 
 Embedded store: vectors are kept per model identity and search filters on it, so a model change
 is a rolling re-embed: every record whose vector is not from the configured model is queued
@@ -235,8 +236,8 @@ def _carry_over(store: AliasedStore, old_index: str, target: AliasedStore, copie
                 copy: Callable[..., tuple[list[ImageRecord], dict[str, str]]], batch_size: int,
                 report: ReindexReport, progress: Callable[[ReindexReport], None] | None) -> None:
     """The pass after the swap (module docstring): from the old index, frozen, into the live new one."""
-    report.old_writes_blocked = store.block_writes(old_index)
     try:
+        report.old_writes_blocked = store.block_writes(old_index)
         live: set[str] = set()
         changed = []
         for record in store.for_index(old_index).iter_records():
@@ -263,8 +264,14 @@ def _carry_over(store: AliasedStore, old_index: str, target: AliasedStore, copie
                  "them (written there after the swap)", report.index, report.reconciled_after_swap, old_index,
                  report.removed_after_swap, report.newer_after_swap)
     finally:
-        if report.old_writes_blocked:
-            store.unblock_writes(old_index)
+        # Also when block_writes itself failed midway (None): the block may be on, and the old index
+        # must take writes again to stay a rollback target.
+        if report.old_writes_blocked is not False:
+            try:
+                store.unblock_writes(old_index)
+            except Exception:  # the pass's own error, if any, is the one to raise
+                log.exception("could not lift the write block of %s: lift it with PUT %s/_settings "
+                              '{"index.blocks.write": false}', old_index, old_index)
 
 
 def stale_ids(store: Store, model: str) -> list[str]:

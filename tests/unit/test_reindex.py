@@ -15,7 +15,7 @@ from imagesearch.models import get_captioner, get_clip
 from imagesearch.models.clip import ClipSpec, load_clip
 from imagesearch.pipeline import caption_batch, embed_batch
 from imagesearch.records import content_hash
-from imagesearch.stores.base import CaptionUpdate, Filters, RecordPatch
+from imagesearch.stores.base import CaptionUpdate, Filters, RecordPatch, StoreUnavailable
 from imagesearch.stores.embedded import EmbeddedStore
 from imagesearch.stores.opensearch import StoreRejected
 from imagesearch.stores.opensearch.mapping import index_name
@@ -349,6 +349,23 @@ def test_an_original_unreadable_after_the_swap_is_reported_and_the_pass_goes_on(
     assert got[late[1]].status == "indexed" and got[kept].title == "edited"
     assert report.reconciled_after_swap == 3 and set(report.failed) == {late[0]}
     assert store.events[-1] == ("unblock_writes", "v1")
+
+
+def test_a_pass_that_fails_after_the_block_still_lifts_it(world, monkeypatch):
+    """The old index stays the rollback target: when the pass fails once the block is on (here the
+    refresh that follows it), the reindex raises and the block is lifted."""
+    store = world.store
+    world.add((30, 60, 90), "img-0")
+    block = store.block_writes
+
+    def block_then_fail(index):
+        block(index)
+        raise StoreUnavailable("the refresh after the block timed out")
+
+    monkeypatch.setattr(store, "block_writes", block_then_fail)
+    with pytest.raises(StoreUnavailable, match="refresh after the block"):
+        world.reindex()
+    assert store.blocked == set() and store.events[-1] == ("unblock_writes", "v1")
 
 
 # -- the OpenSearch primitives of the pass after the swap, against the spec-checking fake --------

@@ -142,10 +142,18 @@ class RecordOperations(IndexLifecycle):
         scroll: the source of a reindex."""
         hits = helpers.scan(self.client, index=self._read, query={"query": {"match_all": {}}}, size=batch_size,
                             _source_excludes=VECTOR_SOURCE)
+        yielded = 0
         try:
             for hit in hits:
+                yielded += 1
                 yield to_record(hit["_source"], self.attributes)
-        except os_errors.NotFoundError:
+        except os_errors.NotFoundError as exc:
+            # Before the first hit: no index, nothing to list. After it: the scroll context was lost
+            # (a node restart, a shard moving), and ending quietly would pass a partial list off as
+            # the whole one; a reindex deletes what such a list lacks.
+            if yielded:
+                raise StoreUnavailable(f"scrolling {self._read} lost its context after {yielded} records: {exc}") \
+                    from exc
             return
         except os_errors.TransportError as exc:
             if failed_call_is_transient(exc):

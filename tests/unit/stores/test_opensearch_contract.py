@@ -628,6 +628,26 @@ def test_iter_records_scrolls_the_read_alias(fake: FakeOpenSearch) -> None:
     assert fake.sent("DELETE", "/_search/scroll")[0].body == {"scroll_id": ["scroll-1"]}
 
 
+def test_iter_records_raises_when_the_scroll_is_lost_midway(fake: FakeOpenSearch) -> None:
+    """A scroll context lost after the first page (a node restart) answers 404: ending quietly would
+    hand a reindex a partial list, and it deletes what the list lacks from the live index."""
+    fake.on("POST", "/imagesearch-read/_search", (200, search_body(
+        [{"_index": PHYSICAL, "_id": "a", "_score": None, "_source": source_of(record("a"))}], _scroll_id="s-1")))
+    fake.on("POST", "/_search/scroll",
+            (404, error_body("search_phase_execution_exception", "No search context found for id [7]", 404)))
+    fake.on("DELETE", "/_search/scroll", (200, {"succeeded": True, "num_freed": 0}))
+    records = make_store(fake).iter_records(batch_size=1)
+    assert next(records).id == "a"
+    with pytest.raises(StoreUnavailable, match="lost its context after 1 records"):
+        next(records)
+
+
+def test_iter_records_of_a_missing_index_is_empty(fake: FakeOpenSearch) -> None:
+    fake.on("POST", "/imagesearch-read/_search",
+            (404, error_body("index_not_found_exception", "no such index [imagesearch-read]", 404)))
+    assert list(make_store(fake).iter_records()) == []
+
+
 # -- writes -------------------------------------------------------------------------------------
 
 

@@ -18,8 +18,19 @@ worker still runs a lone message after ``flush_interval``.
 A message with an ETA (a retry sent with ``countdown=``) waits on the consumer's timer, outside the
 buffer, and raises the consumer's QoS by one until due, as Celery's own ETA tasks do: in
 celery-batches' buffer it took a prefetch slot for its whole countdown, and a prefetch's worth of
-retries stopped the worker fetching new uploads. A broker reconnect brings a fresh QoS that owes
-held messages nothing: their raise is forgotten, not given back.
+retries stopped the worker fetching new uploads. The raises stop at Celery's
+``worker_eta_task_limit`` (past it a held message raises nothing, and gives nothing back).
+
+A broker reconnect brings a fresh QoS that owes held messages nothing: their raise is forgotten,
+not given back. It also clears the consumer's timer: the flush timer is armed again on the new one
+when anything is buffered, so a part-filled batch does not wait for the next message. Where Redis
+stayed up, kombu restores every unacknowledged message as the old channel closes, and they come
+again while the in-memory copies (buffered or held) are still here: those copies are remembered as
+stale, and one whose message arrives again is dropped for the new copy, which the live channel can
+acknowledge. A stale copy whose message never comes again (Redis lost it) still runs: it may be
+the only one left. A batch the pool refused (``apply_async`` raised) goes back into the buffer, and
+one killed for its hard time limit is requeued as a lost process's is (the delivery ledger in
+workers/tasks.py then runs its images alone).
 
 The pool's callbacks run in the consumer's event loop (prefork) or inline (solo), the thread
 that buffers messages and fires the timer, so the buffer and the count of batches in the pool
@@ -35,11 +46,11 @@ from queue import Empty
 from time import monotonic
 from typing import Any
 
-from billiard.exceptions import WorkerLostError
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.utils.log import get_logger
 from celery.utils.time import timezone
 from celery.worker.request import Request
-from celery_batches import Batches, SimpleRequest
+from celery_batches import Batches, SimpleRequest, consume_queue
 from celery_batches.trace import apply_batches_task
 from kombu.asynchronous.timer import to_timestamp
 
@@ -68,6 +79,9 @@ class ReliableBatches(Batches):
         self._tokens = count(1)
         self._held: dict[int, _Held] = {}
         self._consumer: Any = None
+        # By task id, the in-memory copies of messages delivered on a channel since closed (see
+        # Strategy): dropped when their message arrives again, run if it never does.
+        self._stale: dict[str, Request] = {}
 
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:
         # The consumer builds its strategies again after a broker reconnect, on a cleared timer.
@@ -87,13 +101,46 @@ class ReliableBatches(Batches):
         for token, held in self._held.items():
             held.entry.cancel()
             held.entry = self._arm(token, held.eta)
+        # Whatever is buffered would otherwise wait for the next message to arm the flush timer.
+        if self._buffer.qsize() or self._pending.qsize():
+            self._arm_flush()
+        # kombu restored the old channel's unacknowledged messages (when Redis could take them):
+        # these copies may come again. (A reload, which keeps the channel, brings no second copies.)
+        self._stale = {r.id: r for r in [*self._buffer.queue, *self._pending.queue,
+                                         *(h.request for h in self._held.values())]}
         buffer_message = super().Strategy(task, app, consumer)
 
-        def task_message_handler(*args: Any, **kwargs: Any) -> None:
-            buffer_message(*args, **kwargs)
+        def task_message_handler(message: Any, *args: Any, **kwargs: Any) -> None:
+            if self._stale:
+                # Before buffering: a full buffer flushes inside buffer_message. Protocol 2 (what
+                # this app sends) carries the id in the headers.
+                self._drop_stale((message.headers or {}).get("id"))
+            buffer_message(message, *args, **kwargs)
             self._hold_not_due()
 
         return task_message_handler
+
+    def _arm_flush(self) -> None:
+        self._tref = self._consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+
+    def _drop_stale(self, task_id: str | None) -> None:
+        """Its message came again on the live channel: forget the old copy, buffered or held. It is
+        not acknowledged (its delivery tag died with its channel) and a held one's QoS raise was the
+        old QoS's."""
+        stale = self._stale.pop(task_id, None) if task_id else None
+        if stale is None:
+            return
+        for token, held in self._held.items():
+            if held.request is stale:
+                held.entry.cancel()
+                del self._held[token]
+                break
+        else:
+            kept = [r for r in consume_queue(self._buffer) if r is not stale]
+            for request in kept:
+                self._buffer.put(request)
+            self._count = count(len(kept) + 1)
+        log.info("%s: %s delivered again after a reconnect: the stale copy dropped", self.name, task_id)
 
     def _arm(self, token: int, eta: float) -> Any:
         return self._consumer.timer.call_at(eta, self._release, (token,), priority=6)
@@ -155,7 +202,7 @@ class ReliableBatches(Batches):
         if self._buffer.qsize() >= self.flush_every:
             self._do_flush()
         elif self._tref is None:  # as a message arriving does: the tick flushes it, or its batch
-            self._tref = self._consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+            self._arm_flush()
 
     def _pool_full(self) -> bool:
         """Every pool process has a batch: another one now would only wait behind them."""
@@ -210,7 +257,8 @@ class ReliableBatches(Batches):
             exc = exc_info
             for attribute in ("exception", "exc"):  # ExceptionInfo / ExceptionWithTraceback wrappers
                 exc = getattr(exc, attribute, exc)
-            lost = isinstance(exc, WorkerLostError)
+            # A hard time limit kills the process as surely as a crash: the messages go back too.
+            lost = isinstance(exc, (WorkerLostError, TimeLimitExceeded))
             log.error("batch of %d %s: %s %r; %s", len(requests), self.name, type(exc_info).__name__, exc,
                       "requeued" if lost else "acknowledged")
             try:
@@ -223,9 +271,20 @@ class ReliableBatches(Batches):
                 self._batch_done(token)
 
         try:
-            return self._pool.apply_async(apply_batches_task, (self, serializable, 0, None),
-                                          accept_callback=on_accepted, callback=on_return,
-                                          error_callback=on_error)
+            result = self._pool.apply_async(apply_batches_task, (self, serializable, 0, None),
+                                            accept_callback=on_accepted, callback=on_return,
+                                            error_callback=on_error)
         except BaseException:
+            # The requests are in no list now: back into the buffer for the next tick, not lost
+            # in memory until a restart.
             self._in_pool.discard(token)
+            for request in requests:
+                self._buffer.put(request)
+            self._count = count(self._buffer.qsize() + 1)
+            if self._tref is None:
+                self._arm_flush()
             raise
+        for request in requests:  # they run: a copy that comes again now is a plain redelivery
+            if self._stale.get(request.id) is request:
+                del self._stale[request.id]
+        return result

@@ -32,6 +32,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": settings.workers.visibility_timeout_seconds,
                                   "unacked_mutex_expire": min(300, settings.workers.visibility_timeout_seconds)},
         broker_connection_retry_on_startup=True,
+        # Each message held for its ETA (a retry's countdown) raises the prefetch by one: a bound,
+        # so a flood of retries cannot pull the whole queue into one worker's memory.
+        worker_eta_task_limit=1000,
         task_routes={
             EMBED_TASK: {"queue": settings.keys.queue(Stage.EMBED)},
             CAPTION_TASK: {"queue": settings.keys.queue(Stage.CAPTION)},

@@ -439,14 +439,44 @@ def test_versions_are_a_real_time_mget_without_sources(fake: FakeOpenSearch) -> 
     assert request.body == {"ids": ["a", "b", "gone"]} and request.query == {"_source": "false"}
 
 
+def others_wrote(request: Request):
+    """An mget answer: each document as another writer left it (indexed, a later updated_at)."""
+    return 200, {"docs": [{"_index": NEW, "_id": i, "_version": 4, "_seq_no": 11, "_primary_term": 1, "found": True,
+                           "_source": {"content_hash": "other", "status": "indexed", "updated_at": 1}}
+                          for i in request.body["ids"]]}
+
+
+def test_put_many_if_counts_a_409_that_answers_its_own_resent_write(fake: FakeOpenSearch) -> None:
+    """The first bulk is applied but its response lost; the resend gets 409 from that very write.
+    The document holds what was sent, so the record counts as written (and gets embedded), not as
+    written by someone else after the swap."""
+    fake.on("GET", f"/{NEW}/_mapping", mapping_response(name=NEW))
+    fake.on("POST", "/_bulk", contract.DROP, bulk_outcomes({"mine": CONFLICT}))
+
+    def as_sent(request: Request):
+        (_, source), = fake.sent("POST", "/_bulk")[-1].pairs()
+        return 200, {"docs": [{"_index": NEW, "_id": "mine", "_version": 2, "_seq_no": 9, "_primary_term": 1,
+                               "found": True, "_source": {k: source[k] for k in ("content_hash", "status",
+                                                                                 "updated_at")}}]}
+
+    fake.on("POST", f"/{NEW}/_mget", as_sent)
+    store = make_store(fake).for_index(NEW)
+    store.retrying.sleep = lambda seconds: None
+    assert store.put_many_if([contract.record("mine")], {"mine": (5, 1)}) == ["mine"]
+
+
 def test_put_many_if_writes_only_over_the_version_expected_or_into_nothing(fake: FakeOpenSearch) -> None:
     fake.on("GET", f"/{NEW}/_mapping", mapping_response(name=NEW))
     fake.on("POST", "/_bulk", bulk_outcomes({"copied": (200, "updated"), "rewritten": CONFLICT,
                                              "absent": (201, "created"), "uploaded": CONFLICT}))
+    fake.on("POST", f"/{NEW}/_mget", others_wrote)
     store = make_store(fake).for_index(NEW)
     records = [contract.record(image_id) for image_id in ("copied", "rewritten", "absent", "uploaded")]
     written = store.put_many_if(records, {"copied": (5, 1), "rewritten": (6, 1)})
     assert written == ["copied", "absent"]  # the two 409s: written after the version was read, kept
+    (mget,) = fake.sent("POST", f"/{NEW}/_mget")  # the conflicts read back: not this call's documents
+    assert mget.body == {"ids": ["rewritten", "uploaded"]}
+    assert mget.query == {"_source_includes": "content_hash,status,updated_at"}
     (bulk,) = fake.sent("POST", "/_bulk")
     assert "require_alias" not in bulk.query
     assert [action for action, _ in bulk.pairs()] == [

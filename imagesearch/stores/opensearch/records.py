@@ -101,13 +101,24 @@ class RecordOperations(IndexLifecycle):
                 action["_op_type"] = "index"
                 action["if_seq_no"], action["if_primary_term"] = expected[r.id]
             actions.append(action)
-        written = []
-        for item in self._bulk(actions):
+        written, conflicts = [], {}
+        for item, action in zip(self._bulk(actions), actions, strict=True):
             if item.ok:
                 written.append(item.id)
-            elif item.status != 409:
+            elif item.status == 409:
+                conflicts[item.id] = action["_source"]
+            else:
                 raise StoreRejected(f"OpenSearch refused record {item.id}: {item.status} {item.describe()}")
-        return written
+        # A 409 can answer the resend of this very write, whose first response was lost: the document
+        # then holds exactly what was sent (its updated_at is this call's millisecond).
+        if conflicts:
+            fields = ("content_hash", "status", "updated_at")
+            for doc in self._mget(conflicts, _source_includes=",".join(fields)):
+                sent, stored = conflicts[doc["_id"]], doc.get("_source") or {}
+                if all(stored.get(f) == sent[f] for f in fields):
+                    written.append(doc["_id"])
+        order = {r.id: n for n, r in enumerate(records)}
+        return sorted(written, key=order.__getitem__)
 
     def get(self, image_id: str) -> ImageRecord | None:
         return self.get_many([image_id]).get(image_id)

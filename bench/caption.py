@@ -239,7 +239,7 @@ def bound(work: Work, batch: int, steps: int, dtype: torch.dtype) -> dict:
     enc_c, dec_c = per_batch(gflops_cpu, gb_cpu)
     cross_kv = batch * work.cross_kv_flops / (gflops * 1e9)
     return {"captions_s": batch / (enc + dec), "captions_per_cpu_s": batch / (enc_c + dec_c),
-            "encoder_s_per_batch": enc, "decoder_s_per_batch": dec,
+            "encoder_s_per_batch": enc, "decoder_s_per_batch": dec, "cross_kv_s_per_batch": cross_kv,
             # Not the bound: the same plus the cross-attention keys and values of the image
             # tokens, which every caption needs too (16 % of the encoder's FLOPs for vit-gpt2).
             "captions_s_incl_cross_kv": batch / (enc + dec + cross_kv),

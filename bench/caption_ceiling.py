@@ -39,16 +39,6 @@ from imagesearch import imaging
 from imagesearch.models.captioner import CaptionerSpec, load_captioner
 
 
-def _best(fn, reps: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
 def ceilings(encoder_bound: float, decoder_bound: float, cross_kv: float, clip_text: float,
              encoder_measured: float) -> tuple[float, float]:
     """(every part at its bound, the encoder as measured): bound / (least seconds a stage can take)."""
@@ -96,20 +86,22 @@ def main() -> None:
             model.generate(encoder_outputs=encoded, max_new_tokens=tokens, min_new_tokens=tokens, max_length=None,
                            num_beams=1, do_sample=False)
 
+        def best(fn) -> float:
+            return caption._best(fn, args.reps)[0]  # wall seconds
+
         measured = {
-            "encoder_s": _best(lambda: model.encoder(pixel_values=pixels), args.reps),
-            "cross_kv_s": _best(lambda: [m(hidden) for m in cross_kv], args.reps),
-            "first_token_s": _best(lambda: generate(1), args.reps),
-            "two_tokens_s": _best(lambda: generate(2), args.reps),
-            "all_tokens_s": _best(lambda: generate(steps), args.reps),
-            "clip_text_s": _best(lambda: clip.encode_texts(texts), args.reps),
+            "encoder_s": best(lambda: model.encoder(pixel_values=pixels)),
+            "cross_kv_s": best(lambda: [m(hidden) for m in cross_kv]),
+            "first_token_s": best(lambda: generate(1)),
+            "two_tokens_s": best(lambda: generate(2)),
+            "all_tokens_s": best(lambda: generate(steps)),
+            "clip_text_s": best(lambda: clip.encode_texts(texts)),
         }
     measured["per_step_s"] = (measured["all_tokens_s"] - measured["two_tokens_s"]) / (steps - 2)
     # Rates measured around the parts, the better counting (as in caption.py): a neighbour's burst
     # during one measurement must not make the bound look easier.
     limits = max(first_limits, caption.bound(work, args.batch, steps, dtype), key=lambda b: b["captions_s"])
-    gflops = max(limits["matmul_gflops"].values())
-    cross_kv_at_rate = args.batch * work.cross_kv_flops / (gflops * 1e9)
+    cross_kv_at_rate = limits["cross_kv_s_per_batch"]
     bound_s = limits["encoder_s_per_batch"] + limits["decoder_s_per_batch"]
     step_bound_s = limits["decoder_s_per_batch"] / steps
     parts_s = measured["encoder_s"] + measured["all_tokens_s"] + measured["clip_text_s"]

@@ -42,7 +42,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from itertools import count
-from queue import Empty
 from time import monotonic
 from typing import Any
 
@@ -136,10 +135,7 @@ class ReliableBatches(Batches):
                 del self._held[token]
                 break
         else:
-            kept = [r for r in consume_queue(self._buffer) if r is not stale]
-            for request in kept:
-                self._buffer.put(request)
-            self._count = count(len(kept) + 1)
+            self._rebuffer([r for r in consume_queue(self._buffer) if r is not stale])
         log.info("%s: %s delivered again after a reconnect: the stale copy dropped", self.name, task_id)
 
     def _arm(self, token: int, eta: float) -> Any:
@@ -162,20 +158,20 @@ class ReliableBatches(Batches):
         if not self._buffer.qsize():
             return
         now, keep = monotonic(), []
-        while True:
-            try:
-                request = self._buffer.get_nowait()
-            except Empty:
-                break
+        for request in list(consume_queue(self._buffer)):
             eta = self._eta(request)
             if eta is not None and eta > now:
                 self._hold(request, eta)
             else:
                 keep.append(request)
-        for request in keep:
+        self._rebuffer(keep)
+
+    def _rebuffer(self, requests: list[Request]) -> None:
+        """Put ``requests`` (back) into the buffer. celery-batches flushes on every flush_every-th
+        message it counted: count only what is buffered."""
+        for request in requests:
             self._buffer.put(request)
-        # celery-batches flushes on every flush_every-th message it counted: count only what is buffered.
-        self._count = count(len(keep) + 1)
+        self._count = count(self._buffer.qsize() + 1)
 
     def _hold(self, request: Request, eta: float) -> None:
         qos = self._consumer.qos
@@ -197,8 +193,7 @@ class ReliableBatches(Batches):
             lower = min(held.raised, qos.value - self._consumer.initial_prefetch_count)
             if lower > 0:
                 qos.decrement_eventually(lower)
-        self._buffer.put(held.request)
-        self._count = count(self._buffer.qsize() + 1)
+        self._rebuffer([held.request])
         if self._buffer.qsize() >= self.flush_every:
             self._do_flush()
         elif self._tref is None:  # as a message arriving does: the tick flushes it, or its batch
@@ -278,9 +273,7 @@ class ReliableBatches(Batches):
             # The requests are in no list now: back into the buffer for the next tick, not lost
             # in memory until a restart.
             self._in_pool.discard(token)
-            for request in requests:
-                self._buffer.put(request)
-            self._count = count(self._buffer.qsize() + 1)
+            self._rebuffer(requests)
             if self._tref is None:
                 self._arm_flush()
             raise

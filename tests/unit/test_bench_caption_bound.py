@@ -61,6 +61,7 @@ def test_bound_is_encoder_at_matmul_rate_plus_decoder_at_bandwidth(caption_bench
     decoder = 12 * work.decoder_step_params * 2 / 20e9  # bf16: 2 bytes a weight, the faster of sum and copy
     assert b["encoder_s_per_batch"] == pytest.approx(encoder)
     assert b["decoder_s_per_batch"] == pytest.approx(decoder)
+    assert b["cross_kv_s_per_batch"] == pytest.approx(8 * work.cross_kv_flops / 100e9)  # at the faster kernel
     assert b["captions_s"] == pytest.approx(8 / (encoder + decoder))
     assert b["captions_per_cpu_s"] == pytest.approx(8 / (8 * work.encoder_flops / 60e9 + decoder))
 
